@@ -1,0 +1,12 @@
+"""Our node executables: name -> (module, class, default node name).
+
+One table serves setup.py (console scripts), the in-process runner and the launch checks.
+Pure data: setup.py imports it without rclpy.
+"""
+NODES = {
+    "preprocess_node": ("gmm_perception.ros.preprocess_node", "PreprocessNode", "preprocess"),
+}
+
+
+def console_scripts() -> list[str]:
+    return [f"{executable} = {module}:main" for executable, (module, _, _) in NODES.items()]

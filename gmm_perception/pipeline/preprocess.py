@@ -1,0 +1,85 @@
+"""The shared preprocessing stage: crop, range gate, voxel downsample, resample to a fixed count."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class EmptyCloudError(ValueError):
+    """The input holds no finite point, so there is nothing to process."""
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Every step is off at its default: an all-default stage returns the finite input points."""
+
+    crop_min: tuple[float, float, float] = (-np.inf, -np.inf, -np.inf)
+    crop_max: tuple[float, float, float] = (np.inf, np.inf, np.inf)
+    min_range: float = 0.0  # distance from the cloud's frame origin (the sensor), metres
+    max_range: float = np.inf
+    voxel_size: float = 0.0  # metres; 0 disables the voxel grid
+    num_points: int = 0  # resample to exactly this many points; 0 keeps the count
+    seed: int = 0
+
+    def __post_init__(self):
+        if np.any(np.asarray(self.crop_min) > np.asarray(self.crop_max)):
+            raise ValueError(f"crop_min {self.crop_min} exceeds crop_max {self.crop_max}")
+        if not 0.0 <= self.min_range <= self.max_range:
+            raise ValueError(f"need 0 <= min_range <= max_range, got {self.min_range}, {self.max_range}")
+        if self.voxel_size < 0 or self.num_points < 0:
+            raise ValueError("voxel_size and num_points must be >= 0")
+
+
+def finite_points(points: np.ndarray) -> np.ndarray:
+    """(N,3) float32 rows without NaN/inf; raises EmptyCloudError when none is left."""
+    points = np.asarray(points, dtype=np.float32).reshape(-1, 3)
+    finite = points[np.isfinite(points).all(axis=1)]
+    if len(finite) == 0:
+        raise EmptyCloudError(f"no finite points among {len(points)}")
+    return finite
+
+
+def crop(points: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """Keep points inside the axis-aligned box and the range shell."""
+    keep = np.ones(len(points), dtype=bool)
+    if np.isfinite(config.crop_min).any() or np.isfinite(config.crop_max).any():
+        keep &= ((points >= np.asarray(config.crop_min, dtype=np.float32))
+                 & (points <= np.asarray(config.crop_max, dtype=np.float32))).all(axis=1)
+    if config.min_range > 0 or np.isfinite(config.max_range):
+        squared_range = np.einsum("ij,ij->i", points, points)
+        keep &= (squared_range >= config.min_range ** 2) & (squared_range <= config.max_range ** 2)
+    return points if keep.all() else points[keep]
+
+
+def voxel_downsample(points: np.ndarray, voxel_size: float) -> np.ndarray:
+    """One point per occupied voxel, the centroid of its points (Open3D's voxel grid)."""
+    import open3d as o3d
+
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points.astype(np.float64)))
+    return np.asarray(cloud.voxel_down_sample(voxel_size).points, dtype=np.float32)
+
+
+def resample(points: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """Exactly `count` points: a random subset, or all points plus random repeats when too few."""
+    n = len(points)
+    if n >= count:
+        return points[rng.choice(n, size=count, replace=False)]
+    extra = rng.choice(n, size=count - n, replace=True)
+    return np.concatenate([points, points[extra]])
+
+
+class Preprocessor:
+    """Callable stage; its random generator makes resampling reproducible per stage instance."""
+
+    def __init__(self, config: PreprocessConfig):
+        self.config = config
+        self._rng = np.random.default_rng(config.seed)
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        points = crop(finite_points(points), self.config)
+        if len(points) and self.config.voxel_size > 0:
+            points = voxel_downsample(points, self.config.voxel_size)
+        if len(points) and self.config.num_points > 0:
+            points = resample(points, self.config.num_points, self._rng)
+        return np.ascontiguousarray(points, dtype=np.float32)
