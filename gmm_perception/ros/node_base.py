@@ -93,6 +93,8 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
     #: Message type and (relative, remappable) topic of the input.
     input_type: ClassVar[type] = PointCloud2
     input_topic: ClassVar[str] = "points"
+    #: Whether the node looks up transforms even without a target_frame.
+    uses_tf: ClassVar[bool] = False
 
     def __init__(self, node_name: str, **kwargs):
         super().__init__(node_name, **kwargs)
@@ -162,8 +164,6 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
 
     def lookup(self, target_frame: str, source_frame: str, stamp) -> np.ndarray:
         """4x4 transform from source_frame to target_frame at `stamp`, waiting up to tf_timeout."""
-        if self.tf_buffer is None:
-            self.tf_buffer = TfBuffer(self)
         time_at = Time.from_msg(stamp)
         deadline = time.monotonic() + self.param("tf_timeout")
         while True:
@@ -183,6 +183,8 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         started = time.perf_counter()
+        if self.tf_buffer is None and (self.param("target_frame") or self.uses_tf):
+            self.tf_buffer = TfBuffer(self)  # created here, on the executor's thread
         try:
             self.configure_node()
         except (CheckpointError, ValueError, OSError, RuntimeError) as exc:
