@@ -12,9 +12,9 @@ from typing import Callable
 
 import pytest
 
-# One DDS domain per test session, discovery kept on this host: concurrent runs on a shared
+# One DDS domain per test session (1..101: IDs whose ports Linux never hands out), discovery kept on this host: concurrent runs on a shared
 # machine must not see each other's nodes, and no test traffic may leave the machine.
-os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(1, 200)))
+os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(1, 101)))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -35,7 +35,7 @@ from rclpy.time import Time
 from sensor_msgs.msg import PointCloud2
 
 from gmm_perception.geometry.transforms import transform_points
-from gmm_perception.models.checkpoint import CheckpointError
+from gmm_perception.models.checkpoint import CheckpointError, load_checkpoint
 from gmm_perception.pipeline.preprocess import EmptyCloudError, finite_points
 from gmm_perception.pipeline.stats import StageStats
 from gmm_perception.pipeline.work_queue import DropOldestQueue
@@ -102,6 +102,7 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
         self.stats = StageStats()
         self.device = None
         self.device_note = ""
+        self.checkpoint_note = ""
         self.model_status = "unconfigured"
         self.last_error = ""
         self.tf_buffer: TfBuffer | None = None
@@ -151,6 +152,14 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
             self.get_logger().warning(f"{choice.fallback_reason}: using the CPU")
         self.device, self.device_note = choice.device, describe_device(choice.device)
         return self.device
+
+    def load_model_checkpoint(self, path: str, expected_model: str) -> dict:
+        """A checked checkpoint on the configured device (CheckpointError names the file)."""
+        device = self.device if self.device is not None else self.resolve_torch_device()
+        payload = load_checkpoint(path, expected_model=expected_model, map_location=device)
+        self.checkpoint_note = f"{path} (model {payload['model']}, code " \
+                               f"{payload['metadata'].get('code_version', 'unknown')})"
+        return payload
 
     def read_cloud(self, msg: PointCloud2) -> Cloud:
         """Validated finite xyz of a PointCloud2, in target_frame when one is set."""
@@ -303,6 +312,7 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
         values = {
             "lifecycle_state": self.model_status,
             "device": self.device_note or str(self.param("device")),
+            "checkpoint": self.checkpoint_note,
             "input_rate_hz": f"{snap.input_rate_hz:.2f}",
             "processed_rate_hz": f"{snap.processed_rate_hz:.2f}",
             "received": snap.received, "processed": snap.processed, "dropped": snap.dropped,
