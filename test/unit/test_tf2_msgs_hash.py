@@ -9,6 +9,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import pytest
 import rclpy
 import tf2_msgs
 from rclpy.context import Context

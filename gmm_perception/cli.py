@@ -1,0 +1,32 @@
+"""The `gmm-perception` command: one entry point for the offline and ROS tools."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from gmm_perception.ros.demo import run_demo
+
+    return run_demo(seconds=args.seconds, rate_hz=args.rate, points=args.points)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gmm-perception", description=__doc__)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    demo = verbs.add_parser("demo", help="run the pipeline on a simulated sensor stream and "
+                                         "print a summary")
+    demo.add_argument("--seconds", type=float, default=5.0, help="length of the stream")
+    demo.add_argument("--rate", type=float, default=10.0, help="clouds per second")
+    demo.add_argument("--points", type=int, default=200_000, help="points per cloud")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
