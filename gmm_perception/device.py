@@ -1,9 +1,11 @@
 """The one place that decides which torch device the models run on."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+_DEVICE_NAME = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 
 
 @dataclass(frozen=True)
@@ -20,7 +22,7 @@ def resolve_device(requested: str) -> DeviceChoice:
 
     requested = requested.strip().lower()
     kind = requested.split(":", 1)[0]
-    if kind not in DEVICE_CHOICES:
+    if kind not in DEVICE_CHOICES or not _DEVICE_NAME.fullmatch(requested):
         raise ValueError(f"device must be one of {DEVICE_CHOICES} (or cuda:N), got '{requested}'")
     if kind == "cpu":
         return DeviceChoice(torch.device("cpu"))

@@ -51,8 +51,16 @@ def _entry(raw: dict, base_dir: Path, index: int) -> NodeEntry:
     if executable not in NODES:
         raise PipelineConfigError(f"node #{index}: unknown executable '{executable}' "
                                   f"(known: {sorted(NODES)})")
+    parameters = raw.get("parameters") or []
+    remappings = raw.get("remappings") or {}
+    if not isinstance(parameters, list):
+        raise PipelineConfigError(f"node '{executable}': 'parameters' must be a list of files "
+                                  f"and mappings, got {parameters!r}")
+    if not isinstance(remappings, dict):
+        raise PipelineConfigError(f"node '{executable}': 'remappings' must be a mapping "
+                                  f"from -> to, got {remappings!r}")
     files, inline = [], {}
-    for item in raw.get("parameters", []) or []:
+    for item in parameters:
         if isinstance(item, dict):
             inline.update(item)
             continue
@@ -65,8 +73,8 @@ def _entry(raw: dict, base_dir: Path, index: int) -> NodeEntry:
     if unknown:
         raise PipelineConfigError(f"node '{executable}': unknown keys {sorted(unknown)}")
     return NodeEntry(executable=executable, name=raw.get("name") or NODES[executable][2],
-                     namespace=raw.get("namespace", "") or "", parameter_files=tuple(files),
-                     parameters=inline, remappings=dict(raw.get("remappings") or {}))
+                     namespace=(raw.get("namespace") or "").strip("/"),
+                     parameter_files=tuple(files), parameters=inline, remappings=dict(remappings))
 
 
 def load_pipeline(path: str | Path) -> list[NodeEntry]:

@@ -45,8 +45,11 @@ def save_checkpoint(path: str | Path, *, model: str, state_dict: Mapping[str, An
                      "code_version": code_version(), **dict(metadata or {})},
     }
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    try:
+        torch.save(payload, tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

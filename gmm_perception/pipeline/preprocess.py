@@ -33,8 +33,11 @@ class PreprocessConfig:
 
 def finite_points(points: np.ndarray) -> np.ndarray:
     """(N,3) float32 rows without NaN/inf; raises EmptyCloudError when none is left."""
-    points = np.asarray(points, dtype=np.float32).reshape(-1, 3)
-    finite = points[np.isfinite(points).all(axis=1)]
+    points = np.asarray(points, dtype=np.float32)
+    if points.ndim != 2 or points.shape[1] != 3:
+        raise ValueError(f"points must be (N, 3), got {points.shape}")
+    keep = np.isfinite(points).all(axis=1)
+    finite = points if keep.all() else points[keep]
     if len(finite) == 0:
         raise EmptyCloudError(f"no finite points among {len(points)}")
     return finite
@@ -47,7 +50,8 @@ def crop(points: np.ndarray, config: PreprocessConfig) -> np.ndarray:
         keep &= ((points >= np.asarray(config.crop_min, dtype=np.float32))
                  & (points <= np.asarray(config.crop_max, dtype=np.float32))).all(axis=1)
     if config.min_range > 0 or np.isfinite(config.max_range):
-        squared_range = np.einsum("ij,ij->i", points, points)
+        as_double = points.astype(np.float64)  # exact at the bounds, like the crop box
+        squared_range = np.einsum("ij,ij->i", as_double, as_double)
         keep &= (squared_range >= config.min_range ** 2) & (squared_range <= config.max_range ** 2)
     return points if keep.all() else points[keep]
 

@@ -36,7 +36,7 @@ from sensor_msgs.msg import PointCloud2
 
 from gmm_perception.geometry.transforms import transform_points
 from gmm_perception.models.checkpoint import CheckpointError, load_checkpoint
-from gmm_perception.pipeline.preprocess import EmptyCloudError, finite_points
+from gmm_perception.pipeline.preprocess import EmptyCloudError
 from gmm_perception.pipeline.stats import StageStats
 from gmm_perception.pipeline.work_queue import DropOldestQueue
 from gmm_perception.ros.middleware import use_default_dds_profile
@@ -98,7 +98,7 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
 
     def __init__(self, node_name: str, **kwargs):
         super().__init__(node_name, **kwargs)
-        self._specs = declare_parameters(self, [*BASE_PARAMETERS, *self.parameters])
+        declare_parameters(self, [*BASE_PARAMETERS, *self.parameters])
         self.stats = StageStats()
         self.device = None
         self.device_note = ""
@@ -149,7 +149,7 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
 
         choice = resolve_device(self.param("device"))
         if choice.fallback_reason:
-            self.get_logger().warning(f"{choice.fallback_reason}: using the CPU")
+            self.get_logger().warning(f"{choice.fallback_reason}: using {choice.device}")
         self.device, self.device_note = choice.device, describe_device(choice.device)
         return self.device
 
@@ -163,7 +163,9 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
 
     def read_cloud(self, msg: PointCloud2) -> Cloud:
         """Validated finite xyz of a PointCloud2, in target_frame when one is set."""
-        points = finite_points(read_xyz(msg))
+        points = read_xyz(msg)  # drops NaN/inf rows
+        if len(points) == 0:
+            raise EmptyCloudError(f"no finite points among {msg.width * msg.height}")
         frame_id = msg.header.frame_id
         target = self.param("target_frame")
         if target and target != frame_id:

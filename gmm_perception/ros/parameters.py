@@ -22,6 +22,10 @@ class ParameterSpec:
     choices: Sequence[str] = ()
     length: int | None = None  # exact length for array parameters
 
+    def __post_init__(self):
+        if (self.min_value is None) != (self.max_value is None):
+            raise TypeError(f"{self.name}: give both min_value and max_value, or neither")
+
     def descriptor(self) -> ParameterDescriptor:
         constraints = []
         if self.choices:
