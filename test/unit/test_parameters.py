@@ -3,8 +3,6 @@ overrides refused at declaration, bad run-time changes (choice, range, read-only
 refused with reasons, good changes applied."""
 
 import pytest
-import rclpy
-from rclpy.context import Context
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
@@ -20,19 +18,11 @@ SPECS = [
 
 
 @pytest.fixture
-def context():
-    ctx = Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    rclpy.try_shutdown(context=ctx)
-
-
-@pytest.fixture
-def make_node(context):
+def make_node(ros_context):
     nodes = []
 
     def make(*overrides: Parameter, name: str = "param_test") -> Node:
-        node = Node(name, context=context, parameter_overrides=list(overrides))
+        node = Node(name, context=ros_context, parameter_overrides=list(overrides))
         nodes.append(node)
         return node
 
