@@ -11,6 +11,12 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(seconds=args.seconds, rate_hz=args.rate, points=args.points)
 
 
+def _train(args: argparse.Namespace) -> int:
+    from gmm_perception.train.run import main
+
+    return main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gmm-perception", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -20,6 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=float, default=10.0, help="clouds per second")
     demo.add_argument("--points", type=int, default=200_000, help="points per cloud")
     demo.set_defaults(run=_demo)
+
+    from gmm_perception.train.run import add_arguments as add_train_arguments
+
+    training = verbs.add_parser("train", help="train a model from a YAML config (resumable)")
+    add_train_arguments(training)
+    training.set_defaults(run=_train)
     return parser
 
 

@@ -30,8 +30,13 @@ def code_version() -> str:
 
 
 def save_checkpoint(path: str | Path, *, model: str, state_dict: Mapping[str, Any],
-                    config: Mapping[str, Any], metadata: Mapping[str, Any] | None = None) -> Path:
-    """Write a checkpoint atomically (temporary file, then rename) and return its path."""
+                    config: Mapping[str, Any], metadata: Mapping[str, Any] | None = None,
+                    training_state: Mapping[str, Any] | None = None) -> Path:
+    """Write a checkpoint atomically (temporary file, then rename) and return its path.
+
+    `training_state` (optimiser, scheduler, counters) makes a run resumable; shipped
+    checkpoints leave it out to stay small.
+    """
     import torch
 
     path = Path(path)
@@ -44,6 +49,8 @@ def save_checkpoint(path: str | Path, *, model: str, state_dict: Mapping[str, An
         "metadata": {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                      "code_version": code_version(), **dict(metadata or {})},
     }
+    if training_state is not None:
+        payload["training_state"] = dict(training_state)
     tmp = path.with_suffix(path.suffix + ".tmp")
     try:
         torch.save(payload, tmp)

@@ -1,0 +1,34 @@
+"""The models we train and serve: name -> (class, config class). One place builds them."""
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+import torch
+
+from gmm_perception.models.checkpoint import load_checkpoint
+from gmm_perception.models.deepgmr import MODEL_NAME as DEEPGMR, DeepGmr, DeepGmrConfig
+
+MODELS: dict[str, tuple[type[torch.nn.Module], type]] = {
+    DEEPGMR: (DeepGmr, DeepGmrConfig),
+}
+
+
+def build_model(name: str, config: dict[str, Any]) -> torch.nn.Module:
+    """A fresh model from its registry name and a config dict (unknown keys are an error)."""
+    if name not in MODELS:
+        raise KeyError(f"unknown model '{name}' (known: {sorted(MODELS)})")
+    model_class, config_class = MODELS[name]
+    known = {f.name for f in fields(config_class)}
+    unknown = set(config) - known
+    if unknown:
+        raise ValueError(f"{name} config has unknown keys {sorted(unknown)} (known: {sorted(known)})")
+    return model_class(config_class(**config))
+
+
+def load_model(path, name: str, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """A model in eval mode on `device` from a checked checkpoint, and the checkpoint payload."""
+    payload = load_checkpoint(path, expected_model=name, map_location=device)
+    model = build_model(name, payload["config"]["model"])
+    model.load_state_dict(payload["state_dict"])
+    return model.to(device).eval(), payload

@@ -1,0 +1,166 @@
+"""A model-agnostic training loop: resumable checkpoints, validation, plateau LR, CSV log, DDP.
+
+A task (one per model, in its own module) owns the data and the loss; this loop owns
+everything else, so every model trains, logs and resumes the same way.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from gmm_perception.device import resolve_device
+from gmm_perception.models.checkpoint import load_checkpoint, save_checkpoint
+
+
+@dataclass
+class TrainSettings:
+    output_dir: str
+    epochs: int = 100
+    steps_per_epoch: int = 100
+    batch_size: int = 32
+    lr: float = 1e-3
+    plateau_factor: float = 0.5
+    plateau_patience: int = 10
+    min_lr: float = 1e-6
+    seed: int = 0
+    max_minutes: float = 0.0  # stop (and save) after this much wall time; 0 = no limit
+    device: str = "auto"
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+
+
+class TrainingTask(Protocol):
+    """What a model contributes to training."""
+
+    name: str  # registry name of the model
+
+    def build(self) -> torch.nn.Module: ...
+
+    def model_config(self) -> dict[str, Any]: ...
+
+    def data_description(self) -> dict[str, Any]: ...
+
+    def train_batch(self, rng: np.random.Generator, device: torch.device) -> Any: ...
+
+    def loss(self, model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+    def validate(self, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
+        """Metrics on held-out data; must include 'val_loss' (lower is better)."""
+        ...
+
+
+class Distributed:
+    """torchrun-style DDP when WORLD_SIZE > 1, a no-op otherwise."""
+
+    def __init__(self):
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.enabled = self.world_size > 1
+        if self.enabled:
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            torch.distributed.init_process_group(backend)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def device(self, requested: str) -> torch.device:
+        if self.enabled and torch.cuda.is_available():
+            torch.cuda.set_device(self.local_rank)
+            return torch.device("cuda", self.local_rank)
+        return resolve_device(requested).device
+
+    def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        if not self.enabled:
+            return model
+        ids = [device.index] if device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+    def close(self) -> None:
+        if self.enabled:
+            torch.distributed.destroy_process_group()
+
+
+def train(task: TrainingTask, settings: TrainSettings, resume: bool = True) -> Path:
+    """Run (or resume) training; returns the path of the best checkpoint."""
+    dist = Distributed()
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    device = dist.device(settings.device)
+    out = Path(settings.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    last_path, best_path, log_path = out / "last.pt", out / "best.pt", out / "log.csv"
+
+    torch.manual_seed(settings.seed + dist.rank)
+    model = task.build().to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimiser, factor=settings.plateau_factor, patience=settings.plateau_patience,
+        min_lr=settings.min_lr)
+    epoch, best = 0, math.inf
+    rng = np.random.default_rng([settings.seed, dist.rank])
+    if resume and last_path.is_file():
+        state = load_checkpoint(last_path, expected_model=task.name, map_location=device)
+        model.load_state_dict(state["state_dict"])
+        training = state["training_state"]
+        optimiser.load_state_dict(training["optimiser"])
+        scheduler.load_state_dict(training["scheduler"])
+        epoch, best = training["epoch"], training["best"]
+        rng = np.random.default_rng([settings.seed, dist.rank, epoch])  # fresh batches on resume
+        if dist.is_main:
+            print(f"resuming {task.name} at epoch {epoch} (best val_loss {best:.5f})")
+    wrapped = dist.wrap(model, device)
+    config = {"model": task.model_config(), "train": asdict(settings),
+              "data": task.data_description()}
+    started = time.monotonic()
+    budget = settings.max_minutes * 60 if settings.max_minutes > 0 else math.inf
+
+    while epoch < settings.epochs and time.monotonic() - started < budget:
+        wrapped.train()
+        losses = []
+        steps = tqdm(range(settings.steps_per_epoch), desc=f"epoch {epoch + 1}/{settings.epochs}",
+                     disable=not dist.is_main, leave=False)
+        for _ in steps:
+            loss, _ = task.loss(wrapped, task.train_batch(rng, device))
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            losses.append(loss.item())
+            steps.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        epoch += 1
+        model.eval()
+        with torch.no_grad():
+            metrics = task.validate(model, device)
+        scheduler.step(metrics["val_loss"])
+        row = {"epoch": epoch, "train_loss": float(np.mean(losses)),
+               "lr": optimiser.param_groups[0]["lr"],
+               "elapsed_min": (time.monotonic() - started) / 60, **metrics}
+        if not dist.is_main:
+            continue
+        print("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                        for k, v in row.items()))
+        with open(log_path, "a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(row))
+            if handle.tell() == 0:
+                writer.writeheader()
+            writer.writerow(row)
+        metadata = {"epoch": epoch, "metrics": metrics}
+        if metrics["val_loss"] < best:
+            best = metrics["val_loss"]
+            save_checkpoint(best_path, model=task.name, state_dict=model.state_dict(),
+                            config=config, metadata=metadata)
+        save_checkpoint(last_path, model=task.name, state_dict=model.state_dict(), config=config,
+                        metadata=metadata, training_state={
+                            "optimiser": optimiser.state_dict(),
+                            "scheduler": scheduler.state_dict(), "epoch": epoch, "best": best})
+    dist.close()
+    return best_path
