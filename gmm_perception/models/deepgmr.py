@@ -23,6 +23,8 @@ MODEL_NAME = "deepgmr"
 class DeepGmrConfig:
     components: int = 16  # J
     feature_dim: int = 1024  # d_model of the PointNet backbone
+    encoder_widths: tuple[int, ...] = (64, 128, 256)  # per-point layers before d_model
+    head_widths: tuple[int, ...] = (512, 256, 128)  # per-point layers after the concatenation
     use_rri: bool = True
     rri_neighbours: int = 20
 
@@ -43,8 +45,9 @@ class DeepGmr(nn.Module):
     def __init__(self, config: DeepGmrConfig = DeepGmrConfig()):
         super().__init__()
         self.config = config
-        self.correspondence = PointNetSegmentation(config.in_channels, config.components,
-                                                   feature_dim=config.feature_dim)
+        self.correspondence = PointNetSegmentation(
+            config.in_channels, config.components, widths=config.encoder_widths,
+            feature_dim=config.feature_dim, head=config.head_widths)
 
     def assignments(self, points: torch.Tensor) -> torch.Tensor:
         """Gamma: (B, N, 3) -> (B, N, J) soft assignments (rows sum to 1)."""

@@ -13,7 +13,7 @@ import torch
 
 from gmm_perception.data.registration_pairs import make_pairs, split_categories
 from gmm_perception.data.shape_set import ShapeSet
-from gmm_perception.metrics.registration import recall, registration_rmse, rotation_error_deg
+from gmm_perception.metrics.registration import pose_errors, recall, registration_rmse
 from gmm_perception.models.deepgmr import MODEL_NAME, deepgmr_loss
 from gmm_perception.models.registry import build_model
 
@@ -84,7 +84,7 @@ class RegistrationTask:
             estimates.append(output.transform.double().cpu().numpy())
         T_est = np.concatenate(estimates)
         rmse = registration_rmse(self.val.source, T_est, self.val.T_gt)
-        rotation = rotation_error_deg(T_est[:, :3, :3], self.val.T_gt[:, :3, :3])
+        rotation, _ = pose_errors(T_est, self.val.T_gt)
         return {"val_loss": float(np.sum(losses) / len(self.val)),
                 "val_rmse": float(np.mean(rmse)),
                 "val_recall": float(recall(rmse, self.data.recall_threshold)),
