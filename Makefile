@@ -3,7 +3,7 @@ VENV   ?= .venv
 PYTHON := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-unit test-integration bench demo clean
+.PHONY: setup test test-unit test-integration bench data demo clean
 
 setup:
 	@bash tools/setup_env.sh
@@ -19,6 +19,14 @@ test-integration: setup
 
 bench: setup
 	$(PYTHON) bench/cloud_io.py
+	$(PYTHON) bench/metrics.py
+
+# Real shape data from Debian's packages (downloaded with apt-get, nothing committed), cached in data/.
+data: setup
+	$(VENV)/bin/gmm-perception data sh3d
+	$(VENV)/bin/gmm-perception data cgal
+	$(VENV)/bin/gmm-perception data pairs --setting noisy
+	$(VENV)/bin/gmm-perception data pairs --setting partial
 
 # The main job (filled in by the pipeline/evaluation work): for now it proves the stack end to end.
 demo: setup

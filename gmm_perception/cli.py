@@ -17,6 +17,12 @@ def _train(args: argparse.Namespace) -> int:
     return main(args)
 
 
+def _data(args: argparse.Namespace) -> int:
+    from gmm_perception.data.cli import main
+
+    return main([args.source, *args.options])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gmm-perception", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -26,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=float, default=10.0, help="clouds per second")
     demo.add_argument("--points", type=int, default=200_000, help="points per cloud")
     demo.set_defaults(run=_demo)
+
+    data = verbs.add_parser("data", help="build datasets: sh3d, cgal, pairs (cached)")
+    data.add_argument("source", choices=["sh3d", "cgal", "pairs"])
+    data.add_argument("options", nargs=argparse.REMAINDER, help="options of that builder")
+    data.set_defaults(run=_data)
 
     from gmm_perception.train.run import add_arguments as add_train_arguments
 

@@ -42,6 +42,7 @@ _PROTOCOL_VERSION = 1
 # seen edge-on) is redrawn from a new viewpoint, at most _MAX_VIEW_TRIES times.
 _MIN_VIEW_FRACTION = 0.25
 _MAX_VIEW_TRIES = 20
+_MIN_VIEW_POINTS = 64
 _PROGRESS_MIN_COUNT = 500
 
 
@@ -291,14 +292,20 @@ def _partial_view(mesh, views: PartialViews, num_points: int,
     """One simulated view in the object frame, resampled to num_points."""
     from gmm_perception.data.sensors import scan_object
 
+    best = None
     for _ in range(_MAX_VIEW_TRIES):
         view, _ = scan_object(mesh, views.camera, rng, tuple(views.distance_range),
                               tuple(views.elevation_range))
+        if best is None or len(view) > len(best):
+            best = view
         if len(view) >= _MIN_VIEW_FRACTION * num_points:
             break
-    else:
-        raise RuntimeError(f"no view of the mesh gave {_MIN_VIEW_FRACTION * num_points:.0f} "
-                           f"returns in {_MAX_VIEW_TRIES} tries: is it inside the camera's range?")
+    # Thin objects (a candelabra, a pole lamp) cover few pixels from every side: keep their
+    # best view when it still outlines the object, instead of giving up on the whole set.
+    if len(best) < _MIN_VIEW_POINTS:
+        raise RuntimeError(f"no view of the mesh gave {_MIN_VIEW_POINTS} returns in "
+                           f"{_MAX_VIEW_TRIES} tries: is it inside the camera's range?")
+    view = best
     # scan_object's world frame is the object frame.
     points = transform_points(view.T_world_sensor, view.points_sensor.astype(np.float64))
     if len(points) >= num_points:

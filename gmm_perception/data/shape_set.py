@@ -103,6 +103,17 @@ class MeshSet:
     def __len__(self) -> int:
         return len(self.vertices)
 
+    def select(self, mask: np.ndarray) -> "MeshSet":
+        keep = np.flatnonzero(mask)
+        return MeshSet([self.vertices[i] for i in keep], [self.faces[i] for i in keep],
+                       self.labels[keep], list(self.class_names), self.split[keep],
+                       self.model_ids[keep], dict(self.meta))
+
+    def subset(self, split: str) -> "MeshSet":
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got '{split}'")
+        return self.select(self.split == split)
+
     def mesh(self, index: int):
         """The index-th mesh as a trimesh.Trimesh."""
         import trimesh
@@ -133,7 +144,10 @@ class MeshSet:
     def load(cls, path: str | Path) -> "MeshSet":
         with np.load(path, allow_pickle=False) as data:
             v_off, f_off = data["vertex_offsets"], data["face_offsets"]
-            vertices = [data["vertices"][a:b] for a, b in zip(v_off[:-1], v_off[1:])]
-            faces = [data["faces"][a:b] for a, b in zip(f_off[:-1], f_off[1:])]
+            # Read each array once: every data[key] decompresses it anew, and a slice per mesh
+            # would keep its own full copy alive (the 377-mesh SH3D set ran out of memory).
+            all_vertices, all_faces = data["vertices"], data["faces"]
+            vertices = [all_vertices[a:b] for a, b in zip(v_off[:-1], v_off[1:])]
+            faces = [all_faces[a:b] for a, b in zip(f_off[:-1], f_off[1:])]
             return cls(vertices, faces, data["labels"], [str(c) for c in data["class_names"]],
                        data["split"], data["model_ids"], json.loads(str(data["meta"])))
