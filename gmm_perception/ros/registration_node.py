@@ -1,0 +1,123 @@
+"""registration_node: the pose of an object (or the motion between scans) from any starting pose.
+
+Input `points`; the reference comes from a model file, from the `reference` topic, or from the
+previous frame (scan-to-scan). Publishes TF (cloud frame -> child_frame, the object's pose at the
+cloud's stamp), `~/result` (RegistrationResult) and `~/aligned` (the reference in the cloud frame).
+"""
+from __future__ import annotations
+
+import numpy as np
+from sensor_msgs.msg import PointCloud2
+
+from gmm_perception.data.formats import load_cloud
+from gmm_perception.geometry.transforms import invert_transform, transform_points
+from gmm_perception.models.deepgmr import MODEL_NAME
+from gmm_perception.models.registry import build_model
+from gmm_perception.paths import share_dir
+from gmm_perception.pipeline.preprocess import Preprocessor
+from gmm_perception.pipeline.register import ICP_MODES, DeepGmrRegistrar
+from gmm_perception.ros.node_base import PerceptionNode, run_node
+from gmm_perception.ros.parameters import ParameterSpec
+from gmm_perception.ros.pointcloud import read_xyz, xyz_to_cloud
+from gmm_perception.ros.preprocess_node import PREPROCESS_PARAMETERS, config_from_parameters
+from gmm_perception.ros.tf import TfBroadcaster, make_transform_stamped, matrix_to_transform
+from gmm_perception_msgs.msg import RegistrationResult
+
+DEFAULT_CHECKPOINT = str(share_dir() / "checkpoints" / "deepgmr" / "deepgmr_sh3d.pt")
+
+REGISTRATION_PARAMETERS = [
+    ParameterSpec("checkpoint", DEFAULT_CHECKPOINT, "DeepGMR checkpoint file.", read_only=True),
+    ParameterSpec("reference_mode", "file", "Where the reference comes from: a model file, "
+                  "the 'reference' topic, or the previous frame (scan-to-scan).",
+                  read_only=True, choices=("file", "topic", "previous")),
+    ParameterSpec("reference_file", "", "Reference model (PLY/PCD/OBJ/OFF/STL/NPY/XYZ) in "
+                  "metres, for reference_mode 'file'.", read_only=True),
+    ParameterSpec("reference_name", "", "Name reported in results (default: the file's stem)."),
+    ParameterSpec("registration_points", 1024, "Points per cloud given to the network "
+                  "(as in training).", read_only=True, min_value=64, max_value=8192),
+    ParameterSpec("icp", "point_to_point", "Refinement after the global estimate.",
+                  choices=ICP_MODES),
+    ParameterSpec("icp_max_distance", 0.05, "ICP correspondence distance, metres.",
+                  min_value=0.001, max_value=10.0),
+    ParameterSpec("inlier_threshold", 0.05, "Distance for fitness and inlier RMSE, metres.",
+                  min_value=0.001, max_value=10.0),
+    ParameterSpec("child_frame", "object", "TF child frame of the registered object."),
+    ParameterSpec("publish_tf", True, "Broadcast the object's pose on /tf."),
+]
+
+
+class RegistrationNode(PerceptionNode):
+    parameters = [*PREPROCESS_PARAMETERS, *REGISTRATION_PARAMETERS]
+
+    def configure_node(self) -> None:
+        payload = self.load_model_checkpoint(self.param("checkpoint"), MODEL_NAME)
+        model = build_model(MODEL_NAME, payload["config"]["model"])
+        model.load_state_dict(payload["state_dict"])
+        self.registrar = DeepGmrRegistrar(model.to(self.device), self.device,
+                                          self.param("registration_points"))
+        self.preprocess = Preprocessor(config_from_parameters(self.param))
+        self.reconfigure()
+        mode = self.param("reference_mode")
+        self.reference_name = self.param("reference_name")
+        if mode == "file":
+            path = self.param("reference_file")
+            self.registrar.set_reference(load_cloud(path, num_points=4096))
+            self.reference_name = self.reference_name or path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+            self.registrar.register(self.registrar.reference[:256])  # warm-up
+        elif mode == "topic":
+            self._pending_reference = None
+            self.create_subscription(PointCloud2, "reference", self._on_reference, 1)
+        self.result_pub = self.create_output(RegistrationResult, "~/result")
+        self.aligned_pub = self.create_output(PointCloud2, "~/aligned")
+        self.tf_broadcaster = TfBroadcaster(self)
+
+    def reconfigure(self) -> None:
+        self.registrar.icp = self.param("icp")
+        self.registrar.icp_max_distance = self.param("icp_max_distance")
+        self.registrar.inlier_threshold = self.param("inlier_threshold")
+
+    def _on_reference(self, msg: PointCloud2) -> None:
+        self._pending_reference = msg  # converted on the worker, never in a callback
+
+    def process(self, msg: PointCloud2) -> None:
+        cloud = self.read_cloud(msg)
+        points = self.preprocess(cloud.points)
+        mode = self.param("reference_mode")
+        if mode == "topic" and self._pending_reference is not None:
+            self.registrar.set_reference(read_xyz(self._pending_reference))
+            self._pending_reference = None
+        if mode == "previous" and self.registrar.reference is None:
+            self.registrar.set_reference(points)  # the first scan only starts the chain
+            return
+        if self.registrar.reference is None:
+            raise RuntimeError("no reference cloud received yet on 'reference'")
+        result = self.registrar.register(points)
+        object_in_cloud = invert_transform(result.transform)  # reference frame -> cloud frame
+        if mode == "previous":
+            self.registrar.set_reference(points)
+        self._publish(cloud, result, object_in_cloud)
+
+    def _publish(self, cloud, result, object_in_cloud: np.ndarray) -> None:
+        stamp = cloud.stamp
+        if self.param("publish_tf"):
+            self.tf_broadcaster.send(make_transform_stamped(
+                object_in_cloud, cloud.frame_id, self.param("child_frame"), stamp))
+        message = RegistrationResult(
+            source_frame=cloud.frame_id, target_frame=self.param("child_frame"),
+            transform=matrix_to_transform(result.transform),
+            reference_name=self.reference_name, fitness=result.fitness,
+            inlier_rmse=result.inlier_rmse, inlier_threshold=result.inlier_threshold,
+            chamfer_distance=result.chamfer, latency_ms=result.seconds * 1e3,
+            method=result.method)
+        message.header.stamp, message.header.frame_id = stamp, cloud.frame_id
+        self.result_pub.publish(message)
+        aligned = transform_points(object_in_cloud, self.registrar.reference.astype(np.float32))
+        self.aligned_pub.publish(xyz_to_cloud(aligned, cloud.frame_id, stamp))
+
+
+def main(args=None) -> None:
+    run_node(RegistrationNode, "registration", args)
+
+
+if __name__ == "__main__":
+    main()
