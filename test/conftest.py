@@ -109,3 +109,13 @@ def ros_context():
     rclpy.init(context=context)
     yield context
     rclpy.try_shutdown(context=context)
+
+
+@pytest.fixture
+def probe(ros_context):
+    """A test-side node (test/support/ros_probe.py) in this test's context."""
+    from ros_probe import Probe
+
+    probe = Probe(ros_context)
+    yield probe
+    probe.close()

@@ -13,19 +13,12 @@ from sensor_msgs.msg import PointCloud2
 
 from checkpoint_node import MODEL_NAME, make_model
 from gmm_perception.models.checkpoint import save_checkpoint
-from gmm_perception.ros.pointcloud import read_xyz, xyz_to_cloud
 from ros_probe import Probe
+from gmm_perception.ros.pointcloud import read_xyz, xyz_to_cloud
 
 pytestmark = pytest.mark.integration
 SCRIPT = str(Path(__file__).parents[1] / "support" / "checkpoint_node.py")
 NODE = "/checkpoint_it"
-
-
-@pytest.fixture
-def probe(ros_context):
-    probe = Probe(ros_context)
-    yield probe
-    probe.close()
 
 
 def start(start_node, checkpoint: Path):

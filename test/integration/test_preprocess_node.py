@@ -13,9 +13,9 @@ from rcl_interfaces.srv import SetParameters
 from sensor_msgs.msg import PointCloud2, PointField
 
 from gmm_perception.geometry.transforms import euler_to_matrix, make_transform, transform_points
+from ros_probe import Probe
 from gmm_perception.ros.pointcloud import read_xyz, xyz_to_cloud
 from gmm_perception.ros.tf import TfBroadcaster, make_transform_stamped
-from ros_probe import Probe
 
 pytestmark = pytest.mark.integration
 
@@ -30,13 +30,6 @@ def start_preprocess(start_node, *extra: str):
 
 def cloud(points: np.ndarray, frame: str = "sensor", sec: int = 0) -> PointCloud2:
     return xyz_to_cloud(points, frame, TimeMsg(sec=sec))
-
-
-@pytest.fixture
-def probe(ros_context):
-    probe = Probe(ros_context)
-    yield probe
-    probe.close()
 
 
 WARM_UP_SEC = 1_000_000

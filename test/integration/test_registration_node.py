@@ -15,17 +15,9 @@ from gmm_perception.geometry.transforms import make_transform, random_rotation, 
 from gmm_perception.ros.pointcloud import xyz_to_cloud
 from gmm_perception.ros.tf import transform_to_matrix
 from gmm_perception_msgs.msg import RegistrationResult
-from ros_probe import Probe
 
 pytestmark = pytest.mark.integration
 NODE = "/registration_it"
-
-
-@pytest.fixture
-def probe(ros_context):
-    probe = Probe(ros_context)
-    yield probe
-    probe.close()
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from gmm_perception.node_registry import NODES, console_scripts
 from gmm_perception.pipeline_config import load_pipeline
 from gmm_perception.ros.pointcloud import read_xyz, xyz_to_cloud
 from gmm_perception.ros.runner import create_node
-from ros_probe import Probe
 
 ROOT = Path(__file__).resolve().parents[2]
 PIPELINES = sorted((ROOT / "config").glob("*_pipeline.yaml"))
@@ -92,7 +91,7 @@ def test_launch_files_name_existing_files_and_executables(launch_file):
 
 @pytest.mark.integration
 @pytest.mark.parametrize("launch_file", LAUNCH_FILES, ids=lambda p: p.name)
-def test_launch_files_start_their_nodes_where_launch_is_installed(launch_file, ros_context):
+def test_launch_files_start_their_nodes_where_launch_is_installed(launch_file, probe):
     """On a ROS install (launch_ros importable): the nodes of the default pipeline appear."""
     pytest.importorskip("launch_ros", reason="launch_ros is not installable from PyPI")
     from launch import LaunchService
@@ -105,18 +104,16 @@ def test_launch_files_start_their_nodes_where_launch_is_installed(launch_file, r
     service.include_launch_description(module.generate_launch_description())
     thread = threading.Thread(target=service.run, daemon=True)
     thread.start()
-    probe = Probe(ros_context)
     try:
         assert probe.wait(lambda: expected <= set(probe.node.get_node_names()), 30), \
             probe.node.get_node_names()
     finally:
         service.shutdown()
         thread.join(30)
-        probe.close()
 
 
 @pytest.mark.integration
-def test_runner_serves_a_two_node_pipeline_in_one_process(ros_context, start_node, tmp_path):
+def test_runner_serves_a_two_node_pipeline_in_one_process(probe, start_node, tmp_path):
     """Two preprocess nodes chained in one runner process: crop, then voxel downsample."""
     pipeline = tmp_path / "chain_pipeline.yaml"
     pipeline.write_text(yaml.safe_dump({"nodes": [
@@ -130,23 +127,19 @@ def test_runner_serves_a_two_node_pipeline_in_one_process(ros_context, start_nod
          "remappings": {"points": "/crop/points"}},
     ]}))
     runner = start_node([str(Path(sys.executable).parent / "gmm_perception_runner"), str(pipeline)])
-    probe = Probe(ros_context)
-    try:
-        outputs = probe.record(PointCloud2, "/voxel/points")
-        publisher = probe.publisher(PointCloud2, "/chain_in")
-        assert probe.wait_for_subscribers(publisher, timeout=30), runner.log()
-        rng = np.random.default_rng(0)
-        inside = rng.uniform(0.1, 0.9, (200, 3)).astype(np.float32)
-        outside = rng.uniform(2.0, 3.0, (300, 3)).astype(np.float32)
-        points = np.concatenate([inside, outside])
-        for _ in range(50):
-            publisher.publish(xyz_to_cloud(points, "base", TimeMsg(sec=8)))
-            if probe.wait(lambda: outputs, timeout=0.3):
-                break
-        assert outputs, runner.log()
-        # Cropping keeps the 200 inside points; one 10 m voxel then holds them all.
-        np.testing.assert_allclose(read_xyz(outputs[0]), inside.mean(axis=0, keepdims=True),
-                                   atol=1e-5)
-        assert outputs[0].header.stamp.sec == 8
-    finally:
-        probe.close()
+    outputs = probe.record(PointCloud2, "/voxel/points")
+    publisher = probe.publisher(PointCloud2, "/chain_in")
+    assert probe.wait_for_subscribers(publisher, timeout=30), runner.log()
+    rng = np.random.default_rng(0)
+    inside = rng.uniform(0.1, 0.9, (200, 3)).astype(np.float32)
+    outside = rng.uniform(2.0, 3.0, (300, 3)).astype(np.float32)
+    points = np.concatenate([inside, outside])
+    for _ in range(50):
+        publisher.publish(xyz_to_cloud(points, "base", TimeMsg(sec=8)))
+        if probe.wait(lambda: outputs, timeout=0.3):
+            break
+    assert outputs, runner.log()
+    # Cropping keeps the 200 inside points; one 10 m voxel then holds them all.
+    np.testing.assert_allclose(read_xyz(outputs[0]), inside.mean(axis=0, keepdims=True),
+                               atol=1e-5)
+    assert outputs[0].header.stamp.sec == 8
