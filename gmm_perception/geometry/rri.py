@@ -12,13 +12,24 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 EPS = 1e-8
 
 
 def knn_indices(points: torch.Tensor, k: int) -> torch.Tensor:
-    """(B, N, k) indices of each point's k nearest neighbours, the point itself excluded."""
+    """(B, N, k) indices of each point's k nearest neighbours, the point itself excluded.
+
+    On the CPU a KD-tree is ~10x faster than the dense N x N distance matrix; on a GPU the
+    dense top-k is. Both give the same neighbours (ties aside).
+    """
+    if points.device.type == "cpu":
+        from scipy.spatial import cKDTree
+
+        clouds = points.detach().numpy()
+        indices = np.stack([cKDTree(cloud).query(cloud, k + 1)[1] for cloud in clouds])
+        return torch.from_numpy(indices[..., 1:]).long()
     distances = torch.cdist(points, points)
     return distances.topk(k + 1, dim=-1, largest=False).indices[..., 1:]
 
