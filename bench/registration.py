@@ -31,6 +31,7 @@ from gmm_perception.pipeline.register import DeepGmrRegistrar  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 VOXEL = 0.05  # unit shapes: FPFH radius 5 voxels, as in Open3D's global registration tutorial
 pipelines = o3d.pipelines.registration
+o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)  # FGR's per-pair warnings
 
 
 def _cloud(points: np.ndarray) -> o3d.geometry.PointCloud:
