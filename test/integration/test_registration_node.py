@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Time as TimeMsg
+from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import PointCloud2
 from tf2_msgs.msg import TFMessage
 
@@ -63,3 +64,43 @@ def test_tf_recovers_the_pose_of_a_posed_object(probe, start_node, reference, ic
     assert error < tolerance_deg and offset < tolerance_m, (error, offset)
     assert results[0].fitness > (0.2 if icp == "none" else 0.9)
     assert results[0].method.startswith("deepgmr")
+
+
+def test_scan_to_scan_mode_recovers_the_motion_between_frames(probe, start_node, reference):
+    mesh, _ = reference
+    node = start_node("registration_node", "-r", "__node:=registration_it",
+                      "-r", "points:=/reg_points", "-p", "reference_mode:=previous",
+                      "-p", "child_frame:=previous_scan")
+    results = probe.record(RegistrationResult, f"{NODE}/result")
+    transforms = probe.record(TFMessage, "/tf")
+    publisher = probe.publisher(PointCloud2, "/reg_points")
+    assert probe.wait_for_subscribers(publisher, timeout=60), node.log()
+
+    rng = np.random.default_rng(4)
+    scan = sample_surface(mesh, 3000, rng)
+    # Consecutive scans move moderately (40 degrees here): the global estimate need only land
+    # in ICP's basin.
+    axis = rng.normal(size=3)
+    motion = make_transform(Rotation.from_rotvec(np.radians(40) * axis / np.linalg.norm(axis))
+                            .as_matrix(), [0.3, 0.1, -0.2])
+    first = xyz_to_cloud(scan.astype(np.float32), "sensor", TimeMsg(sec=1))
+    second = xyz_to_cloud(transform_points(motion, scan).astype(np.float32), "sensor",
+                          TimeMsg(sec=2))
+    for _ in range(100):  # the first frame only starts the chain; each second frame is measured
+        publisher.publish(first)
+        probe.spin_for(0.2)
+        publisher.publish(second)
+        if probe.wait(lambda: any(r.header.stamp.sec == 2 for r in results), timeout=0.5):
+            break
+    result = next(r for r in results if r.header.stamp.sec == 2)
+    assert result.fitness > 0.9, node.log()
+
+    def motion_tfs():
+        return [t for m in transforms for t in m.transforms
+                if t.child_frame_id == "previous_scan" and t.header.stamp.sec == 2]
+
+    assert probe.wait(motion_tfs, 5), node.log()
+    tf = motion_tfs()[0]
+    estimate = transform_to_matrix(tf)  # pose of the previous scan in the current one
+    assert rotation_error_deg(estimate[:3, :3], motion[:3, :3]) < 3.0
+    assert np.linalg.norm(estimate[:3, 3] - motion[:3, 3]) < 0.02
