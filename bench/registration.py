@@ -89,7 +89,7 @@ def evaluate(method, pairs) -> dict:
     T_est = np.stack(estimates)
     rmse = registration_rmse(pairs.source, T_est, pairs.T_gt)
     rotation, _ = pose_errors(T_est, pairs.T_gt)
-    return {"rmse_mean": float(np.mean(rmse)), "recall_0.2": recall(rmse, 0.2),
+    return {"pairs": len(pairs), "rmse_mean": float(np.mean(rmse)), "recall_0.2": recall(rmse, 0.2),
             "rotation_error_median_deg": float(np.median(rotation)),
             "ms_median": float(np.median(times)), "ms_p95": float(np.percentile(times, 95))}
 
