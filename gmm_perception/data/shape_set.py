@@ -16,6 +16,21 @@ import numpy as np
 SPLITS = ("train", "test")
 
 
+def _save_npz(path: str | Path, **arrays) -> Path:
+    """Compressed .npz written atomically: a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+    return path
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got '{split}'")
+
+
 @dataclass
 class ShapeSet:
     """M shapes of P surface points each, with class labels and a by-model train/test split."""
@@ -50,8 +65,7 @@ class ShapeSet:
                         self.split[mask], self.model_ids[mask], dict(self.meta))
 
     def subset(self, split: str) -> "ShapeSet":
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got '{split}'")
+        _check_split(split)
         return self.select(self.split == split)
 
     def class_table(self) -> list[tuple[str, int, int]]:
@@ -62,15 +76,10 @@ class ShapeSet:
 
     def save(self, path: str | Path, half_precision: bool = False) -> Path:
         """One .npz; float16 halves the size at ~1e-3 precision on unit shapes."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(
-            tmp, points=self.points.astype(np.float16 if half_precision else np.float32),
+        return _save_npz(
+            path, points=self.points.astype(np.float16 if half_precision else np.float32),
             labels=self.labels, class_names=np.asarray(self.class_names, dtype=str),
             split=self.split, model_ids=self.model_ids, meta=json.dumps(self.meta))
-        tmp.replace(path)
-        return path
 
     @classmethod
     def load(cls, path: str | Path) -> "ShapeSet":
@@ -110,8 +119,7 @@ class MeshSet:
                        self.model_ids[keep], dict(self.meta))
 
     def subset(self, split: str) -> "MeshSet":
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got '{split}'")
+        _check_split(split)
         return self.select(self.split == split)
 
     def mesh(self, index: int):
@@ -127,18 +135,13 @@ class MeshSet:
         return int(matches[0])
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(
-            tmp, vertices=np.concatenate(self.vertices).astype(np.float32),
+        return _save_npz(
+            path, vertices=np.concatenate(self.vertices).astype(np.float32),
             faces=np.concatenate(self.faces).astype(np.int32),
             vertex_offsets=np.cumsum([0] + [len(v) for v in self.vertices]),
             face_offsets=np.cumsum([0] + [len(f) for f in self.faces]),
             labels=self.labels, class_names=np.asarray(self.class_names, dtype=str),
             split=self.split, model_ids=self.model_ids, meta=json.dumps(self.meta))
-        tmp.replace(path)
-        return path
 
     @classmethod
     def load(cls, path: str | Path) -> "MeshSet":
