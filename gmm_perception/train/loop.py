@@ -35,6 +35,7 @@ class TrainSettings:
     max_minutes: float = 0.0  # stop (and save) after this much wall time; 0 = no limit
     device: str = "auto"
     threads: int = 0  # torch CPU threads; 0 = torch's default
+    init_checkpoint: str = ""  # start from these weights when there is no last.pt to resume
 
 
 class TrainingTask(Protocol):
@@ -118,6 +119,12 @@ def train(task: TrainingTask, settings: TrainSettings, resume: bool = True) -> P
         rng = np.random.default_rng([settings.seed, dist.rank, epoch])  # fresh batches on resume
         if dist.is_main:
             print(f"resuming {task.name} at epoch {epoch} (best val_loss {best:.5f})")
+    elif settings.init_checkpoint:
+        # Weights only (e.g. a shipped checkpoint): the optimiser starts afresh.
+        model.load_state_dict(load_checkpoint(settings.init_checkpoint, expected_model=task.name,
+                                              map_location=device)["state_dict"])
+        if dist.is_main:
+            print(f"starting {task.name} from the weights of {settings.init_checkpoint}")
     wrapped = dist.wrap(model, device)
     config = {"model": task.model_config(), "train": asdict(settings),
               "data": task.data_description()}

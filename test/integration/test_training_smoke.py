@@ -55,3 +55,9 @@ def test_registration_training_smoke_run_checkpoints_reloads_and_resumes(tmp_pat
     assert "resuming deepgmr at epoch 2" in resumed
     rows = list(csv.DictReader(open(output / "log.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+
+    fresh = tmp_path / "continued"
+    started = run_training(config, f"train.output_dir={fresh}",
+                           f"train.init_checkpoint={output / 'best.pt'}", "train.epochs=1")
+    assert "starting deepgmr from the weights of" in started
+    assert (fresh / "best.pt").is_file()
