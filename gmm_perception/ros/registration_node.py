@@ -66,10 +66,17 @@ class RegistrationNode(PerceptionNode):
             self.registrar.register(self.registrar.reference[:256])  # warm-up
         elif mode == "topic":
             self._pending_reference = None
-            self.create_subscription(PointCloud2, "reference", self._on_reference, 1)
+            self._reference_subscription = self.create_subscription(
+                PointCloud2, "reference", self._on_reference, 1)
         self.result_pub = self.create_output(RegistrationResult, "~/result")
         self.aligned_pub = self.create_output(PointCloud2, "~/aligned")
         self.tf_broadcaster = TfBroadcaster(self)
+
+    def cleanup_node(self) -> None:
+        subscription = getattr(self, "_reference_subscription", None)
+        if subscription is not None:  # a later configure creates it again
+            self.destroy_subscription(subscription)
+            self._reference_subscription = None
 
     def reconfigure(self) -> None:
         self.registrar.icp = self.param("icp")
