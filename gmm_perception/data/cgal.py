@@ -15,7 +15,6 @@ maps them to the kept name and `cgal_mesh` resolves them.
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import sys
 import tarfile
@@ -30,9 +29,9 @@ from tqdm import tqdm
 
 from gmm_perception.data.debian import cached_deb, deb_version, fetch_deb, unpack_deb
 from gmm_perception.data.formats import FormatError, load_mesh
-from gmm_perception.data.mesh_dataset import (MAX_FACES, default_data_dir, model_rng,
-                                              outputs_current, prepare_mesh, read_meta,
-                                              save_outputs)
+from gmm_perception.data.mesh_dataset import (MAX_FACES, builder_parser, default_data_dir,
+                                              model_rng, outputs_current, prepare_mesh,
+                                              print_outputs, read_meta, save_outputs)
 from gmm_perception.data.shape_set import MeshSet
 
 PACKAGE = "libcgal-demo"
@@ -164,20 +163,12 @@ def cgal_mesh(name: str, data_dir: str | Path | None = None) -> trimesh.Trimesh:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", type=Path, default=default_data_dir(),
-                        help="where debs, unpacked packages and outputs go "
-                             "(default: $GMM_PERCEPTION_DATA or <repo>/data)")
-    parser.add_argument("--points", type=int, default=2048, help="surface points per mesh")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
-    parser.add_argument("--force", action="store_true", help="rebuild even if up to date")
-    args = parser.parse_args(argv)
+    args = builder_parser(__doc__.split("\n\n")[0], "mesh").parse_args(argv)
     paths = build_cgal(args.data_dir, args.points, args.seed, args.force)
     meta = read_meta(paths[0]) or {}
     print(f"CGAL: {meta.get('counts')}; broken: {meta.get('skipped')}; "
           f"duplicates: {meta.get('duplicates')}")
-    for path in paths:
-        print(f"{path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    print_outputs(paths)
     return 0
 
 

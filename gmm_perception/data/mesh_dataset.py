@@ -8,6 +8,7 @@ points line up; decimation may pull its extremes slightly inside the unit sphere
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -35,6 +36,23 @@ def default_data_dir() -> Path:
     """$GMM_PERCEPTION_DATA, else `<repo>/data` (gitignored)."""
     env = os.environ.get(DATA_ENV)
     return Path(env) if env else SOURCE_ROOT / "data"
+
+
+def builder_parser(description: str, item: str) -> argparse.ArgumentParser:
+    """The options every dataset builder's command line shares."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir(),
+                        help="where debs, unpacked packages and outputs go "
+                             "(default: $GMM_PERCEPTION_DATA or <repo>/data)")
+    parser.add_argument("--points", type=int, default=2048, help=f"surface points per {item}")
+    parser.add_argument("--seed", type=int, default=0, help="sampling (and split) seed")
+    parser.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    return parser
+
+
+def print_outputs(paths: Sequence[Path]) -> None:
+    for path in paths:
+        print(f"{path} ({path.stat().st_size / 2**20:.1f} MiB)")
 
 
 def model_rng(seed: int, model_id: str) -> np.random.Generator:

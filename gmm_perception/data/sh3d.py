@@ -60,7 +60,6 @@ keep the first in catalogue order. The train/test split is by model, stratified 
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import multiprocessing
 import os
@@ -80,8 +79,9 @@ from tqdm import tqdm
 
 from gmm_perception.data.debian import cached_deb, deb_version, fetch_deb, unpack_deb
 from gmm_perception.data.formats import FormatError, load_mesh
-from gmm_perception.data.mesh_dataset import (MAX_FACES, PreparedMesh, default_data_dir,
-                                              model_rng, outputs_current, prepare_mesh, read_meta,
+from gmm_perception.data.mesh_dataset import (MAX_FACES, PreparedMesh, builder_parser,
+                                              default_data_dir, model_rng, outputs_current,
+                                              prepare_mesh, print_outputs, read_meta,
                                               save_outputs, stratified_split)
 from gmm_perception.data.mesh_ops import Y_UP_TO_Z_UP
 from gmm_perception.data.shape_set import ShapeSet
@@ -425,21 +425,14 @@ def print_summary(points_path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", type=Path, default=default_data_dir(),
-                        help="where debs, unpacked packages and outputs go "
-                             "(default: $GMM_PERCEPTION_DATA or <repo>/data)")
-    parser.add_argument("--points", type=int, default=2048, help="surface points per model")
-    parser.add_argument("--seed", type=int, default=0, help="sampling and split seed")
+    parser = builder_parser(__doc__.split("\n\n")[0], "model")
     parser.add_argument("--workers", type=int, default=CLI_WORKERS,
                         help="processes loading models (1: in this process)")
-    parser.add_argument("--force", action="store_true", help="rebuild even if up to date")
     args = parser.parse_args(argv)
     points_path, meshes_path = build_sh3d(args.data_dir, args.points, args.seed, args.force,
                                           args.workers)
     print_summary(points_path)
-    for path in (points_path, meshes_path):
-        print(f"{path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    print_outputs((points_path, meshes_path))
     return 0
 
 

@@ -56,20 +56,30 @@ _INVALID_INPUT_LOG_PERIOD_S = 5.0
 _DEFAULT_CACHE_DURATION = Duration(nanoseconds=DEFAULT_CACHE_DURATION_NS)
 
 
+def _matrix_from(translation, rotation) -> NDArray[np.float64]:
+    """4x4 from any message pair of (x, y, z) and (x, y, z, w) fields."""
+    q, t = rotation, translation
+    return make_transform(quat_to_matrix([q.x, q.y, q.z, q.w]), [t.x, t.y, t.z])
+
+
+def _fill_from(matrix: ArrayLike, translation, rotation) -> None:
+    """Write a 4x4 into a message pair of (x, y, z) and (x, y, z, w) fields."""
+    matrix = _as_single_transform(matrix)
+    translation.x, translation.y, translation.z = (float(v) for v in matrix[:3, 3])
+    rotation.x, rotation.y, rotation.z, rotation.w = (float(v) for v in
+                                                      matrix_to_quat(matrix[:3, :3]))
+
+
 def transform_to_matrix(msg: Transform | TransformStamped) -> NDArray[np.float64]:
     """4x4 ``T_parent_child`` of a Transform (or the transform of a TransformStamped)."""
     transform = msg.transform if isinstance(msg, TransformStamped) else msg
-    t, q = transform.translation, transform.rotation
-    return make_transform(quat_to_matrix([q.x, q.y, q.z, q.w]), [t.x, t.y, t.z])
+    return _matrix_from(transform.translation, transform.rotation)
 
 
 def matrix_to_transform(T: ArrayLike) -> Transform:
     """geometry_msgs/Transform of a 4x4 rigid transform."""
-    matrix = _as_single_transform(T)
     msg = Transform()
-    msg.translation.x, msg.translation.y, msg.translation.z = (float(v) for v in matrix[:3, 3])
-    q = matrix_to_quat(matrix[:3, :3])
-    msg.rotation.x, msg.rotation.y, msg.rotation.z, msg.rotation.w = (float(v) for v in q)
+    _fill_from(T, msg.translation, msg.rotation)
     return msg
 
 
@@ -87,19 +97,13 @@ def make_transform_stamped(
 
 def pose_to_matrix(pose: Pose) -> NDArray[np.float64]:
     """4x4 transform of a Pose: maps points in the posed body's frame into the pose's frame."""
-    p, q = pose.position, pose.orientation
-    return make_transform(quat_to_matrix([q.x, q.y, q.z, q.w]), [p.x, p.y, p.z])
+    return _matrix_from(pose.position, pose.orientation)
 
 
 def matrix_to_pose(T: ArrayLike) -> Pose:
     """geometry_msgs/Pose of a 4x4 rigid transform."""
-    matrix = _as_single_transform(T)
     pose = Pose()
-    pose.position.x, pose.position.y, pose.position.z = (float(v) for v in matrix[:3, 3])
-    q = matrix_to_quat(matrix[:3, :3])
-    pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = (
-        float(v) for v in q
-    )
+    _fill_from(T, pose.position, pose.orientation)
     return pose
 
 
