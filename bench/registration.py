@@ -70,9 +70,9 @@ def ransac_icp(source, target) -> np.ndarray:
     return icp(source, target, result.transformation)
 
 
-def deepgmr_method(model, icp_mode: str):
+def deepgmr_method(model, icp_mode: str, hypotheses: int):
     registrar = DeepGmrRegistrar(model, torch.device("cpu"), num_points=1024, icp=icp_mode,
-                                 icp_max_distance=2 * VOXEL)
+                                 icp_max_distance=2 * VOXEL, hypotheses=hypotheses)
 
     def run(source, target) -> np.ndarray:
         registrar.set_reference(target)
@@ -111,8 +111,9 @@ def main() -> None:
     seen, unseen = split_categories(shapes.class_names)
     trained_on = payload["config"]["data"].get("train_categories", seen)
     methods = {
-        "DeepGMR (ours)": deepgmr_method(model, "none"),
-        "DeepGMR + ICP (ours)": deepgmr_method(model, "point_to_point"),
+        "DeepGMR (ours, T only)": deepgmr_method(model, "none", 1),
+        "DeepGMR (ours, T or T_hat^-1)": deepgmr_method(model, "none", 2),
+        "DeepGMR + ICP (ours, 2 hyp.)": deepgmr_method(model, "point_to_point", 2),
         "ICP (identity start)": icp,
         "FPFH + FGR": fgr,
         "FPFH + RANSAC + ICP": ransac_icp,

@@ -57,11 +57,17 @@ class DeepGmr(nn.Module):
             features = (points - points.mean(dim=1, keepdim=True)).transpose(1, 2)
         return torch.softmax(self.correspondence(features), dim=1).transpose(1, 2)
 
+    def mixture(self, points: torch.Tensor) -> IsotropicGmm:
+        """f_psi then M_Theta for each cloud of the batch. In eval mode each cloud's mixture is
+        independent of the others, so a fixed reference's mixture can be computed once."""
+        return fit_isotropic_gmm(points, self.assignments(points))
+
     def forward(self, source: torch.Tensor, target: torch.Tensor) -> RegistrationOutput:
         """Both directions at once: the two clouds share one batch through the network."""
-        gamma = self.assignments(torch.cat([source, target]))
-        source_gmm = fit_isotropic_gmm(source, gamma[: len(source)])
-        target_gmm = fit_isotropic_gmm(target, gamma[len(source):])
+        both = self.mixture(torch.cat([source, target]))
+        split = len(source)
+        source_gmm = IsotropicGmm(both.weights[:split], both.means[:split], both.variances[:split])
+        target_gmm = IsotropicGmm(both.weights[split:], both.means[split:], both.variances[split:])
         return RegistrationOutput(align_mixtures(source_gmm, target_gmm),
                                   align_mixtures(target_gmm, source_gmm), source_gmm, target_gmm)
 

@@ -2,6 +2,11 @@
 
 Clouds are centred and scaled as in training (reference radius -> 1) before the network and the
 transform is mapped back to metres afterwards, so callers work in their own units and frames.
+
+The registrar holds a library of one or more named reference models. Each reference's mixture is
+computed once when it is added; a frame then costs one batched network pass over the source (one
+row per reference, because each reference fixes the scale) and a closed-form alignment per
+reference. With several references the best alignment by fitness wins (model library mode).
 """
 from __future__ import annotations
 
@@ -9,13 +14,20 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import open3d as o3d
 import torch
 from scipy.spatial import cKDTree
 
 from gmm_perception.geometry.transforms import make_transform
+from gmm_perception.gmm.registration import IsotropicGmm, align_mixtures
 from gmm_perception.pipeline.preprocess import resample
 
 ICP_MODES = ("none", "point_to_point", "point_to_plane")
+# A cluster wider than its model by more than this factor cannot be that model (noise margin).
+MAX_SIZE_RATIO = 1.3
+# ICP and the fit statistics use at most this many source points: a random subset this large
+# changes them by well under the sensor noise and keeps a 100k-point cloud inside a frame budget.
+MAX_REFINE_POINTS = 2048
 
 
 @dataclass(frozen=True)
@@ -29,79 +41,125 @@ class Registration:
     inlier_threshold: float
     seconds: float
     method: str
+    reference_name: str = ""
+
+
+@dataclass(frozen=True)
+class Reference:
+    name: str
+    points: np.ndarray  # (M, 3) float64, metres, the model's own frame
+    centre: np.ndarray
+    scale: float  # radius about the centre: training shapes fill the unit sphere
+    tree: cKDTree
+    gmm: IsotropicGmm  # batch of one, in normalised coordinates
+    cloud: "o3d.geometry.PointCloud"  # with normals, for ICP (built once)
 
 
 class DeepGmrRegistrar:
-    """Registers clouds against one reference cloud (set_reference) with a trained DeepGMR."""
+    """Registers clouds against a library of reference clouds with a trained DeepGMR."""
 
     def __init__(self, model: torch.nn.Module, device: torch.device, num_points: int = 1024,
                  icp: str = "none", icp_max_distance: float = 0.05,
-                 inlier_threshold: float = 0.05, seed: int = 0):
+                 inlier_threshold: float = 0.05, hypotheses: int = 2, seed: int = 0):
         if icp not in ICP_MODES:
             raise ValueError(f"icp must be one of {ICP_MODES}, got '{icp}'")
         self.model, self.device = model.eval(), device
         self.num_points, self.icp = num_points, icp
         self.icp_max_distance, self.inlier_threshold = icp_max_distance, inlier_threshold
+        if hypotheses not in (1, 2):
+            raise ValueError(f"hypotheses must be 1 (T) or 2 (T and T_hat^-1), got {hypotheses}")
+        self.hypotheses = hypotheses
         self._rng = np.random.default_rng(seed)
-        self.reference: np.ndarray | None = None
+        self.references: list[Reference] = []
 
-    def set_reference(self, points: np.ndarray) -> None:
+    @property
+    def reference(self) -> np.ndarray | None:
+        """The points of the only (or first) reference; None before one is set."""
+        return self.references[0].points if self.references else None
+
+    def set_reference(self, points: np.ndarray, name: str = "reference") -> None:
+        """Replace the library with one reference."""
+        self.references = []
+        self.add_reference(points, name)
+
+    @torch.no_grad()
+    def add_reference(self, points: np.ndarray, name: str) -> None:
         points = np.asarray(points, dtype=np.float64)
-        if len(points) < 3:
-            raise ValueError(f"a reference needs at least 3 points, got {len(points)}")
-        self.reference = points
-        self._reference_centre = points.mean(axis=0)
-        # Training shapes fill the unit sphere: the reference's radius sets the scale of both.
-        self._scale = float(np.linalg.norm(points - self._reference_centre, axis=1).max()) or 1.0
-        self._reference_tree = cKDTree(points)
-        self._reference_sample = self._normalise(resample(points, self.num_points, self._rng),
-                                                 self._reference_centre)
-
-    def _normalise(self, points: np.ndarray, centre: np.ndarray) -> np.ndarray:
-        return ((points - centre) / self._scale).astype(np.float32)
+        if points.ndim != 2 or points.shape[1] != 3 or len(points) < 3:
+            raise ValueError(f"reference '{name}' needs at least 3 points (N, 3), "
+                             f"got shape {points.shape}")
+        centre = points.mean(axis=0)
+        scale = float(np.linalg.norm(points - centre, axis=1).max()) or 1.0
+        sample = _normalise(resample(points, self.num_points, self._rng), centre, scale)
+        gmm = self.model.mixture(torch.from_numpy(sample[None]).to(self.device))
+        cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
+        cloud.estimate_normals(o3d.geometry.KDTreeSearchParamKNN(20))
+        self.references.append(Reference(name, points, centre, scale, cKDTree(points), gmm,
+                                         cloud))
 
     @torch.no_grad()
     def register(self, source: np.ndarray) -> Registration:
-        if self.reference is None:
+        """The best registration of `source` over the library (by fitness, then inlier RMSE)."""
+        if not self.references:
             raise RuntimeError("no reference set")
         started = time.perf_counter()
         source = np.asarray(source, dtype=np.float64)
-        source_centre = source.mean(axis=0)
-        sample = self._normalise(resample(source, self.num_points, self._rng), source_centre)
-        batch = torch.from_numpy(np.stack([sample, self._reference_sample])).to(self.device)
-        T_unit = self.model(batch[:1], batch[1:]).transform[0].double().cpu().numpy()
+        centre = source.mean(axis=0)
+        radius = float(np.linalg.norm(source - centre, axis=1).max())
+        candidates = [ref for ref in self.references if radius <= MAX_SIZE_RATIO * ref.scale]
+        if not candidates:  # larger than every model: still report the least bad one
+            candidates = [max(self.references, key=lambda ref: ref.scale)]
+        sample = resample(source, self.num_points, self._rng)
+        batch = np.stack([_normalise(sample, centre, ref.scale) for ref in candidates])
+        source_gmm = self.model.mixture(torch.from_numpy(batch).to(self.device))
+        reference_gmm = IsotropicGmm(*(torch.cat([getattr(ref.gmm, field) for ref in candidates])
+                                       for field in ("weights", "means", "variances")))
+        # Two hypotheses per reference: T (source -> reference) and the inverse of T_hat
+        # (reference -> source), which DeepGMR estimates independently; near-symmetric shapes
+        # often get one of them right.
+        forward = align_mixtures(source_gmm, reference_gmm)
+        backward = torch.linalg.inv(align_mixtures(reference_gmm, source_gmm))
+        T_unit = torch.stack([forward, backward], dim=1).double().cpu().numpy()  # (R, 2, 4, 4)
+        if len(source) > MAX_REFINE_POINTS:
+            source = source[self._rng.choice(len(source), MAX_REFINE_POINTS, replace=False)]
+        results = [self._finish(source, centre, ref, T) for ref, pair in zip(candidates, T_unit)
+                   for T in pair[:self.hypotheses]]
+        best = max(results, key=lambda result: (result.fitness, -result.inlier_rmse))
+        return Registration(**{**best.__dict__, "seconds": time.perf_counter() - started})
+
+    def _finish(self, source: np.ndarray, source_centre: np.ndarray, ref: Reference,
+                T_unit: np.ndarray) -> Registration:
         # Undo the normalisation: p_ref = R (p_src - c_src) + s t_unit + c_ref.
         R = T_unit[:3, :3]
-        transform = make_transform(R, self._scale * T_unit[:3, 3] + self._reference_centre
-                                   - R @ source_centre)
+        transform = make_transform(R, ref.scale * T_unit[:3, 3] + ref.centre - R @ source_centre)
         method = "deepgmr"
         if self.icp != "none":
-            transform = self._refine(source, transform)
+            transform = self._refine(source, ref.cloud, transform)
             method += f"+icp_{self.icp}"
         aligned = source @ transform[:3, :3].T + transform[:3, 3]
-        distances, _ = self._reference_tree.query(aligned, workers=-1)
+        distances, _ = ref.tree.query(aligned, workers=-1)
         inliers = distances < self.inlier_threshold
         # Chamfer as in metrics.chamfer (sum of the two mean nearest distances), reusing the
         # aligned-to-reference half and the reference's tree instead of rebuilding both.
-        reverse, _ = cKDTree(aligned).query(self.reference, workers=-1)
+        reverse, _ = cKDTree(aligned).query(ref.points, workers=-1)
         return Registration(
             transform=transform, fitness=float(inliers.mean()),
             inlier_rmse=float(np.sqrt(np.mean(distances[inliers] ** 2))) if inliers.any() else 0.0,
             chamfer=float(distances.mean() + reverse.mean()),
-            inlier_threshold=self.inlier_threshold, seconds=time.perf_counter() - started,
-            method=method)
+            inlier_threshold=self.inlier_threshold, seconds=0.0, method=method,
+            reference_name=ref.name)
 
-    def _refine(self, source: np.ndarray, initial: np.ndarray) -> np.ndarray:
-        import open3d as o3d
-
+    def _refine(self, source: np.ndarray, reference: "o3d.geometry.PointCloud",
+                initial: np.ndarray) -> np.ndarray:
         pipelines = o3d.pipelines.registration
         src = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(source))
-        ref = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(self.reference))
-        if self.icp == "point_to_plane":
-            ref.estimate_normals(o3d.geometry.KDTreeSearchParamKNN(20))
-            estimation = pipelines.TransformationEstimationPointToPlane()
-        else:
-            estimation = pipelines.TransformationEstimationPointToPoint()
-        result = pipelines.registration_icp(src, ref, self.icp_max_distance, initial, estimation,
+        estimation = (pipelines.TransformationEstimationPointToPlane()
+                      if self.icp == "point_to_plane"
+                      else pipelines.TransformationEstimationPointToPoint())
+        result = pipelines.registration_icp(src, reference, self.icp_max_distance, initial, estimation,
                                             pipelines.ICPConvergenceCriteria(max_iteration=50))
         return np.asarray(result.transformation)
+
+
+def _normalise(points: np.ndarray, centre: np.ndarray, scale: float) -> np.ndarray:
+    return ((points - centre) / scale).astype(np.float32)

@@ -1,15 +1,20 @@
 """registration_node: the pose of an object (or the motion between scans) from any starting pose.
 
-Input `points`; the reference comes from a model file, from the `reference` topic, or from the
-previous frame (scan-to-scan). Publishes TF (cloud frame -> child_frame, the object's pose at the
-cloud's stamp), `~/result` (RegistrationResult) and `~/aligned` (the reference in the cloud frame).
+Input `points`; the reference comes from a model file, from a library of model files (the best
+match by fitness wins), from the `reference` topic, or from the previous frame (scan-to-scan).
+Publishes TF (cloud frame -> child_frame, the object's pose at the cloud's stamp), `~/result`
+(RegistrationResult) and `~/aligned` (the matched reference in the cloud frame). Clouds from the
+segmentation node carry an `object_id` field: each object then gets its own frame
+`<child_frame>_<id>`.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 from sensor_msgs.msg import PointCloud2
 
-from gmm_perception.data.formats import load_cloud
+from gmm_perception.data.formats import MESH_EXTENSIONS, POINT_EXTENSIONS, load_cloud
 from gmm_perception.geometry.transforms import invert_transform, transform_points
 from gmm_perception.models.deepgmr import MODEL_NAME
 from gmm_perception.models.registry import build_model
@@ -28,13 +33,19 @@ DEFAULT_CHECKPOINT = str(share_dir() / "checkpoints" / "deepgmr" / "deepgmr_sh3d
 REGISTRATION_PARAMETERS = [
     ParameterSpec("checkpoint", DEFAULT_CHECKPOINT, "DeepGMR checkpoint file.", read_only=True),
     ParameterSpec("reference_mode", "file", "Where the reference comes from: a model file, "
-                  "the 'reference' topic, or the previous frame (scan-to-scan).",
-                  read_only=True, choices=("file", "topic", "previous")),
+                  "every model file of a directory (library: best match wins), the 'reference' "
+                  "topic, or the previous frame (scan-to-scan).",
+                  read_only=True, choices=("file", "library", "topic", "previous")),
     ParameterSpec("reference_file", "", "Reference model (PLY/PCD/OBJ/OFF/STL/NPY/XYZ) in "
                   "metres, for reference_mode 'file'.", read_only=True),
+    ParameterSpec("library_dir", "", "Directory of reference models (same formats), for "
+                  "reference_mode 'library'; each file's stem names its model.", read_only=True),
     ParameterSpec("reference_name", "", "Name reported in results (default: the file's stem)."),
     ParameterSpec("registration_points", 1024, "Points per cloud given to the network "
                   "(as in training).", read_only=True, min_value=64, max_value=8192),
+    ParameterSpec("hypotheses", 2, "Pose hypotheses per reference kept by fitness: 1 = DeepGMR's "
+                  "T only, 2 = also the inverse of its independent reverse estimate T_hat.",
+                  min_value=1, max_value=2),
     ParameterSpec("icp", "point_to_point", "Refinement after the global estimate.",
                   choices=ICP_MODES),
     ParameterSpec("icp_max_distance", 0.05, "ICP correspondence distance, metres.",
@@ -61,9 +72,11 @@ class RegistrationNode(PerceptionNode):
         self.reference_name = self.param("reference_name")
         if mode == "file":
             path = self.param("reference_file")
-            self.registrar.set_reference(load_cloud(path, num_points=4096))
-            self.reference_name = self.reference_name or path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+            self.reference_name = self.reference_name or Path(path).stem
+            self.registrar.set_reference(load_cloud(path, num_points=4096), self.reference_name)
             self.registrar.register(self.registrar.reference[:256])  # warm-up
+        elif mode == "library":
+            self._load_library(Path(self.param("library_dir")))
         elif mode == "topic":
             self._pending_reference = None
             self._reference_subscription = self.create_subscription(
@@ -71,6 +84,19 @@ class RegistrationNode(PerceptionNode):
         self.result_pub = self.create_output(RegistrationResult, "~/result")
         self.aligned_pub = self.create_output(PointCloud2, "~/aligned")
         self.tf_broadcaster = TfBroadcaster(self)
+
+    def _load_library(self, directory: Path) -> None:
+        extensions = MESH_EXTENSIONS + POINT_EXTENSIONS
+        files = sorted(path for path in directory.glob("*") if path.suffix.lower() in extensions) \
+            if directory.is_dir() else []
+        if not files:
+            raise FileNotFoundError(f"library_dir '{directory}' holds no model files "
+                                    f"({', '.join(extensions)})")
+        self.registrar.references = []
+        for path in files:
+            self.registrar.add_reference(load_cloud(path, num_points=4096), path.stem)
+        self.get_logger().info(f"library of {len(files)} models: "
+                               + ", ".join(path.stem for path in files))
 
     def cleanup_node(self) -> None:
         subscription = getattr(self, "_reference_subscription", None)
@@ -82,6 +108,7 @@ class RegistrationNode(PerceptionNode):
         self.registrar.icp = self.param("icp")
         self.registrar.icp_max_distance = self.param("icp_max_distance")
         self.registrar.inlier_threshold = self.param("inlier_threshold")
+        self.registrar.hypotheses = self.param("hypotheses")
 
     def _on_reference(self, msg: PointCloud2) -> None:
         self._pending_reference = msg  # converted on the worker, never in a callback
@@ -91,35 +118,49 @@ class RegistrationNode(PerceptionNode):
         points = self.preprocess(cloud.points)
         mode = self.param("reference_mode")
         if mode == "topic" and self._pending_reference is not None:
-            self.registrar.set_reference(read_xyz(self._pending_reference))
+            self.registrar.set_reference(read_xyz(self._pending_reference),
+                                         self.reference_name or "topic")
             self._pending_reference = None
         if mode == "previous" and self.registrar.reference is None:
-            self.registrar.set_reference(points)  # the first scan only starts the chain
+            self.registrar.set_reference(points, "previous_frame")  # the first scan starts the chain
             return
         if self.registrar.reference is None:
             raise RuntimeError("no reference cloud received yet on 'reference'")
         result = self.registrar.register(points)
         object_in_cloud = invert_transform(result.transform)  # reference frame -> cloud frame
         if mode == "previous":
-            self.registrar.set_reference(points)
-        self._publish(cloud, result, object_in_cloud)
+            self.registrar.set_reference(points, "previous_frame")
+        object_id = object_id_of(msg)
+        child_frame = self.param("child_frame")
+        if object_id is not None:
+            child_frame = f"{child_frame}_{object_id}"
+        self._publish(cloud, result, object_in_cloud, child_frame)
 
-    def _publish(self, cloud, result, object_in_cloud: np.ndarray) -> None:
+    def _publish(self, cloud, result, object_in_cloud: np.ndarray, child_frame: str) -> None:
         stamp = cloud.stamp
         if self.param("publish_tf"):
             self.tf_broadcaster.send(make_transform_stamped(
-                object_in_cloud, cloud.frame_id, self.param("child_frame"), stamp))
+                object_in_cloud, cloud.frame_id, child_frame, stamp))
         message = RegistrationResult(
-            source_frame=cloud.frame_id, target_frame=self.param("child_frame"),
+            source_frame=cloud.frame_id, target_frame=child_frame,
             transform=matrix_to_transform(result.transform),
-            reference_name=self.reference_name, fitness=result.fitness,
+            reference_name=result.reference_name, fitness=result.fitness,
             inlier_rmse=result.inlier_rmse, inlier_threshold=result.inlier_threshold,
             chamfer_distance=result.chamfer, latency_ms=result.seconds * 1e3,
             method=result.method)
         message.header.stamp, message.header.frame_id = stamp, cloud.frame_id
         self.result_pub.publish(message)
-        aligned = transform_points(object_in_cloud, self.registrar.reference.astype(np.float32))
+        reference = next(ref.points for ref in self.registrar.references
+                         if ref.name == result.reference_name)
+        aligned = transform_points(object_in_cloud, reference.astype(np.float32))
         self.aligned_pub.publish(xyz_to_cloud(aligned, cloud.frame_id, stamp))
+
+
+def object_id_of(msg: PointCloud2) -> int | None:  # TODO(merge): segmentation's helper
+    if not any(field.name == "object_id" for field in msg.fields) or msg.width * msg.height == 0:
+        return None
+    from gmm_perception.ros.pointcloud import read_fields
+    return int(read_fields(msg, ["object_id"], drop_invalid=False)["object_id"][0])
 
 
 def main(args=None) -> None:
