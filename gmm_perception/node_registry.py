@@ -7,6 +7,8 @@ NODES = {
     "preprocess_node": ("gmm_perception.ros.preprocess_node", "PreprocessNode", "preprocess"),
     "registration_node": ("gmm_perception.ros.registration_node", "RegistrationNode",
                           "registration"),
+    "segmentation_node": ("gmm_perception.ros.segmentation_node", "SegmentationNode",
+                          "segmentation"),
 }
 
 

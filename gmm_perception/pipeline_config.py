@@ -92,3 +92,24 @@ def load_pipeline(path: str | Path) -> list[NodeEntry]:
     if duplicates:
         raise PipelineConfigError(f"pipeline file '{path}' starts {sorted(duplicates)} twice")
     return entries
+
+
+def _matches(key: str, entry: NodeEntry) -> bool:
+    """Whether a parameter file's top-level key addresses this node (ROS 2's rules, minus
+    partial wildcards): /**, the node name, or its fully qualified name."""
+    qualified = f"/{entry.namespace}/{entry.name}" if entry.namespace else f"/{entry.name}"
+    return key.strip() in ("/**", "**", entry.name, qualified, qualified.lstrip("/"))
+
+
+def node_parameters(entry: NodeEntry, defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The values a node of this entry would run with: `defaults` (the node's declared
+    defaults), then each parameter file in order, then the inline parameters. The offline
+    evaluator builds its stages from this, so it runs what the live nodes run."""
+    values = dict(defaults or {})
+    for path in entry.parameter_files:
+        data = yaml.safe_load(path.read_text()) or {}
+        for key, section in data.items():
+            if _matches(str(key), entry) and isinstance(section, dict):
+                values.update(section.get("ros__parameters") or {})
+    values.update(entry.parameters)
+    return values

@@ -8,6 +8,9 @@ rigid pose, and ``T_gt`` maps the source cloud onto the target (``target ~ T_gt 
     * unseen: as noisy, on categories held out from training (`split_categories`);
     * partial (ours, in place of their ICL-NUIM scans): two different simulated depth-camera views
       of a mesh, each resampled to 1024 points; sensor noise only, no extra jitter.
+    * scan_to_model (ours, what a robot with a model library does): the source is the union of
+      1 to 3 simulated depth-camera views of a mesh (a partial scan, as a moving sensor
+      accumulates it), the target the full model surface; sensor noise plus the jitter.
 Where this module departs from their code (data.py), on purpose: rotations are Haar-uniform on
 SO(3), as the paper's "unrestricted rotation" reads (their axis with a uniform angle in [0, pi]
 over-weights small angles: mean pi/2 instead of pi/2 + 2/pi), and each translation is uniform in the
@@ -33,7 +36,9 @@ from gmm_perception.geometry.transforms import invert_transform, make_transform,
 if TYPE_CHECKING:
     from gmm_perception.data.sensors import DepthCamera
 
-SETTINGS = ("clean", "noisy", "unseen", "partial")
+SETTINGS = ("clean", "noisy", "unseen", "partial", "scan_to_model")
+MESH_SETTINGS = ("partial", "scan_to_model")  # settings that ray-cast meshes
+_MAX_SCAN_VIEWS = 3
 JITTER_SIGMA = 0.01
 JITTER_CLIP = 0.05
 # Bump when the generated arrays change for the same arguments, so stale caches are regenerated.
@@ -156,8 +161,8 @@ def pair_config(shapes: ShapeSet | MeshSet, setting: str, count: int | None = No
     """The JSON-able description of a pair set (arguments resolved, input data fingerprinted)."""
     if setting not in SETTINGS:
         raise ValueError(f"setting must be one of {SETTINGS}, got '{setting}'")
-    if setting == "partial" and not isinstance(shapes, MeshSet):
-        raise ValueError("the partial setting scans meshes: pass a MeshSet")
+    if setting in MESH_SETTINGS and not isinstance(shapes, MeshSet):
+        raise ValueError(f"the {setting} setting scans meshes: pass a MeshSet")
     if num_points < 1 or max_translation < 0 or seed < 0:
         raise ValueError("num_points must be >= 1, max_translation and seed >= 0")
     if categories is None and setting == "unseen":
@@ -171,7 +176,7 @@ def pair_config(shapes: ShapeSet | MeshSet, setting: str, count: int | None = No
     }
     if config["count"] < 1:
         raise ValueError("count must be >= 1")
-    if setting == "partial":
+    if setting in MESH_SETTINGS:
         config["views"] = asdict(views or PartialViews())
     # Through JSON once, so a freshly made config equals one read back from a file.
     return json.loads(json.dumps(config))
@@ -190,7 +195,7 @@ def make_pairs(shapes: ShapeSet | MeshSet, setting: str, count: int | None = Non
     only; for "unseen" it defaults to the test half of `split_categories`. ``progress``: None shows
     a bar from 500 pairs on.
     """
-    if setting == "partial":
+    if setting in MESH_SETTINGS:
         views = views or PartialViews()
     config = pair_config(shapes, setting, count, seed, num_points, categories, max_translation,
                          views)
@@ -221,6 +226,13 @@ def make_pairs(shapes: ShapeSet | MeshSet, setting: str, count: int | None = Non
             else:
                 raise RuntimeError(f"no second view of '{shapes.model_ids[k]}' overlapped the "
                                    f"first by {views.min_overlap} in {_MAX_VIEW_TRIES} tries")
+        elif setting == "scan_to_model":
+            mesh = shapes.mesh(k)
+            scans = [_partial_view(mesh, views, num_points, rng)
+                     for _ in range(rng.integers(1, _MAX_SCAN_VIEWS + 1))]
+            union = np.concatenate(scans)
+            view_s = union[rng.choice(len(union), num_points, replace=False)]
+            view_t = sample_surface(mesh, num_points, rng).astype(np.float64)
         else:
             view_s = view_t = _shape_points(shapes, k, num_points, rng)
         pose_s = _random_pose(rng, max_translation)
@@ -228,9 +240,9 @@ def make_pairs(shapes: ShapeSet | MeshSet, setting: str, count: int | None = Non
         T_gt[b] = pose_t @ invert_transform(pose_s)
         src = transform_points(pose_s, view_s)
         # Full shapes: the target is T_gt applied to the source itself (exact correspondences).
-        tgt = (transform_points(pose_t, view_t) if setting == "partial"
+        tgt = (transform_points(pose_t, view_t) if setting in MESH_SETTINGS
                else transform_points(T_gt[b], src))
-        if setting in ("noisy", "unseen"):
+        if setting in ("noisy", "unseen", "scan_to_model"):
             src = src + _jitter(rng, src.shape)
             tgt = tgt + _jitter(rng, tgt.shape)
         source[b], target[b] = src, tgt

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import open3d as o3d
 import torch
 from scipy.spatial import cKDTree
 
+from gmm_perception.data.formats import MESH_EXTENSIONS, POINT_EXTENSIONS, load_cloud
 from gmm_perception.geometry.transforms import make_transform
 from gmm_perception.gmm.registration import IsotropicGmm, align_mixtures
 from gmm_perception.pipeline.preprocess import resample
@@ -27,7 +29,9 @@ ICP_MODES = ("none", "point_to_point", "point_to_plane")
 MAX_SIZE_RATIO = 1.3
 # ICP and the fit statistics use at most this many source points: a random subset this large
 # changes them by well under the sensor noise and keeps a 100k-point cloud inside a frame budget.
-MAX_REFINE_POINTS = 2048
+MAX_REFINE_POINTS = 1024
+# Hypotheses (over references and directions) that ICP refines, best pre-ICP fit first.
+REFINED_HYPOTHESES = 2
 
 
 @dataclass(frozen=True)
@@ -122,26 +126,32 @@ class DeepGmrRegistrar:
         T_unit = torch.stack([forward, backward], dim=1).double().cpu().numpy()  # (R, 2, 4, 4)
         if len(source) > MAX_REFINE_POINTS:
             source = source[self._rng.choice(len(source), MAX_REFINE_POINTS, replace=False)]
-        results = [self._finish(source, centre, ref, T) for ref, pair in zip(candidates, T_unit)
-                   for T in pair[:self.hypotheses]]
+        hypotheses = [(ref, _metric_transform(T, ref, centre))
+                      for ref, pair in zip(candidates, T_unit) for T in pair[:self.hypotheses]]
+        if self.icp != "none":
+            # ICP is the expensive part: refine only the hypotheses that already fit best.
+            hypotheses.sort(key=lambda h: -self._fitness(source, h[0], h[1], self.icp_max_distance))
+            hypotheses = [(ref, self._refine(source, ref.cloud, T))
+                          for ref, T in hypotheses[:REFINED_HYPOTHESES]]
+        results = [self._score(source, ref, T) for ref, T in hypotheses]
         best = max(results, key=lambda result: (result.fitness, -result.inlier_rmse))
         return Registration(**{**best.__dict__, "seconds": time.perf_counter() - started})
 
-    def _finish(self, source: np.ndarray, source_centre: np.ndarray, ref: Reference,
-                T_unit: np.ndarray) -> Registration:
-        # Undo the normalisation: p_ref = R (p_src - c_src) + s t_unit + c_ref.
-        R = T_unit[:3, :3]
-        transform = make_transform(R, ref.scale * T_unit[:3, 3] + ref.centre - R @ source_centre)
-        method = "deepgmr"
-        if self.icp != "none":
-            transform = self._refine(source, ref.cloud, transform)
-            method += f"+icp_{self.icp}"
+    @staticmethod
+    def _fitness(source: np.ndarray, ref: Reference, transform: np.ndarray,
+                 threshold: float) -> float:
         aligned = source @ transform[:3, :3].T + transform[:3, 3]
-        distances, _ = ref.tree.query(aligned, workers=-1)
+        return float((ref.tree.query(aligned, distance_upper_bound=threshold)[0] < threshold)
+                     .mean())
+
+    def _score(self, source: np.ndarray, ref: Reference, transform: np.ndarray) -> Registration:
+        aligned = source @ transform[:3, :3].T + transform[:3, 3]
+        distances, _ = ref.tree.query(aligned)
         inliers = distances < self.inlier_threshold
         # Chamfer as in metrics.chamfer (sum of the two mean nearest distances), reusing the
         # aligned-to-reference half and the reference's tree instead of rebuilding both.
-        reverse, _ = cKDTree(aligned).query(ref.points, workers=-1)
+        reverse, _ = cKDTree(aligned).query(ref.points)
+        method = "deepgmr" if self.icp == "none" else f"deepgmr+icp_{self.icp}"
         return Registration(
             transform=transform, fitness=float(inliers.mean()),
             inlier_rmse=float(np.sqrt(np.mean(distances[inliers] ** 2))) if inliers.any() else 0.0,
@@ -157,9 +167,28 @@ class DeepGmrRegistrar:
                       if self.icp == "point_to_plane"
                       else pipelines.TransformationEstimationPointToPoint())
         result = pipelines.registration_icp(src, reference, self.icp_max_distance, initial, estimation,
-                                            pipelines.ICPConvergenceCriteria(max_iteration=50))
+                                            pipelines.ICPConvergenceCriteria(max_iteration=30))
         return np.asarray(result.transformation)
+
+
+def _metric_transform(T_unit: np.ndarray, ref: Reference, source_centre: np.ndarray) -> np.ndarray:
+    """Undo the normalisation: p_ref = R (p_src - c_src) + s t_unit + c_ref."""
+    R = T_unit[:3, :3]
+    return make_transform(R, ref.scale * T_unit[:3, 3] + ref.centre - R @ source_centre)
 
 
 def _normalise(points: np.ndarray, centre: np.ndarray, scale: float) -> np.ndarray:
     return ((points - centre) / scale).astype(np.float32)
+
+
+def load_library(directory: str | Path, num_points: int = 4096) -> dict[str, np.ndarray]:
+    """Every model file of `directory` (meshes are sampled, point files resampled to
+    `num_points`), keyed by file stem, in name order."""
+    directory = Path(directory)
+    extensions = MESH_EXTENSIONS + POINT_EXTENSIONS
+    files = sorted(path for path in directory.glob("*") if path.suffix.lower() in extensions) \
+        if directory.is_dir() else []
+    if not files:
+        raise FileNotFoundError(f"library '{directory}' holds no model files "
+                                f"({', '.join(extensions)})")
+    return {path.stem: load_cloud(path, num_points=num_points) for path in files}

@@ -14,17 +14,18 @@ from pathlib import Path
 import numpy as np
 from sensor_msgs.msg import PointCloud2
 
-from gmm_perception.data.formats import MESH_EXTENSIONS, POINT_EXTENSIONS, load_cloud
+from gmm_perception.data.formats import load_cloud
 from gmm_perception.geometry.transforms import invert_transform, transform_points
 from gmm_perception.models.deepgmr import MODEL_NAME
 from gmm_perception.models.registry import build_model
 from gmm_perception.paths import share_dir
 from gmm_perception.pipeline.preprocess import Preprocessor
-from gmm_perception.pipeline.register import ICP_MODES, DeepGmrRegistrar
+from gmm_perception.pipeline.register import ICP_MODES, DeepGmrRegistrar, load_library
 from gmm_perception.ros.node_base import PerceptionNode, run_node
 from gmm_perception.ros.parameters import ParameterSpec
 from gmm_perception.ros.pointcloud import read_xyz, xyz_to_cloud
 from gmm_perception.ros.preprocess_node import PREPROCESS_PARAMETERS, config_from_parameters
+from gmm_perception.ros.segmentation_node import object_id_of
 from gmm_perception.ros.tf import TfBroadcaster, make_transform_stamped, matrix_to_transform
 from gmm_perception_msgs.msg import RegistrationResult
 
@@ -57,6 +58,20 @@ REGISTRATION_PARAMETERS = [
 ]
 
 
+def configure_registrar(registrar: DeepGmrRegistrar, param) -> None:
+    """The run-time parameters (shared by the node and the offline evaluator)."""
+    registrar.icp = param("icp")
+    registrar.icp_max_distance = param("icp_max_distance")
+    registrar.inlier_threshold = param("inlier_threshold")
+    registrar.hypotheses = param("hypotheses")
+
+
+def registrar_from_parameters(param, model, device) -> DeepGmrRegistrar:
+    registrar = DeepGmrRegistrar(model, device, param("registration_points"))
+    configure_registrar(registrar, param)
+    return registrar
+
+
 class RegistrationNode(PerceptionNode):
     parameters = [*PREPROCESS_PARAMETERS, *REGISTRATION_PARAMETERS]
 
@@ -64,8 +79,8 @@ class RegistrationNode(PerceptionNode):
         payload = self.load_model_checkpoint(self.param("checkpoint"), MODEL_NAME)
         model = build_model(MODEL_NAME, payload["config"]["model"])
         model.load_state_dict(payload["state_dict"])
-        self.registrar = DeepGmrRegistrar(model.to(self.device), self.device,
-                                          self.param("registration_points"))
+        self.registrar = registrar_from_parameters(self.param, model.to(self.device),
+                                                   self.device)
         self.preprocess = Preprocessor(config_from_parameters(self.param))
         self.reconfigure()
         mode = self.param("reference_mode")
@@ -86,17 +101,11 @@ class RegistrationNode(PerceptionNode):
         self.tf_broadcaster = TfBroadcaster(self)
 
     def _load_library(self, directory: Path) -> None:
-        extensions = MESH_EXTENSIONS + POINT_EXTENSIONS
-        files = sorted(path for path in directory.glob("*") if path.suffix.lower() in extensions) \
-            if directory.is_dir() else []
-        if not files:
-            raise FileNotFoundError(f"library_dir '{directory}' holds no model files "
-                                    f"({', '.join(extensions)})")
         self.registrar.references = []
-        for path in files:
-            self.registrar.add_reference(load_cloud(path, num_points=4096), path.stem)
-        self.get_logger().info(f"library of {len(files)} models: "
-                               + ", ".join(path.stem for path in files))
+        for name, points in load_library(directory).items():
+            self.registrar.add_reference(points, name)
+        self.get_logger().info(f"library of {len(self.registrar.references)} models: "
+                               + ", ".join(ref.name for ref in self.registrar.references))
 
     def cleanup_node(self) -> None:
         subscription = getattr(self, "_reference_subscription", None)
@@ -105,10 +114,7 @@ class RegistrationNode(PerceptionNode):
             self._reference_subscription = None
 
     def reconfigure(self) -> None:
-        self.registrar.icp = self.param("icp")
-        self.registrar.icp_max_distance = self.param("icp_max_distance")
-        self.registrar.inlier_threshold = self.param("inlier_threshold")
-        self.registrar.hypotheses = self.param("hypotheses")
+        configure_registrar(self.registrar, self.param)
 
     def _on_reference(self, msg: PointCloud2) -> None:
         self._pending_reference = msg  # converted on the worker, never in a callback
@@ -154,13 +160,6 @@ class RegistrationNode(PerceptionNode):
                          if ref.name == result.reference_name)
         aligned = transform_points(object_in_cloud, reference.astype(np.float32))
         self.aligned_pub.publish(xyz_to_cloud(aligned, cloud.frame_id, stamp))
-
-
-def object_id_of(msg: PointCloud2) -> int | None:  # TODO(merge): segmentation's helper
-    if not any(field.name == "object_id" for field in msg.fields) or msg.width * msg.height == 0:
-        return None
-    from gmm_perception.ros.pointcloud import read_fields
-    return int(read_fields(msg, ["object_id"], drop_invalid=False)["object_id"][0])
 
 
 def main(args=None) -> None:

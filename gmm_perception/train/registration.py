@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from gmm_perception.data.registration_pairs import make_pairs, split_categories
-from gmm_perception.data.shape_set import ShapeSet
+from gmm_perception.data.registration_pairs import MESH_SETTINGS, make_pairs, split_categories
+from gmm_perception.data.shape_set import MeshSet, ShapeSet
 from gmm_perception.metrics.registration import pose_errors, recall, registration_rmse
 from gmm_perception.models.deepgmr import MODEL_NAME, deepgmr_loss
 from gmm_perception.models.registry import build_model
@@ -22,8 +22,8 @@ VALIDATION_SEED = 1_000_003
 
 @dataclass
 class RegistrationData:
-    shapes: str  # ShapeSet .npz
-    setting: str = "noisy"  # clean | noisy: the training pairs' protocol
+    shapes: str  # ShapeSet .npz (MeshSet .npz for the settings that scan meshes)
+    setting: str = "noisy"  # clean | noisy | scan_to_model: the training pairs' protocol
     categories: str = "seen"  # seen: the training half of split_categories; all: every class
     num_points: int = 1024
     max_translation: float = 0.5
@@ -39,12 +39,15 @@ class RegistrationTask:
     name: str = field(default=MODEL_NAME, init=False)
 
     def __post_init__(self):
-        shapes = ShapeSet.load(self.data.shapes)
+        mesh_setting = self.data.setting in MESH_SETTINGS
+        shapes = (MeshSet if mesh_setting else ShapeSet).load(self.data.shapes)
         seen, unseen = split_categories(shapes.class_names)
         self.categories = seen if self.data.categories == "seen" else list(shapes.class_names)
         self.unseen_categories = unseen if self.data.categories == "seen" else []
         self.train_shapes = shapes.subset("train")
-        self.val = make_pairs(shapes.subset("test"), "noisy", self.data.val_pairs,
+        # Validation pairs follow the training setting (noisy for the full-shape ones).
+        self.val = make_pairs(shapes.subset("test"),
+                              self.data.setting if mesh_setting else "noisy", self.data.val_pairs,
                               VALIDATION_SEED, self.data.num_points, categories=self.categories,
                               max_translation=self.data.max_translation, progress=False)
 

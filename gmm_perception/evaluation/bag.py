@@ -1,0 +1,559 @@
+"""ROS 2 bags of demo scenes: written and read with `rosbags` alone (no rclpy, no ROS install).
+
+Topics and conventions of a demo bag (all stamps integer nanoseconds; a message's log time
+equals its header stamp):
+
+* ``/points`` (sensor_msgs/msg/PointCloud2): one scan per frame in ``sensor_frame``; x, y, z
+  float32 at offsets 0, 4, 8, point_step 12, little endian, height 1, is_dense true.
+* ``/tf`` (tf2_msgs/msg/TFMessage): ``world_frame`` -> ``sensor_frame`` at each frame stamp,
+  written before that frame's cloud.
+* ``/tf_static`` (tf2_msgs/msg/TFMessage): the ground truth, once, at the first stamp: one
+  ``world_frame`` -> ``truth/<object name>`` per object, whose transform is T_world_object
+  (it maps the object's model-frame points, e.g. its library PLY, into the world).
+* ``/clock`` (rosgraph_msgs/msg/Clock): at every frame stamp, and between frames at
+  ``clock_rate_hz`` when given.
+
+Frame k is stamped ``start_ns + round(k * 1e9 / rate_hz)`` with a fixed ``start_ns``
+(``EPOCH_NS``), so a bag is reproducible byte for byte from its seed. The full ground truth
+(classes, source models, scales, poses, sensor) is also stored as JSON in the bag's metadata
+``custom_data`` under ``SCENE_KEY``.
+
+Replay latching: rosbag2's player re-offers the reliability and durability recorded in each
+topic's ``offered_qos_profiles`` (when all recorded offers agree; rosbag2_transport's
+``adapt_offer_to_recorded_offers``), so /tf_static, recorded as one reliable, transient-local,
+keep-last-1 offer (what tf2_ros's StaticTransformBroadcaster offers), is latched by
+``ros2 bag play`` like a live static broadcaster's. The other topics are offered reliable and
+volatile: a reliable offer matches both reliable and best-effort subscribers. When replaying
+with ``--clock``, exclude /clock (the player then publishes its own).
+
+Reading is tolerant: `BagReader` reports defects (missing topics, unexpected types, messages
+that fail to decode, malformed clouds, invalid rotations) as warnings and skips the message,
+so one bad message does not end an evaluation. It streams: records are decoded one at a time.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal, Union
+
+import numpy as np
+from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, \
+    QosTime
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+
+from gmm_perception.geometry.transforms import make_transform, matrix_to_quat, quat_to_matrix
+
+if TYPE_CHECKING:  # scene imports Open3D (seconds); reading a bag needs none of it
+    from gmm_perception.data.shape_set import MeshSet
+    from gmm_perception.evaluation.scene import DemoScene, Frame
+
+NS_PER_S = 1_000_000_000
+EPOCH_NS = 1_700_000_000 * NS_PER_S  # first stamp of every demo bag: reproducible output
+POINTS_TOPIC = "/points"
+TF_TOPIC = "/tf"
+TF_STATIC_TOPIC = "/tf_static"
+CLOCK_TOPIC = "/clock"
+TRUTH_PREFIX = "truth/"  # ground-truth object frames: truth/<object name>
+SCENE_KEY = "gmm_perception.scene"  # custom_data key of the scene's JSON description
+
+POINTCLOUD2 = "sensor_msgs/msg/PointCloud2"
+TFMESSAGE = "tf2_msgs/msg/TFMessage"
+CLOCK = "rosgraph_msgs/msg/Clock"
+EXPECTED_TYPES = {POINTS_TOPIC: POINTCLOUD2, TF_TOPIC: TFMESSAGE, TF_STATIC_TOPIC: TFMESSAGE,
+                  CLOCK_TOPIC: CLOCK}
+
+# PointField datatype codes (sensor_msgs/msg/PointField constants).
+_FLOAT32, _FLOAT64 = 7, 8
+_FLOAT_CODES = {_FLOAT32: "f4", _FLOAT64: "f8"}
+_POINTFIELD_SIZES = {1: 1, 2: 1, 3: 2, 4: 2, 5: 4, 6: 4, 7: 4, 8: 8}
+_XYZ = ("x", "y", "z")
+
+_ZERO_TIME = QosTime(0, 0)  # rmw "unspecified": the default, compatible with any request
+
+
+def _qos(depth: int, durability: QosDurability) -> Qos:
+    return Qos(QosHistory.KEEP_LAST, depth, QosReliability.RELIABLE, durability, _ZERO_TIME,
+               _ZERO_TIME, QosLiveliness.AUTOMATIC, _ZERO_TIME, False)
+
+
+# What each topic is offered with; rosbag2's player re-offers these (see the module docstring).
+OFFERED_QOS = {
+    POINTS_TOPIC: _qos(10, QosDurability.VOLATILE),
+    TF_TOPIC: _qos(100, QosDurability.VOLATILE),  # tf2_ros's TransformBroadcaster
+    TF_STATIC_TOPIC: _qos(1, QosDurability.TRANSIENT_LOCAL),  # StaticTransformBroadcaster
+    CLOCK_TOPIC: _qos(10, QosDurability.VOLATILE),
+}
+
+
+def default_typestore():
+    """The kilted message definitions (newest ROS 2 store if this rosbags predates kilted).
+
+    Kilted's tf2_msgs/msg/TFMessage hash (RIHS01_e369d0f0...) is what our rosidl-built
+    tf2_msgs and upstream announce; test_tf2_msgs_hash checks rosbags computes the same.
+    """
+    store = getattr(Stores, "ROS2_KILTED", None)
+    if store is None:
+        store = [s for s in Stores if s.name.startswith("ROS2_")][-1]
+    return get_typestore(store)
+
+
+def stamp_ns(frame_index: int, rate_hz: float, start_ns: int = EPOCH_NS) -> int:
+    """Stamp of frame `frame_index` at `rate_hz`: integer ns, no drift from summing periods."""
+    return start_ns + round(frame_index * NS_PER_S / rate_hz)
+
+
+# --------------------------------------------------------------------------------- writing
+
+@dataclass
+class BagSummary:
+    """What `write_demo_bag` wrote."""
+
+    path: Path
+    storage: str
+    frames: int
+    points_per_frame: list[int]
+    message_counts: dict[str, int]  # topic -> messages
+    start_ns: int
+    end_ns: int  # stamp of the last frame
+
+
+class _Messages:
+    """Builds the demo bag's messages from the typestore's classes."""
+
+    def __init__(self, typestore):
+        self.ts = typestore
+        t = typestore.types
+        self.Time = t["builtin_interfaces/msg/Time"]
+        self.Header = t["std_msgs/msg/Header"]
+        self.PointField = t["sensor_msgs/msg/PointField"]
+        self.PointCloud2 = t[POINTCLOUD2]
+        self.TransformStamped = t["geometry_msgs/msg/TransformStamped"]
+        self.Transform = t["geometry_msgs/msg/Transform"]
+        self.Vector3 = t["geometry_msgs/msg/Vector3"]
+        self.Quaternion = t["geometry_msgs/msg/Quaternion"]
+        self.TFMessage = t[TFMESSAGE]
+        self.Clock = t[CLOCK]
+        self.xyz_fields = [self.PointField(name=a, offset=4 * i, datatype=_FLOAT32, count=1)
+                           for i, a in enumerate(_XYZ)]
+
+    def time(self, ns: int):
+        return self.Time(sec=ns // NS_PER_S, nanosec=ns % NS_PER_S)
+
+    def cloud(self, points: np.ndarray, frame_id: str, ns: int) -> bytes:
+        points = np.asarray(points)
+        if points.ndim != 2 or points.shape[1] != 3:
+            raise ValueError(f"frame points must be (N, 3), got {points.shape}")
+        data = np.ascontiguousarray(points, dtype="<f4").reshape(-1).view(np.uint8)
+        msg = self.PointCloud2(
+            header=self.Header(stamp=self.time(ns), frame_id=frame_id), height=1,
+            width=len(points), fields=self.xyz_fields, is_bigendian=False, point_step=12,
+            row_step=12 * len(points), data=data, is_dense=bool(np.isfinite(points).all()))
+        return self.ts.serialize_cdr(msg, POINTCLOUD2)
+
+    def transform(self, T: np.ndarray, parent: str, child: str, ns: int):
+        T = np.asarray(T, dtype=np.float64)
+        x, y, z, w = matrix_to_quat(T[:3, :3])
+        return self.TransformStamped(
+            header=self.Header(stamp=self.time(ns), frame_id=parent), child_frame_id=child,
+            transform=self.Transform(
+                translation=self.Vector3(x=float(T[0, 3]), y=float(T[1, 3]), z=float(T[2, 3])),
+                rotation=self.Quaternion(x=float(x), y=float(y), z=float(z), w=float(w))))
+
+    def tf(self, transforms: list) -> bytes:
+        return self.ts.serialize_cdr(self.TFMessage(transforms=transforms), TFMESSAGE)
+
+    def clock(self, ns: int) -> bytes:
+        return self.ts.serialize_cdr(self.Clock(clock=self.time(ns)), CLOCK)
+
+
+def write_demo_bag(path: str | Path, scene: DemoScene, frames: Iterable[Frame],
+                   storage: Literal["mcap", "sqlite3"] = "mcap", sensor_frame: str = "lidar",
+                   world_frame: str = "world", rate_hz: float = 5.0,
+                   clock_rate_hz: float | None = None, start_ns: int = EPOCH_NS,
+                   sensor_info: dict[str, Any] | None = None) -> BagSummary:
+    """Write `frames` (consumed lazily, one at a time) and the scene's ground truth as a bag.
+
+    `path` is the rosbag2 directory to create (it must not exist). `clock_rate_hz`, when above
+    `rate_hz`, adds /clock ticks between frames so a replaying node's timers run smoothly.
+    `sensor_info` (e.g. the sensor's parameters) is stored beside the scene in custom_data.
+    """
+    if storage not in ("mcap", "sqlite3"):
+        raise ValueError(f"storage must be 'mcap' or 'sqlite3', got '{storage}'")
+    if not rate_hz > 0:
+        raise ValueError("rate_hz must be positive")
+    if clock_rate_hz is not None and not clock_rate_hz > 0:
+        raise ValueError("clock_rate_hz must be positive")
+    path = Path(path)
+    msgs = _Messages(default_typestore())
+    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    writer = Writer(path, version=9, storage_plugin=plugin)
+    description = scene.describe()
+    description.update(world_frame=world_frame, sensor_frame=sensor_frame, rate_hz=rate_hz,
+                       truth_prefix=TRUTH_PREFIX, sensor=sensor_info or {})
+    writer.set_custom_data(SCENE_KEY, json.dumps(description))
+    counts = dict.fromkeys(EXPECTED_TYPES, 0)
+    points_per_frame: list[int] = []
+    writer.open()
+    try:
+        conns = {topic: writer.add_connection(topic, msgtype, typestore=msgs.ts,
+                                              offered_qos_profiles=[OFFERED_QOS[topic]])
+                 for topic, msgtype in EXPECTED_TYPES.items()}
+
+        def put(topic: str, ns: int, data: bytes) -> None:
+            writer.write(conns[topic], ns, data)
+            counts[topic] += 1
+
+        truth = [msgs.transform(obj.T_world_object, world_frame, TRUTH_PREFIX + obj.name,
+                                start_ns) for obj in scene.objects]
+        put(TF_STATIC_TOPIC, start_ns, msgs.tf(truth))
+        ns = start_ns
+        for k, frame in enumerate(frames):
+            ns = stamp_ns(k, rate_hz, start_ns)
+            if k > 0 and clock_rate_hz is not None:  # ticks strictly between frames k-1 and k
+                previous = stamp_ns(k - 1, rate_hz, start_ns)
+                tick = 1
+                while (t := previous + round(tick * NS_PER_S / clock_rate_hz)) < ns:
+                    put(CLOCK_TOPIC, t, msgs.clock(t))
+                    tick += 1
+            put(CLOCK_TOPIC, ns, msgs.clock(ns))
+            pose = msgs.transform(frame.T_world_sensor, world_frame, sensor_frame, ns)
+            put(TF_TOPIC, ns, msgs.tf([pose]))
+            put(POINTS_TOPIC, ns, msgs.cloud(frame.points, sensor_frame, ns))
+            points_per_frame.append(len(frame.points))
+    finally:
+        writer.close()
+    return BagSummary(path, storage, len(points_per_frame), points_per_frame, counts, start_ns,
+                      ns)
+
+
+# --------------------------------------------------------------------------------- reading
+
+class MalformedCloudError(ValueError):
+    """A PointCloud2 whose header, fields and data disagree."""
+
+
+def cloud_xyz(msg) -> np.ndarray:
+    """(height*width, 3) float32 x, y, z of a decoded PointCloud2, row-major, NaNs kept.
+
+    Works on any object with PointCloud2's attributes (rosbags' dataclasses here). The same
+    rules as ros/pointcloud.py (which needs rclpy's message classes): fields known and inside
+    point_step, x/y/z FLOAT32 or FLOAT64 with count 1 at any offset, row_step >= width *
+    point_step, and exactly height * row_step bytes of data. Raises MalformedCloudError.
+    """
+    height, width, step, row_step = (int(msg.height), int(msg.width), int(msg.point_step),
+                                     int(msg.row_step))
+    fields = {}
+    for f in msg.fields:
+        if f.name in fields:
+            raise MalformedCloudError(f"duplicate field {f.name!r}")
+        if f.datatype not in _POINTFIELD_SIZES:
+            raise MalformedCloudError(f"field {f.name!r} has unknown datatype {f.datatype}")
+        if f.count < 1:
+            raise MalformedCloudError(f"field {f.name!r} has count {f.count}")
+        extent = f.offset + _POINTFIELD_SIZES[f.datatype] * f.count
+        if extent > step:
+            raise MalformedCloudError(f"field {f.name!r} ends at byte {extent}, beyond "
+                                      f"point_step {step}")
+        fields[f.name] = f
+    missing = [a for a in _XYZ if a not in fields]
+    if missing:
+        raise MalformedCloudError(f"missing field(s) {', '.join(missing)} (fields: "
+                                  f"{', '.join(fields) or 'none'})")
+    for a in _XYZ:
+        if fields[a].datatype not in _FLOAT_CODES or fields[a].count != 1:
+            raise MalformedCloudError(f"field {a!r} must be one FLOAT32 or FLOAT64, got "
+                                      f"datatype {fields[a].datatype} count {fields[a].count}")
+    if row_step < width * step:
+        raise MalformedCloudError(f"row_step {row_step} < width {width} * point_step {step}")
+    data = np.frombuffer(msg.data, dtype=np.uint8) if isinstance(msg.data, (bytes, bytearray)) \
+        else np.asarray(msg.data, dtype=np.uint8).reshape(-1)
+    if len(data) != height * row_step:
+        raise MalformedCloudError(f"data has {len(data)} bytes, height {height} * row_step "
+                                  f"{row_step} = {height * row_step}")
+    if height * width == 0:
+        return np.empty((0, 3), dtype=np.float32)
+    order = ">" if msg.is_bigendian else "<"
+    dtype = np.dtype({"names": list(_XYZ),
+                      "formats": [order + _FLOAT_CODES[fields[a].datatype] for a in _XYZ],
+                      "offsets": [fields[a].offset for a in _XYZ], "itemsize": step})
+    grid = np.ndarray((height, width), dtype=dtype, buffer=data, strides=(row_step, step))
+    xyz = np.empty((height * width, 3), dtype=np.float32)
+    for i, a in enumerate(_XYZ):  # one strided pass per column (see ros/pointcloud.py)
+        xyz[:, i] = grid[a].reshape(-1)
+    return xyz
+
+
+@dataclass
+class CloudRecord:
+    points: np.ndarray  # (N, 3) float32 in frame_id
+    frame_id: str
+    stamp_ns: int  # header stamp
+    log_time_ns: int  # bag time
+
+
+@dataclass
+class TransformRecord:
+    parent: str
+    child: str
+    stamp_ns: int
+    T_parent_child: np.ndarray  # (4, 4): child-frame points -> parent frame
+    static: bool  # from /tf_static
+    log_time_ns: int
+
+
+@dataclass
+class ClockRecord:
+    stamp_ns: int
+    log_time_ns: int
+
+
+Record = Union[CloudRecord, TransformRecord, ClockRecord]
+
+
+@dataclass
+class TopicInfo:
+    name: str
+    msgtype: str
+    count: int  # messages, as the bag's index reports them
+
+
+class BagReader:
+    """Streams a bag's /points, /tf, /tf_static and /clock as numpy records, in log-time order.
+
+    Use as a context manager. Defects never raise once the bag is open: they are appended to
+    `warnings` and the message (or topic) is skipped. A path that is not a readable rosbag2
+    still raises, from `open`.
+    """
+
+    def __init__(self, path: str | Path, points_topic: str = POINTS_TOPIC):
+        self.path = Path(path)
+        self.points_topic = points_topic
+        self.expected = {points_topic: POINTCLOUD2, TF_TOPIC: TFMESSAGE,
+                         TF_STATIC_TOPIC: TFMESSAGE, CLOCK_TOPIC: CLOCK}
+        self.warnings: list[str] = []
+        self.topics: dict[str, TopicInfo] = {}
+        self.custom_data: dict[str, str] = {}
+        self.storage = "unknown"
+        self._reader: Reader | None = None
+        self._typestore = default_typestore()
+        self._usable: list = []  # connections whose messages are decoded
+
+    def __enter__(self) -> "BagReader":
+        self.open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def open(self) -> None:
+        reader = Reader(self.path)
+        reader.open()
+        self._reader = reader
+        suffixes = {p.suffix for p in self.path.iterdir()} if self.path.is_dir() \
+            else {self.path.suffix}
+        self.storage = "mcap" if ".mcap" in suffixes else "sqlite3" if ".db3" in suffixes \
+            else "unknown"
+        metadata = getattr(reader.storage, "metadata", None)
+        self.custom_data = dict(getattr(metadata, "custom", None) or {})
+        for name, info in reader.topics.items():
+            self.topics[name] = TopicInfo(name, info.msgtype or "(mixed types)", info.msgcount)
+        for topic, msgtype in self.expected.items():
+            if topic not in self.topics:
+                self.warnings.append(f"bag has no {topic} topic")
+        for conn in reader.connections:
+            expected = self.expected.get(conn.topic)
+            if expected is None:
+                continue  # other topics are listed in `topics` but not decoded
+            if conn.msgtype != expected:
+                self.warnings.append(f"{conn.topic} has type {conn.msgtype}, expected {expected}:"
+                                     " skipped")
+                continue
+            ours = self._typestore.hash_rihs01(expected)
+            if conn.digest and conn.digest.startswith("RIHS01_") and conn.digest != ours:
+                self.warnings.append(f"{conn.topic}: {expected} hash {conn.digest} differs from "
+                                     f"the known definition {ours}: skipped")
+                continue
+            self._usable.append(conn)
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    def scene(self) -> dict | None:
+        """The ground-truth scene JSON a demo bag carries in custom_data, if any."""
+        text = self.custom_data.get(SCENE_KEY)
+        if text is None:
+            return None
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            self.warnings.append(f"custom_data {SCENE_KEY} is not valid JSON ({exc})")
+            return None
+
+    def records(self) -> Iterator[Record]:
+        """Decode the expected topics one message at a time."""
+        if self._reader is None:
+            raise RuntimeError("BagReader is not open")
+        if not self._usable:
+            return
+        for conn, log_ns, raw in self._reader.messages(connections=self._usable):
+            where = f"{conn.topic} message at {log_ns} ns"
+            try:
+                msg = self._typestore.deserialize_cdr(raw, conn.msgtype)
+            except Exception as exc:  # rosbags raises struct/index/value errors on bad CDR
+                self.warnings.append(f"{where} does not decode ({type(exc).__name__}: {exc}): "
+                                     "skipped")
+                continue
+            if conn.topic == self.points_topic:
+                try:
+                    points = cloud_xyz(msg)
+                except MalformedCloudError as exc:
+                    self.warnings.append(f"{where} is a malformed cloud ({exc}): skipped")
+                    continue
+                yield CloudRecord(points, msg.header.frame_id, _ns(msg.header.stamp), log_ns)
+            elif conn.topic == CLOCK_TOPIC:
+                yield ClockRecord(_ns(msg.clock), log_ns)
+            else:
+                yield from self._transforms(msg, conn.topic == TF_STATIC_TOPIC, log_ns, where)
+
+    def _transforms(self, msg, static: bool, log_ns: int, where: str
+                    ) -> Iterator[TransformRecord]:
+        for ts in msg.transforms:
+            r, t = ts.transform.rotation, ts.transform.translation
+            q = np.array([r.x, r.y, r.z, r.w], dtype=np.float64)
+            xyz = np.array([t.x, t.y, t.z], dtype=np.float64)
+            norm = float(np.linalg.norm(q))
+            if not (np.isfinite(q).all() and np.isfinite(xyz).all()) or norm < 1e-6:
+                self.warnings.append(f"{where}: transform {ts.header.frame_id} -> "
+                                     f"{ts.child_frame_id} is not finite or has a zero "
+                                     "quaternion: skipped")
+                continue
+            if abs(norm - 1.0) > 1e-3:
+                self.warnings.append(f"{where}: transform {ts.header.frame_id} -> "
+                                     f"{ts.child_frame_id} quaternion norm {norm:.4f}, "
+                                     "normalised")
+            yield TransformRecord(ts.header.frame_id, ts.child_frame_id, _ns(ts.header.stamp),
+                                  make_transform(quat_to_matrix(q), xyz), static, log_ns)
+
+
+def _ns(stamp) -> int:
+    return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
+
+
+@dataclass
+class BagContents:
+    """Everything `read_bag` decoded; fine for demo-sized bags (use BagReader to stream)."""
+
+    path: Path
+    storage: str
+    topics: dict[str, TopicInfo]
+    clouds: list[CloudRecord] = field(default_factory=list)
+    transforms: list[TransformRecord] = field(default_factory=list)  # /tf
+    static_transforms: list[TransformRecord] = field(default_factory=list)  # /tf_static
+    clock_ns: list[int] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    custom_data: dict[str, str] = field(default_factory=dict)
+    scene: dict | None = None  # the demo scene's ground-truth JSON, when present
+
+    def truth_poses(self, prefix: str = TRUTH_PREFIX) -> dict[str, np.ndarray]:
+        """Object name -> T_world_object from the latest static `truth/<name>` transforms."""
+        return {t.child[len(prefix):]: t.T_parent_child for t in self.static_transforms
+                if t.child.startswith(prefix)}
+
+
+def read_bag(path: str | Path, points_topic: str = POINTS_TOPIC) -> BagContents:
+    """Read a whole bag; defects become `warnings` (see BagReader)."""
+    with BagReader(path, points_topic) as reader:
+        contents = BagContents(Path(path), reader.storage, dict(reader.topics),
+                               custom_data=dict(reader.custom_data))
+        for record in reader.records():
+            if isinstance(record, CloudRecord):
+                contents.clouds.append(record)
+            elif isinstance(record, ClockRecord):
+                contents.clock_ns.append(record.stamp_ns)
+            elif record.static:
+                contents.static_transforms.append(record)
+            else:
+                contents.transforms.append(record)
+        contents.scene = reader.scene()
+        contents.warnings = list(reader.warnings)
+    return contents
+
+
+
+# --------------------------------------------------------------------------- the demo command
+
+DEMO_SENSORS = {  # --sensor choice -> (factory, frame id)
+    "lidar": ("ouster_os1_64", "lidar"),
+    "depth": ("realsense_d435 at half resolution", "camera_depth_optical_frame"),
+}
+
+
+def demo_sensor(kind: str):
+    """(sensor, frame id, description) for `make_demo`'s --sensor choice.
+
+    The LiDAR is an Ouster OS1-64 (64 x 1024 rays, 1 cm noise); the depth camera a RealSense
+    D435 decimated to 424 x 240 (its noise and dropout kept), which keeps a frame near 100k rays.
+    """
+    from gmm_perception.data.sensors import DepthCamera, SpinningLidar
+
+    if kind == "lidar":
+        sensor = SpinningLidar.ouster_os1_64()
+    elif kind == "depth":
+        sensor = DepthCamera.realsense_d435().downscaled(2)
+    else:
+        raise ValueError(f"sensor must be one of {sorted(DEMO_SENSORS)}, got '{kind}'")
+    return sensor, DEMO_SENSORS[kind][1], DEMO_SENSORS[kind][0]
+
+
+@dataclass
+class DemoOutput:
+    scene: DemoScene
+    bag: BagSummary
+    library: list[Path]
+    sensor: str  # description of the simulated sensor
+    sensor_frame: str
+
+
+def make_demo(output: str | Path, meshes: MeshSet, *, storage: str = "mcap", sensor: str = "lidar",
+              frames: int = 30, objects: int = 3, seed: int = 0, rate_hz: float = 5.0,
+              progress: bool = False, overwrite: bool = False) -> DemoOutput:
+    """Build a scene from `meshes` (a MeshSet), write `output`/bag and `output`/library/*.ply.
+
+    The scene, the orbit's start and the sensor noise all follow from `seed` (noise from its own
+    stream, so changing the sensor does not move the objects). `overwrite` replaces an earlier
+    demo's bag and library; without it an existing bag is an error (rosbag2 never overwrites).
+    """
+    from gmm_perception.evaluation.scene import build_demo_scene, scan_frames, sensor_poses, \
+        write_library
+
+    output = Path(output)
+    bag_path, library_dir = output / "bag", output / "library"
+    if bag_path.exists():
+        if not overwrite:
+            raise FileExistsError(f"{bag_path} exists (pass overwrite / --force to replace it)")
+        if not (bag_path / "metadata.yaml").is_file() and any(bag_path.iterdir()):
+            raise FileExistsError(f"{bag_path} is not a rosbag2 directory: not removing it")
+        shutil.rmtree(bag_path)
+    if overwrite and library_dir.is_dir():
+        for old in library_dir.glob("*.ply"):
+            old.unlink()
+    simulated, sensor_frame, description = demo_sensor(sensor)
+    scene = build_demo_scene(meshes, np.random.default_rng(seed), num_objects=objects)
+    poses = sensor_poses(frames, simulated, scene.orbit)
+    stream: Iterable[Frame] = scan_frames(scene, simulated, poses,
+                                          np.random.default_rng([seed, 1]))
+    if progress:
+        from tqdm import tqdm
+
+        stream = tqdm(stream, total=frames, desc="scan + write", unit="frame")
+    output.mkdir(parents=True, exist_ok=True)
+    library = write_library(scene, library_dir)
+    info = {"kind": sensor, "model": description, **asdict(simulated)}
+    summary = write_demo_bag(bag_path, scene, stream, storage=storage, sensor_frame=sensor_frame,
+                             rate_hz=rate_hz, sensor_info=info)
+    return DemoOutput(scene, summary, library, description, sensor_frame)

@@ -1,0 +1,69 @@
+"""What one evaluation run records, the same in the offline and the live mode.
+
+Both modes reduce to a list of frames, each with the objects the pipeline registered (pose in
+the fixed frame, the library model it chose, its fit) and the time each stage took, so one
+metrics function and one report serve both.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Frame outcomes besides "ok": why a frame produced no registrations.
+FRAME_STATUSES = ("ok", "no_objects", "unknown_frame", "malformed", "empty", "dropped")
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One registered object of one frame."""
+
+    object_id: int  # the segmentation's stable id
+    model: str  # the library model the registration chose
+    T_world_object: np.ndarray  # (4, 4) estimated pose of the model's frame in the fixed frame
+    fitness: float
+    inlier_rmse: float
+    latency_ms: float  # registration of this object (as the node reports it)
+
+
+@dataclass
+class FrameRecord:
+    index: int
+    stamp_ns: int
+    status: str = "ok"
+    detections: list[Detection] = field(default_factory=list)
+    stage_ms: dict[str, float] = field(default_factory=dict)  # stage -> milliseconds
+    message: str = ""  # why the frame was not "ok"
+
+    def __post_init__(self):
+        if self.status not in FRAME_STATUSES:
+            raise ValueError(f"status must be one of {FRAME_STATUSES}, got {self.status!r}")
+
+
+@dataclass(frozen=True)
+class TruthObject:
+    """A ground-truth object: its model's frame in the fixed frame and the model's points."""
+
+    name: str
+    T_world_object: np.ndarray
+    model_points: np.ndarray | None  # (M, 3) in the model frame; None if the library lacks it
+
+    @property
+    def diameter(self) -> float:
+        if self.model_points is None:
+            return float("nan")
+        extent = self.model_points.max(axis=0) - self.model_points.min(axis=0)
+        return float(np.linalg.norm(extent))
+
+
+@dataclass
+class EvaluationRun:
+    mode: str  # "offline" or "live"
+    bag: str
+    world_frame: str
+    frames: list[FrameRecord] = field(default_factory=list)
+    truth: list[TruthObject] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    dropped_by_nodes: int = 0  # frames the nodes' queues dropped (live mode, from diagnostics)
+    sensor_path: list[list[float]] = field(default_factory=list)  # sensor xyz per frame
+    seconds: float = 0.0

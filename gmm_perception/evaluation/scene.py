@@ -1,0 +1,349 @@
+"""A small room of held-out CAD objects on a floor, scanned from a sensor that circles it.
+
+The demo bag (see `bag.py`) needs data whose ground truth is exact by construction, so every
+number here is chosen, not estimated:
+
+* Each object is a normalised model (`MeshSet`: centred on its bounding box, unit sphere, z up,
+  x forward) scaled uniformly to a realistic size for its class (`CLASS_SIZES`). Its *model
+  frame* is that scaled mesh's own frame, and ``T_world_object`` maps model points into the world.
+  A reference cloud sampled from ``SceneObject.mesh`` is therefore exactly what a registration
+  has to align to the scan: its answer should be ``T_world_object``.
+* Objects stand upright on the floor plane z = 0 (their lowest vertex touches it), turned by a
+  random yaw only (the models are upright, so pitch or roll would put them on their side), and
+  do not overlap: bounding circles stay ``GAP`` apart and inside the arena disc, so the sensor's
+  orbit (outside the arena) never enters an object.
+* Scans are ray cast (`sensors.scan`) against the objects and the floor together, so occlusion
+  between objects and the floor returns a real segmentation would have to remove are both there.
+  Each frame keeps, per point, which object (or the floor) it hit.
+
+Only numpy, trimesh and Open3D (through `sensors`): no ROS.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import trimesh
+
+from gmm_perception.data.mesh_ops import sample_surface
+from gmm_perception.data.sensors import Sensor, raycasting_scene, scan
+from gmm_perception.data.shape_set import MeshSet
+from gmm_perception.geometry.transforms import euler_to_matrix, make_transform
+
+# Target size per class, in metres: ("height", h) scales the model to that height, ("length", l)
+# its longest horizontal side to l. Scaling is uniform, so the model keeps its proportions;
+# length is used where the footprint is the defining size (a 2 m sofa is ~0.8 m tall, an
+# L-shaped corner sofa scaled by height would become a 2.5 m square).
+CLASS_SIZES: dict[str, tuple[str, float]] = {
+    "chair": ("height", 0.9),
+    "armchair": ("height", 0.85),
+    "stool": ("height", 0.45),
+    "table": ("height", 0.75),
+    "sofa": ("length", 2.0),
+    "bed": ("length", 2.0),
+    "cabinet": ("height", 1.2),
+    "bookshelf": ("height", 1.8),
+    "lamp": ("height", 1.5),
+    "plant": ("height", 0.8),
+    "person": ("height", 1.75),
+    "tree": ("height", 3.0),
+    "door": ("height", 2.0),
+    "window": ("height", 1.2),
+    "car": ("length", 4.3),
+}
+DEFAULT_SIZE: tuple[str, float] = ("height", 0.8)
+# Classes that stand freely in a room. Doors and windows belong in walls, cars and trees
+# outdoors; with `classes=None` they are only used if a mesh set has none of these.
+DEFAULT_CLASSES = ("chair", "armchair", "stool", "table", "sofa", "bed", "cabinet", "bookshelf",
+                   "lamp", "plant", "person")
+
+GAP = 0.3  # metres between the bounding circles of two objects
+ARENA_RADIUS = 2.5  # every object's bounding circle lies inside this disc around the origin
+FLOOR_SIZE = 12.0  # side of the square floor, metres
+_PLACEMENT_TRIES = 500  # random centres tried per object before the layout starts over
+_LAYOUT_TRIES = 20  # whole layouts tried before giving up
+FLOOR_LABEL = -1  # Frame.labels value of points on the floor
+
+
+@dataclass
+class SceneObject:
+    """One object of the scene; ``mesh`` is in metres in the object's model frame."""
+
+    name: str  # "<class>_<k>", k counting objects of that class; the truth/ TF frame's suffix
+    class_name: str
+    model_id: str  # MeshSet.model_ids entry the mesh came from
+    mesh: trimesh.Trimesh  # the scaled model in its model (object) frame, metres
+    T_world_object: np.ndarray  # (4, 4): model-frame points -> world
+    scale: float  # metres per unit of the normalised model
+
+    @property
+    def radius(self) -> float:
+        """Radius of the bounding circle about the frame's z axis (yaw-invariant)."""
+        return float(np.linalg.norm(np.asarray(self.mesh.vertices)[:, :2], axis=1).max())
+
+    @property
+    def yaw_deg(self) -> float:
+        R = self.T_world_object
+        return float(np.degrees(np.arctan2(R[1, 0], R[0, 0])))
+
+    def mesh_world(self) -> trimesh.Trimesh:
+        return self.mesh.copy().apply_transform(self.T_world_object)
+
+
+@dataclass(frozen=True)
+class Orbit:
+    """The sensor's path: a horizontal arc around ``target`` at a fixed height, facing it.
+
+    A full circle (``arc_deg`` 360) spaces frames evenly without repeating the start pose; a
+    partial arc includes both of its ends.
+    """
+
+    radius: float = 3.5
+    height: float = 1.2
+    arc_deg: float = 360.0
+    start_deg: float = 0.0  # azimuth of the first pose about +z, 0 = on the +x axis
+    target: tuple[float, float, float] = (0.0, 0.0, 0.4)
+
+    def __post_init__(self):
+        if self.radius <= 0:
+            raise ValueError("orbit radius must be positive")
+        if not 0.0 < self.arc_deg <= 360.0:
+            raise ValueError("arc_deg must be in (0, 360]")
+
+    def eyes(self, num_frames: int) -> np.ndarray:
+        """(num_frames, 3) sensor positions along the arc."""
+        if num_frames < 1:
+            raise ValueError("num_frames must be >= 1")
+        steps = num_frames if self.arc_deg >= 360.0 else max(num_frames - 1, 1)
+        azimuth = np.radians(self.start_deg + self.arc_deg * np.arange(num_frames) / steps)
+        cx, cy, _ = self.target
+        return np.stack([cx + self.radius * np.cos(azimuth), cy + self.radius * np.sin(azimuth),
+                         np.full(num_frames, self.height)], axis=1)
+
+
+@dataclass
+class DemoScene:
+    """Objects on a floor plus the orbit the sensor flies; see `build_demo_scene`."""
+
+    objects: list[SceneObject]
+    floor: trimesh.Trimesh
+    orbit: Orbit
+    arena_radius: float = ARENA_RADIUS
+
+    def meshes_world(self) -> list[trimesh.Trimesh]:
+        """Ray-casting geometry: object k is geometry id k, the floor comes last."""
+        return [obj.mesh_world() for obj in self.objects] + [self.floor]
+
+    def object(self, name: str) -> SceneObject:
+        for obj in self.objects:
+            if obj.name == name:
+                return obj
+        raise KeyError(f"no object '{name}' in the scene")
+
+    def describe(self) -> dict:
+        """JSON-ready ground truth: per object its class, source model, scale and pose."""
+        return {
+            "objects": [{
+                "name": obj.name, "class": obj.class_name, "model_id": obj.model_id,
+                "scale": obj.scale, "yaw_deg": obj.yaw_deg,
+                "position": obj.T_world_object[:3, 3].tolist(),
+                "size": np.ptp(np.asarray(obj.mesh.vertices), axis=0).tolist(),
+                "T_world_object": obj.T_world_object.tolist(),
+            } for obj in self.objects],
+            "floor_size": float(np.ptp(np.asarray(self.floor.vertices)[:, 0])),
+            "arena_radius": self.arena_radius,
+            "orbit": asdict(self.orbit),
+        }
+
+
+@dataclass
+class Frame:
+    """One scan of the scene. Row i of `points` and `labels` belong to the same return."""
+
+    index: int
+    points: np.ndarray  # (N, 3) float32, sensor frame
+    T_world_sensor: np.ndarray  # (4, 4) float64, the exact pose of the scan
+    labels: np.ndarray  # (N,) int16: index into DemoScene.objects, FLOOR_LABEL for the floor
+
+
+def floor_mesh(size: float = FLOOR_SIZE) -> trimesh.Trimesh:
+    """A square of side `size` in the plane z = 0, centred on the origin, normal +z."""
+    h = size / 2.0
+    vertices = [[-h, -h, 0.0], [h, -h, 0.0], [h, h, 0.0], [-h, h, 0.0]]
+    return trimesh.Trimesh(vertices, [[0, 1, 2], [0, 2, 3]], process=False)
+
+
+def class_scale(class_name: str, normalised_vertices: np.ndarray) -> float:
+    """Metres per normalised unit that give the model its class's size (`CLASS_SIZES`)."""
+    mode, size = CLASS_SIZES.get(class_name, DEFAULT_SIZE)
+    extent = np.ptp(np.asarray(normalised_vertices, dtype=np.float64), axis=0)
+    reference = extent[2] if mode == "height" else extent[:2].max()
+    if reference <= 0:
+        raise ValueError(f"a {class_name} model is flat along the axis that sets its size")
+    return float(size / reference)
+
+
+def build_demo_scene(meshes: MeshSet, rng: np.random.Generator, num_objects: int = 3,
+                     split: str = "test", classes: Sequence[str] | None = None,
+                     orbit: Orbit | None = None, arena_radius: float = ARENA_RADIUS
+                     ) -> DemoScene:
+    """`num_objects` models of distinct classes from `split`, sized, placed and turned at random.
+
+    `classes` limits the candidate classes (default: `DEFAULT_CLASSES` present in the split, or
+    every class of the split if it has none of them). The default orbit starts at a random
+    azimuth so different seeds see the scene from different sides. Raises ValueError when the
+    split has too few classes or the objects cannot be laid out without overlap.
+    """
+    if num_objects < 1:
+        raise ValueError("num_objects must be >= 1")
+    pool = meshes.subset(split)
+    present = [name for i, name in enumerate(pool.class_names) if np.any(pool.labels == i)]
+    if classes is not None:
+        unknown = sorted(set(classes) - set(present))
+        if unknown:
+            raise ValueError(f"no '{split}' models of class(es) {unknown}; available: {present}")
+        candidates = list(dict.fromkeys(classes))
+    else:
+        candidates = [c for c in present if c in DEFAULT_CLASSES] or present
+    if len(candidates) < num_objects:
+        raise ValueError(f"{num_objects} objects of distinct classes need as many classes; "
+                         f"the '{split}' split offers {candidates}")
+    orbit = orbit or Orbit(start_deg=float(rng.uniform(0.0, 360.0)))
+    if orbit.radius <= arena_radius + np.linalg.norm(orbit.target[:2]):
+        raise ValueError("the orbit must stay outside the arena, or the sensor could end up "
+                         "inside an object")
+
+    chosen = [str(c) for c in rng.choice(candidates, size=num_objects, replace=False)]
+    counts: dict[str, int] = {}
+    objects = []
+    for class_name in chosen:
+        label = pool.class_names.index(class_name)
+        index = int(rng.choice(np.flatnonzero(pool.labels == label)))
+        vertices = np.asarray(pool.vertices[index], dtype=np.float64)
+        scale = class_scale(class_name, vertices)
+        mesh = trimesh.Trimesh(vertices * scale, np.asarray(pool.faces[index], dtype=np.int64),
+                               process=False)
+        name = f"{class_name}_{counts.get(class_name, 0)}"
+        counts[class_name] = counts.get(class_name, 0) + 1
+        objects.append(SceneObject(name, class_name, str(pool.model_ids[index]), mesh,
+                                   np.eye(4), scale))
+
+    _place(objects, rng, arena_radius)
+    return DemoScene(objects, floor_mesh(), orbit, arena_radius)
+
+
+def _place(objects: list[SceneObject], rng: np.random.Generator, arena_radius: float) -> None:
+    """Set every T_world_object: random yaw, resting on z = 0, bounding circles GAP apart.
+
+    Rejection sampling, largest object first (it has the fewest places left once others stand).
+    """
+    radii = np.array([obj.radius for obj in objects])
+    too_big = [obj.name for obj, r in zip(objects, radii) if r >= arena_radius]
+    if too_big:
+        raise ValueError(f"{too_big} do not fit in an arena of radius {arena_radius} m")
+    order = np.argsort(-radii)
+    for _ in range(_LAYOUT_TRIES):
+        centres: dict[int, np.ndarray] = {}
+        for i in order:
+            for _ in range(_PLACEMENT_TRIES):
+                # Uniform over the disc the centre may occupy (sqrt for uniform area density).
+                rho = (arena_radius - radii[i]) * np.sqrt(rng.random())
+                phi = rng.uniform(0.0, 2.0 * np.pi)
+                c = np.array([rho * np.cos(phi), rho * np.sin(phi)])
+                if all(np.linalg.norm(c - centres[j]) >= radii[i] + radii[j] + GAP
+                       for j in centres):
+                    centres[i] = c
+                    break
+            else:
+                break
+        if len(centres) == len(objects):
+            break
+    else:
+        raise ValueError(f"could not place {len(objects)} objects without overlap in an arena "
+                         f"of radius {arena_radius} m (radii {np.round(radii, 2).tolist()})")
+    for i, obj in enumerate(objects):
+        yaw = rng.uniform(-np.pi, np.pi)
+        lowest = float(np.asarray(obj.mesh.vertices)[:, 2].min())
+        # Rotating about z keeps z, so lifting by -lowest sets the lowest vertex on z = 0.
+        obj.T_world_object = make_transform(euler_to_matrix(0.0, 0.0, yaw),
+                                            [centres[i][0], centres[i][1], -lowest])
+
+
+def sensor_poses(num_frames: int, sensor: Sensor, orbit: Orbit = Orbit()) -> np.ndarray:
+    """(num_frames, 4, 4) T_world_sensor along `orbit`, each facing its target (`look_at`)."""
+    target = np.asarray(orbit.target, dtype=np.float64)
+    return np.stack([sensor.look_at(eye, target) for eye in orbit.eyes(num_frames)])
+
+
+def scan_frames(scene: DemoScene, sensor: Sensor, poses: Iterable[np.ndarray],
+                rng: np.random.Generator | None = None) -> Iterator[Frame]:
+    """Scan the scene from each pose in turn, lazily (one frame in memory at a time).
+
+    The Open3D ray-casting scene is built once. `rng` drives range noise and dropout and is
+    required when the sensor has either.
+    """
+    target = raycasting_scene(scene.meshes_world())
+    floor_id = len(scene.objects)
+    for index, T_world_sensor in enumerate(poses):
+        s = scan(target, sensor, T_world_sensor, rng)
+        labels = np.where(s.hit_geometry == floor_id, FLOOR_LABEL, s.hit_geometry)
+        yield Frame(index, s.points_sensor, s.T_world_sensor, labels.astype(np.int16))
+
+
+def reference_cloud(obj: SceneObject, count: int, rng: np.random.Generator) -> np.ndarray:
+    """(count, 3) float32 points uniform on the object's surface, in its model frame, metres."""
+    return sample_surface(obj.mesh, count, rng)
+
+
+def write_ply_mesh(path: str | Path, vertices: np.ndarray, faces: np.ndarray,
+                   comments: Sequence[str] = ()) -> Path:
+    """A binary little-endian PLY of float32 vertices and triangles (trimesh and PCL read it).
+
+    formats.py only reads, so this is the one writer the library needs; comments carry
+    provenance (class, source model, units) without a side file.
+    """
+    path = Path(path)
+    vertices = np.ascontiguousarray(vertices, dtype="<f4")
+    faces = np.asarray(faces)
+    if vertices.ndim != 2 or vertices.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
+        raise ValueError("need (V, 3) vertices and (F, 3) triangles")
+    if len(faces) and (faces.min() < 0 or faces.max() >= len(vertices)):
+        raise ValueError("face index outside the vertices")
+    for comment in comments:
+        if "\n" in comment or "\r" in comment:
+            raise ValueError("a PLY comment must be a single line")
+    header = ["ply", "format binary_little_endian 1.0",
+              *(f"comment {c}" for c in comments),
+              f"element vertex {len(vertices)}", "property float x", "property float y",
+              "property float z", f"element face {len(faces)}",
+              "property list uchar int vertex_indices", "end_header"]
+    records = np.empty(len(faces), dtype=[("n", "u1"), ("v", "<i4", (3,))])
+    records["n"] = 3
+    records["v"] = faces
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as out:
+        out.write(("\n".join(header) + "\n").encode("ascii"))
+        out.write(vertices.tobytes())
+        out.write(records.tobytes())
+    return path
+
+
+def write_library(scene: DemoScene, directory: str | Path) -> list[Path]:
+    """One `<object name>.ply` per object: the scaled mesh in its model frame, metres.
+
+    `formats.load_cloud` reads these (as surface samples), so the nodes' reference-model
+    directory can point here; the registration they compute should then be T_world_object.
+    """
+    directory = Path(directory)
+    paths = []
+    for obj in scene.objects:
+        comments = [f"gmm_perception demo object {obj.name}", f"class {obj.class_name}",
+                    f"model_id {obj.model_id}", f"scale {obj.scale:.9g} m per model unit",
+                    "frame: object model frame, metres, z up"]
+        paths.append(write_ply_mesh(directory / f"{obj.name}.ply", np.asarray(obj.mesh.vertices),
+                                    np.asarray(obj.mesh.faces), [c.replace("\n", " ")
+                                                                 for c in comments]))
+    return paths
+

@@ -1,0 +1,342 @@
+"""Scene segmentation: remove the supporting plane, cluster what stands on it, track the clusters.
+
+Robots see scenes, not isolated objects: the later stages (registration, classification, shape
+modelling) each want one object's points. This stage turns a scene cloud into objects:
+
+1. the dominant plane whose normal is close to `up` (the floor or a table top) is found with
+   Open3D's RANSAC (``segment_plane``) and its inliers are removed;
+2. the remaining points are clustered with Open3D's DBSCAN (``cluster_dbscan``); clusters that
+   are too small (noise) or too large (walls, furniture) are discarded;
+3. an :class:`ObjectTracker` matches the clusters to those of earlier frames, so an object keeps
+   its id while it (or the sensor) moves a little between frames.
+
+With ``accumulate_frames > 1`` the non-ground points of the last frames are clustered together,
+so a sensor moving around an object sees more of its surface over time. Ids and accumulation
+only make sense when every frame is in the same fixed frame (``map``, ``odom``): the ROS node
+transforms its input into ``target_frame`` for that reason.
+
+Open3D is imported when the first :class:`Segmenter` is built, not with this module: the import
+takes about 3 s, and modules that only need the result types (or the node's message helpers)
+should not pay for it.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from gmm_perception.pipeline.preprocess import voxel_downsample
+
+# RANSAC draws 3 points per hypothesis: fewer points cannot define a plane.
+RANSAC_POINTS = 3
+# A plane found first but tilted too far (a wall) is set aside and the search repeated on the
+# rest, so a large wall does not hide the floor. Bounded: each attempt costs a full RANSAC.
+PLANE_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """Parameters of :class:`Segmenter`; every value is checked when the config is built.
+
+    Lengths are metres in the frame of the clouds given to the segmenter.
+    """
+
+    plane_distance: float = 0.02  # RANSAC inlier distance: points this close are ground
+    plane_iterations: int = 200  # RANSAC hypotheses per plane search
+    # A plane with fewer inliers than this is not removed: values below 1 are a fraction of the
+    # cloud's points, values of 1 and more a point count. Keeps the top of a large box from being
+    # taken for the floor in a scene where no floor is visible.
+    min_plane_points: float = 0.1
+    # Only a plane whose normal is within this angle of `up` is removed (90 accepts any plane).
+    max_plane_tilt_deg: float = 30.0
+    up: tuple[float, float, float] = (0.0, 0.0, 1.0)  # "up" in the cloud frame
+    cluster_eps: float = 0.05  # DBSCAN neighbourhood radius
+    # DBSCAN density: a point with this many neighbours within cluster_eps (itself included)
+    # grows a cluster. Separate from min_cluster_points, which bounds the cluster's size: a
+    # density of 30 would split sparse (far away) objects into noise.
+    dbscan_min_points: int = 5
+    min_cluster_points: int = 30  # smaller clusters are noise
+    max_cluster_extent: float = 3.0  # clusters with a larger box edge are walls or furniture
+    max_objects: int = 32  # the largest clusters are kept (bounds the output per frame)
+    track_distance: float = 0.3  # a cluster farther than this from every track starts a new one
+    track_timeout_frames: int = 10  # a track unseen for this many frames in a row is dropped
+    accumulate_frames: int = 1  # frames whose non-ground points are clustered together
+    accumulate_voxel: float = 0.0  # voxel of the accumulated cloud; 0 means cluster_eps / 2
+    seed: int = 0  # seed of Open3D's RANSAC sampling, set before every plane search
+
+    def __post_init__(self):
+        positive = {"plane_distance": self.plane_distance, "cluster_eps": self.cluster_eps,
+                    "max_cluster_extent": self.max_cluster_extent,
+                    "track_distance": self.track_distance}
+        for name, value in positive.items():
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive finite length, got {value}")
+        at_least_one = {"plane_iterations": self.plane_iterations,
+                        "dbscan_min_points": self.dbscan_min_points,
+                        "min_cluster_points": self.min_cluster_points,
+                        "max_objects": self.max_objects,
+                        "track_timeout_frames": self.track_timeout_frames,
+                        "accumulate_frames": self.accumulate_frames}
+        for name, value in at_least_one.items():
+            if int(value) != value or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value}")
+        if not (math.isfinite(self.min_plane_points) and self.min_plane_points >= 0):
+            raise ValueError(f"min_plane_points must be >= 0, got {self.min_plane_points}")
+        if not 0.0 <= self.max_plane_tilt_deg <= 90.0:
+            raise ValueError(
+                f"max_plane_tilt_deg must be in [0, 90], got {self.max_plane_tilt_deg}")
+        up = np.asarray(self.up, dtype=np.float64)
+        if up.shape != (3,) or not np.isfinite(up).all() or np.linalg.norm(up) < 1e-9:
+            raise ValueError(f"up must be a non-zero finite 3-vector, got {self.up}")
+        if not (math.isfinite(self.accumulate_voxel) and self.accumulate_voxel >= 0):
+            raise ValueError(f"accumulate_voxel must be >= 0, got {self.accumulate_voxel}")
+        if int(self.seed) != self.seed or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed}")
+
+    @property
+    def unit_up(self) -> np.ndarray:
+        up = np.asarray(self.up, dtype=np.float64)
+        return up / np.linalg.norm(up)
+
+    @property
+    def voxel(self) -> float:
+        """Voxel edge of the accumulated cloud: fine enough that DBSCAN at cluster_eps still
+        connects neighbouring voxels of one surface."""
+        return self.accumulate_voxel if self.accumulate_voxel > 0 else self.cluster_eps / 2
+
+    def min_plane_inliers(self, point_count: int) -> int:
+        """Inliers a plane needs to be removed from a cloud of `point_count` points."""
+        if self.min_plane_points < 1:
+            return max(RANSAC_POINTS, math.ceil(self.min_plane_points * point_count))
+        return max(RANSAC_POINTS, math.ceil(self.min_plane_points))
+
+
+@dataclass(frozen=True, eq=False)
+class SegmentedObject:
+    """One object of a frame; box and centroid are axis-aligned in the cloud frame."""
+
+    id: int  # stable across frames while the object is tracked (see ObjectTracker)
+    points: np.ndarray  # (M,3) float32
+    centroid: np.ndarray  # (3,) float64, mean of the points
+    box_min: np.ndarray  # (3,) float32
+    box_max: np.ndarray  # (3,) float32
+
+    @property
+    def extent(self) -> np.ndarray:
+        return self.box_max - self.box_min
+
+
+@dataclass(frozen=True, eq=False)
+class Segmentation:
+    """What one call of :class:`Segmenter` found."""
+
+    # (a, b, c, d) with a*x + b*y + c*z + d = 0, unit normal (a, b, c) on the side of `up`;
+    # None when no acceptable plane was found (nothing was removed as ground).
+    plane: np.ndarray | None
+    ground_points: int  # input points removed as plane inliers
+    objects: list[SegmentedObject] = field(default_factory=list)  # ordered by id
+
+    @property
+    def normal(self) -> np.ndarray | None:
+        return None if self.plane is None else self.plane[:3]
+
+
+@dataclass
+class Track:
+    id: int
+    centroid: np.ndarray
+    unseen: int = 0  # consecutive frames without a matching cluster
+
+
+class ObjectTracker:
+    """Stable object ids across frames by matching cluster centroids to the existing tracks.
+
+    Each frame the clusters are assigned to tracks with the Hungarian method on centroid
+    distance, gated at `track_distance` (a pair farther apart is never matched). A matched
+    track takes the cluster's centroid; an unmatched cluster starts a track with the next id
+    (ids only increase, from 1, and are never reused); a track unmatched for `timeout_frames`
+    frames in a row is dropped, so an object that comes back after that gets a new id.
+
+    Ids are only stable when all centroids are given in one fixed frame (map, odom): in a
+    sensor frame a turning robot moves every centroid by more than the gate. The matching
+    does not depend on the order of the clusters.
+    """
+
+    def __init__(self, track_distance: float, timeout_frames: int):
+        self.track_distance = track_distance
+        self.timeout_frames = timeout_frames
+        self.tracks: list[Track] = []
+        self.next_id = 1
+
+    def reset(self) -> None:
+        """Forget all tracks; ids keep increasing, so an old id never names a new object."""
+        self.tracks = []
+
+    def update(self, centroids: np.ndarray) -> list[int]:
+        """The id of each centroid (rows of a (K,3) array), in the same order."""
+        centroids = np.asarray(centroids, dtype=np.float64).reshape(-1, 3)
+        ids: list[int | None] = [None] * len(centroids)
+        matched_tracks: set[int] = set()
+        if self.tracks and len(centroids):
+            previous = np.stack([track.centroid for track in self.tracks])
+            distance = np.linalg.norm(previous[:, None, :] - centroids[None, :, :], axis=2)
+            # Out-of-gate pairs cost more than any set of in-gate pairs, so the assignment first
+            # maximises the number of in-gate matches, then minimises their total distance.
+            forbidden = self.track_distance * (min(distance.shape) + 1) + 1.0
+            cost = np.where(distance <= self.track_distance, distance, forbidden)
+            for row, column in zip(*linear_sum_assignment(cost)):
+                if distance[row, column] <= self.track_distance:
+                    track = self.tracks[row]
+                    track.centroid, track.unseen = centroids[column].copy(), 0
+                    ids[column] = track.id
+                    matched_tracks.add(row)
+        kept = []
+        for index, track in enumerate(self.tracks):
+            if index not in matched_tracks:
+                track.unseen += 1
+            if track.unseen < self.timeout_frames:
+                kept.append(track)
+        self.tracks = kept
+        for column, object_id in enumerate(ids):
+            if object_id is None:
+                ids[column] = self.next_id
+                self.tracks.append(Track(self.next_id, centroids[column].copy()))
+                self.next_id += 1
+        return ids
+
+
+def _as_points(points) -> np.ndarray:
+    """(N,3) float32 finite rows; a wrong shape is the caller's bug and raises ValueError."""
+    points = np.asarray(points, dtype=np.float32)
+    if points.ndim != 2 or points.shape[1] != 3:
+        raise ValueError(f"points must be (N, 3), got {points.shape}")
+    keep = np.isfinite(points).all(axis=1)
+    return points if keep.all() else points[keep]
+
+
+class Segmenter:
+    """Callable stage: (N,3) points in a fixed frame -> :class:`Segmentation`.
+
+    Keeps state between calls (tracks, and with accumulate_frames > 1 the recent frames), so
+    use one instance per input stream, from one thread. Open3D's RANSAC takes its random
+    numbers from a process-wide generator; it is seeded with ``config.seed`` before every plane
+    search, which makes the result a function of the input alone (as long as no other thread
+    runs Open3D random sampling at the same time).
+    """
+
+    def __init__(self, config: SegmentConfig | None = None):
+        import open3d  # noqa: F401  # the ~3 s import happens here, not on the first frame
+
+        self.config = config or SegmentConfig()
+        self.tracker = ObjectTracker(self.config.track_distance, self.config.track_timeout_frames)
+        self._frames: deque[np.ndarray] = deque(maxlen=self.config.accumulate_frames)
+
+    def reconfigure(self, config: SegmentConfig) -> None:
+        """Use new parameters but keep the tracks (ids) and the newest accumulated frames."""
+        self.config = config
+        self.tracker.track_distance = config.track_distance
+        self.tracker.timeout_frames = config.track_timeout_frames
+        self._frames = deque(self._frames, maxlen=config.accumulate_frames)
+
+    def reset(self) -> None:
+        """Drop the tracks and the accumulated frames (e.g. after the fixed frame jumped)."""
+        self.tracker.reset()
+        self._frames.clear()
+
+    @property
+    def accumulated_points(self) -> int:
+        """Points held for accumulation (bounded by accumulate_frames voxelised frames)."""
+        return sum(len(frame) for frame in self._frames)
+
+    def __call__(self, points) -> Segmentation:
+        """Segment one frame. Empty or degenerate input gives an empty result, never an error
+        (the frame still counts for the tracks' timeout); a wrong shape raises ValueError."""
+        points = _as_points(points)
+        plane, ground = self.find_plane(points)
+        rest = points if ground is None else points[~ground]
+        if self.config.accumulate_frames > 1:
+            rest = self._accumulate(rest)
+        clusters = self.cluster(rest)
+        ids = self.tracker.update(np.array([c.mean(axis=0, dtype=np.float64) for c in clusters])
+                                  if clusters else np.empty((0, 3)))
+        objects = [SegmentedObject(id=int(object_id), points=cluster,
+                                   centroid=cluster.mean(axis=0, dtype=np.float64),
+                                   box_min=cluster.min(axis=0), box_max=cluster.max(axis=0))
+                   for object_id, cluster in zip(ids, clusters)]
+        objects.sort(key=lambda obj: obj.id)
+        return Segmentation(plane=plane, ground_points=0 if ground is None else int(ground.sum()),
+                            objects=objects)
+
+    def find_plane(self, points: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The removable plane (unit normal towards `up`) and the mask of its inliers.
+
+        (None, None) when the cloud is too small, no plane has min_plane_points inliers, or no
+        large enough plane lies within max_plane_tilt_deg of `up`.
+        """
+        import open3d as o3d
+
+        config = self.config
+        needed = config.min_plane_inliers(len(points))
+        up = config.unit_up
+        max_tilt = math.radians(config.max_plane_tilt_deg)
+        candidates = np.arange(len(points))
+        for _ in range(PLANE_ATTEMPTS):
+            if len(candidates) < needed:
+                break
+            cloud = o3d.geometry.PointCloud(
+                o3d.utility.Vector3dVector(points[candidates].astype(np.float64)))
+            o3d.utility.random.seed(config.seed)
+            model, inliers = cloud.segment_plane(config.plane_distance, RANSAC_POINTS,
+                                                 config.plane_iterations)
+            model = np.asarray(model, dtype=np.float64)
+            inliers = np.asarray(inliers, dtype=np.int64)
+            norm = np.linalg.norm(model[:3])
+            if len(inliers) < needed or norm < 1e-12:  # too small, or collinear points only
+                break
+            model = model / norm
+            if model[:3] @ up < 0:
+                model = -model
+            if math.acos(min(1.0, float(model[:3] @ up))) <= max_tilt + 1e-9:
+                mask = np.zeros(len(points), dtype=bool)
+                mask[candidates[inliers]] = True
+                return model, mask
+            candidates = np.delete(candidates, inliers)  # a wall: look for the floor in the rest
+        return None, None
+
+    def cluster(self, points: np.ndarray) -> list[np.ndarray]:
+        """Clusters of object size, the largest max_objects of them, largest first."""
+        import open3d as o3d
+
+        config = self.config
+        if len(points) < max(config.min_cluster_points, config.dbscan_min_points):
+            return []
+        cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points.astype(np.float64)))
+        labels = np.asarray(cloud.cluster_dbscan(config.cluster_eps, config.dbscan_min_points,
+                                                 print_progress=False))
+        order = np.argsort(labels, kind="stable")
+        starts = np.flatnonzero(np.diff(labels[order], prepend=-2))
+        clusters = []
+        for indices in np.split(order, starts[1:]):
+            if labels[indices[0]] < 0 or len(indices) < config.min_cluster_points:
+                continue  # DBSCAN noise, or a cluster too small to be an object
+            cluster = points[indices]
+            if (cluster.max(axis=0) - cluster.min(axis=0)).max() > config.max_cluster_extent:
+                continue
+            clusters.append(cluster)
+        clusters.sort(key=len, reverse=True)  # stable: equal sizes keep DBSCAN's order
+        return clusters[:config.max_objects]
+
+    def _accumulate(self, points: np.ndarray) -> np.ndarray:
+        """This frame's non-ground points together with those of the previous frames.
+
+        Each frame is voxelised before it is stored and the union again after, so memory holds
+        at most accumulate_frames voxel grids of the scene, whatever the input rate or density.
+        Objects that move smear over the accumulated frames: accumulate only for a static scene.
+        """
+        voxel = self.config.voxel
+        self._frames.append(voxel_downsample(points, voxel) if len(points) else points)
+        union = np.concatenate(list(self._frames))
+        return voxel_downsample(union, voxel) if len(union) else union
