@@ -28,9 +28,13 @@ data: setup
 	$(VENV)/bin/gmm-perception data pairs --setting noisy
 	$(VENV)/bin/gmm-perception data pairs --setting partial
 
-# The main job (filled in by the pipeline/evaluation work): for now it proves the stack end to end.
-demo: setup
-	$(PYTHON) -m gmm_perception.cli demo
+# The main job: a simulated scene bag played into the scene pipeline's nodes, scored against its
+# ground truth; prints a summary and the report's path (out/demo/evaluation/report.md).
+demo: setup data/sh3d/sh3d_meshes.npz
+	$(VENV)/bin/gmm-perception demo
+
+data/sh3d/sh3d_meshes.npz: | setup
+	$(VENV)/bin/gmm-perception data sh3d
 
 clean:
 	rm -rf build $(VENV) .pytest_cache

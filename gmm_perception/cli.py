@@ -7,9 +7,15 @@ from pathlib import Path
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from gmm_perception.ros.demo import run_demo
+    from gmm_perception.evaluation.demo import main
 
-    return run_demo(seconds=args.seconds, rate_hz=args.rate, points=args.points)
+    return main(args)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from gmm_perception.evaluation.evaluate import main
+
+    return main(args)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -71,12 +77,18 @@ def _make_bag(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gmm-perception", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
-    demo = verbs.add_parser("demo", help="run the pipeline on a simulated sensor stream and "
-                                         "print a summary")
-    demo.add_argument("--seconds", type=float, default=5.0, help="length of the stream")
-    demo.add_argument("--rate", type=float, default=10.0, help="clouds per second")
-    demo.add_argument("--points", type=int, default=200_000, help="points per cloud")
+    from gmm_perception.evaluation.demo import add_arguments as add_demo_arguments
+    from gmm_perception.evaluation.evaluate import add_arguments as add_evaluate_arguments
+
+    demo = verbs.add_parser("demo", help="write a simulated scene bag, evaluate the scene "
+                                         "pipeline on it (live), print the summary")
+    add_demo_arguments(demo)
     demo.set_defaults(run=_demo)
+
+    evaluation = verbs.add_parser("evaluate", help="replay a bag through the scene pipeline "
+                                                   "(offline or live) and write a report")
+    add_evaluate_arguments(evaluation)
+    evaluation.set_defaults(run=_evaluate)
 
     data = verbs.add_parser("data", help="build datasets: sh3d, cgal, pairs (cached)")
     data.add_argument("source", choices=["sh3d", "cgal", "pairs"])

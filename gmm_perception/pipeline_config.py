@@ -79,7 +79,7 @@ def _entry(raw: dict, base_dir: Path, index: int) -> NodeEntry:
 
 def load_pipeline(path: str | Path) -> list[NodeEntry]:
     """Parse and check a pipeline YAML; parameter file paths come back absolute."""
-    path = Path(path)
+    path = Path(path).resolve()
     if not path.is_file():
         raise PipelineConfigError(f"pipeline file '{path}' does not exist")
     data = yaml.safe_load(path.read_text()) or {}
