@@ -221,7 +221,8 @@ def _play(player: _Player, contents: BagContents, rate: float, startup_timeout: 
     # Start-up and discovery: warm-up clouds (placed where nothing can cluster) until the
     # segmentation answers one; best-effort clouds sent before discovery are simply lost.
     deadline = time.monotonic() + startup_timeout
-    while warm_up_ns not in player.marker_arrival:
+    while (warm_up_ns not in player.marker_arrival
+           or player.node.count_publishers(player.result_topic) == 0):
         alive_or_raise()
         if time.monotonic() > deadline:
             raise LiveEvaluationError("the pipeline did not answer within "
@@ -230,6 +231,7 @@ def _play(player: _Player, contents: BagContents, rate: float, startup_timeout: 
         player.transforms([_at(r, warm_up_ns) for r in sensor_at_start], player.tf_pub)
         player.cloud(_WARM_UP_POINTS, first.frame_id, warm_up_ns)
         player.spin_until(time.monotonic() + 0.5)
+    player.spin_until(time.monotonic() + 1.0)  # let the result writer match our reader too
 
     pending_tf = sorted(contents.transforms, key=lambda r: r.stamp_ns)
     frames = range(len(clouds))

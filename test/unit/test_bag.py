@@ -15,6 +15,7 @@ from gmm_perception.evaluation.bag import CLOCK_TOPIC, EPOCH_NS, POINTS_TOPIC, S
     read_bag, stamp_ns, write_demo_bag
 from gmm_perception.evaluation.scene import build_demo_scene, scan_frames, sensor_poses
 from gmm_perception.geometry.transforms import quat_to_matrix
+from raw_bag import pointcloud, write_raw_bag
 
 UPSTREAM_TFMESSAGE_HASH = \
     "RIHS01_e369d0f05a23ae52508854b66f6aa0437f3449d652e8cbf22d5abe85d020f087"
@@ -139,41 +140,6 @@ def test_finer_clock_ticks_between_frames(scene, frames, tmp_path):
 
 
 # ------------------------------------------------------------------- damaged and partial bags
-
-def pointcloud(ts, points=None, *, fields=None, point_step=12, data=None, height=1, width=None,
-               row_step=None, bigendian=False, frame_id="lidar", stamp=EPOCH_NS):
-    """A PointCloud2 built field by field, so a test can make any part of it inconsistent."""
-    t = ts.types
-    PointField = t["sensor_msgs/msg/PointField"]
-    if points is not None:
-        data = np.ascontiguousarray(points, dtype="<f4").reshape(-1).view(np.uint8)
-        width = len(points)
-    fields = fields if fields is not None else [("x", 0, FLOAT32), ("y", 4, FLOAT32),
-                                                ("z", 8, FLOAT32)]
-    return t["sensor_msgs/msg/PointCloud2"](
-        header=t["std_msgs/msg/Header"](
-            stamp=t["builtin_interfaces/msg/Time"](sec=stamp // 10**9, nanosec=stamp % 10**9),
-            frame_id=frame_id),
-        height=height, width=width,
-        fields=[PointField(name=n, offset=o, datatype=d, count=1) for n, o, d in fields],
-        is_bigendian=bigendian, point_step=point_step,
-        row_step=row_step if row_step is not None else width * point_step,
-        data=np.asarray(data, dtype=np.uint8), is_dense=True)
-
-
-def write_raw_bag(path, messages, storage="mcap"):
-    """messages: [(topic, msgtype, log ns, message object or raw bytes)], written as given."""
-    ts = default_typestore()
-    writer = Writer(path, version=9, storage_plugin=PLUGINS[storage])
-    writer.open()
-    connections = {}
-    for topic, msgtype, log_ns, msg in messages:
-        if topic not in connections:
-            connections[topic] = writer.add_connection(topic, msgtype, typestore=ts)
-        raw = msg if isinstance(msg, bytes) else ts.serialize_cdr(msg, msgtype)
-        writer.write(connections[topic], log_ns, raw)
-    writer.close()
-
 
 @pytest.mark.parametrize("storage", STORAGES)
 def test_missing_topics_are_warnings(tmp_path, storage):
