@@ -18,8 +18,8 @@ setup(
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
         (f"share/{PACKAGE}/config/train", glob("config/train/*.yaml")),
         (f"share/{PACKAGE}/msg", glob("msg/*.msg")),
-        (f"share/{PACKAGE}/checkpoints/deepgmr",
-         glob("checkpoints/deepgmr/*.pt") + glob("checkpoints/deepgmr/*.md")),
+        *((f"share/{PACKAGE}/{folder}", glob(f"{folder}/*.pt") + glob(f"{folder}/*.md"))
+          for folder in sorted(glob("checkpoints/*"))),
     ],
     install_requires=["setuptools"],
     zip_safe=True,

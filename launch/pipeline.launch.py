@@ -1,6 +1,7 @@
 """Start the nodes of a pipeline YAML (default: the preprocessing pipeline), one process each.
 
     ros2 launch gmm_perception pipeline.launch.py [pipeline:=<yaml>] [use_sim_time:=true]
+                                                  [library_dir:=<dir>]
 
 The same YAML runs in one process with `gmm_perception_runner <yaml>` where `launch` is absent.
 """
@@ -20,12 +21,15 @@ DEFAULT_PIPELINE = os.path.join(
 
 def _nodes(context):
     use_sim_time = LaunchConfiguration("use_sim_time").perform(context).lower() == "true"
+    library_dir = LaunchConfiguration("library_dir").perform(context)
     entries = load_pipeline(LaunchConfiguration("pipeline").perform(context))
     return [
         Node(package="gmm_perception", executable=entry.executable, name=entry.name,
              namespace=entry.namespace,
              parameters=[*map(str, entry.parameter_files),
-                         {**entry.parameters, "use_sim_time": use_sim_time}],
+                         {**entry.parameters, "use_sim_time": use_sim_time,
+                          **({"library_dir": library_dir}
+                             if library_dir and entry.executable == "registration_node" else {})}],
              remappings=list(entry.remappings.items()), output="screen",
              additional_env={"FASTDDS_DEFAULT_PROFILES_FILE": os.environ.get(
                  "FASTDDS_DEFAULT_PROFILES_FILE", os.path.join(
@@ -41,5 +45,8 @@ def generate_launch_description():
                               description="pipeline YAML listing the nodes to start"),
         DeclareLaunchArgument("use_sim_time", default_value="false",
                               description="run every node on /clock time"),
+        DeclareLaunchArgument("library_dir", default_value="",
+                              description="reference models of registration_node's library "
+                                          "mode (empty keeps the pipeline's value)"),
         OpaqueFunction(function=_nodes),
     ])

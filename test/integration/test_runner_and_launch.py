@@ -16,7 +16,7 @@ from rclpy.context import Context
 from sensor_msgs.msg import PointCloud2
 
 from gmm_perception.node_registry import NODES, console_scripts
-from gmm_perception.pipeline_config import load_pipeline
+from gmm_perception.pipeline_config import load_pipeline, node_parameters
 from gmm_perception.ros.pointcloud import read_xyz, xyz_to_cloud
 from gmm_perception.ros.runner import create_node
 
@@ -56,22 +56,13 @@ def test_pipeline_parameters_are_all_declared_by_their_nodes(pipeline):
                     undeclared = node_parameter_keys(path, entry.name) - declared
                     assert not undeclared, f"{path.name} sets undeclared {sorted(undeclared)}"
                 assert not set(entry.parameters) - declared
-                for path in entry.parameter_files:  # the file's values reached the node
-                    for key, value in node_parameter_keys_values(path, entry.name).items():
-                        assert node.get_parameter(key).value == pytest.approx(value), key
+                # The files' values, overridden by the inline ones, reached the node.
+                for key, value in node_parameters(entry).items():
+                    assert node.get_parameter(key).value == pytest.approx(value), key
             finally:
                 node.destroy_node()
     finally:
         rclpy.try_shutdown(context=context)
-
-
-def node_parameter_keys_values(path: Path, node_name: str) -> dict:
-    data = yaml.safe_load(path.read_text()) or {}
-    values = {}
-    for section, content in data.items():
-        if section in ("/**", node_name, f"/{node_name}"):
-            values.update(content.get("ros__parameters", {}))
-    return values
 
 
 @pytest.mark.parametrize("launch_file", LAUNCH_FILES, ids=lambda p: p.name)
