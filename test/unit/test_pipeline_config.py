@@ -182,3 +182,17 @@ def test_ros_arguments_of_a_loaded_entry(pipeline_dir):
         """)
     assert load_pipeline(path)[0].ros_arguments() == [
         "--ros-args", "--params-file", str(pipeline_dir / "a.yaml"), "-r", "points:=/points"]
+
+
+def test_node_parameters_layer_defaults_files_and_inline_values(tmp_path):
+    from gmm_perception.pipeline_config import node_parameters
+
+    (tmp_path / "wild.yaml").write_text(
+        "/**:\n  ros__parameters:\n    a: 1\n    b: 2\n"
+        "other:\n  ros__parameters:\n    a: 100\n")
+    (tmp_path / "named.yaml").write_text("/ns/seg:\n  ros__parameters:\n    b: 3\n    c: 4\n")
+    (tmp_path / "p.yaml").write_text(
+        "nodes:\n  - executable: preprocess_node\n    name: seg\n    namespace: ns\n"
+        "    parameters: [wild.yaml, named.yaml, {c: 5}]\n")
+    entry = load_pipeline(tmp_path / "p.yaml")[0]
+    assert node_parameters(entry, {"a": 0, "d": 9}) == {"a": 1, "b": 3, "c": 5, "d": 9}

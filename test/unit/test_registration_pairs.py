@@ -215,3 +215,25 @@ def test_cache_is_reused_and_invalidated(shapes, tmp_path, monkeypatch):
     # A file that is not a pair set is regenerated over.
     path.write_bytes(b"not an npz")
     assert len(cached_pairs(path, shapes, "clean", count=2, seed=1, num_points=N)) == 2
+
+
+def test_scan_to_model_pairs_register_a_partial_scan_onto_the_full_model(meshes):
+    pairs = make_pairs(meshes, "scan_to_model", count=8, seed=3, num_points=512)
+    assert pairs.source.shape == pairs.target.shape == (8, 512, 3)
+    for b in range(8):
+        aligned = apply(pairs.T_gt[b:b + 1], pairs.source[b:b + 1])[0]
+        # T_gt puts the scan onto the model: near the model's samples (spaced ~0.1 at 512
+        # points, plus scan noise and the jitter), unlike the scan where it was posed.
+        near = np.median(cKDTree(pairs.target[b]).query(aligned)[0])
+        raw = np.median(cKDTree(pairs.target[b]).query(pairs.source[b])[0])
+        assert near < 0.1 and raw > 3 * near
+        # ...but the scan misses part of the model: the far side of every view is hidden.
+        covered = cKDTree(aligned).query(pairs.target[b])[0] < 0.1
+        assert covered.mean() < 0.95
+    with pytest.raises(ValueError, match="scans meshes"):
+        make_pairs(shapes_from(meshes), "scan_to_model", count=2, num_points=64)
+
+
+def shapes_from(meshes: MeshSet) -> ShapeSet:
+    points = np.stack([meshes.mesh(i).sample(300) for i in range(len(meshes))])
+    return ShapeSet(points, meshes.labels, meshes.class_names, meshes.split, meshes.model_ids)
