@@ -3,8 +3,8 @@
     python bench/registration.py [--checkpoint PATH] [--count N] [--json PATH]
 
 Pairs: DeepGMR protocol (1024 points, unrestricted rotations) on the held-out SH3D models,
-settings clean, noisy, unseen (categories never seen in training) and partial (two simulated
-depth-camera views). Methods run one pair at a time, single process, as a node would.
+settings clean, noisy, unseen (categories never seen in training), partial (two simulated
+depth-camera views) and scan_to_model (1-3 views registered to the full model: model libraries). Methods run one pair at a time, single process, as a node would.
 RMSE over all source points (gmm_perception.metrics.registration); recall at 0.2 (shapes are
 unit-sphere normalised: 0.2 = 20 % of the object radius).
 """
@@ -22,7 +22,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _report import environment, print_table, write_json  # noqa: E402
 
-from gmm_perception.data.registration_pairs import cached_pairs, split_categories  # noqa: E402
+from gmm_perception.data.registration_pairs import MESH_SETTINGS, cached_pairs, \
+    split_categories  # noqa: E402
 from gmm_perception.data.shape_set import MeshSet, ShapeSet  # noqa: E402
 from gmm_perception.metrics.registration import pose_errors, recall, registration_rmse  # noqa: E402
 from gmm_perception.models.registry import load_model  # noqa: E402
@@ -100,7 +101,7 @@ def main() -> None:
                         default=ROOT / "checkpoints" / "deepgmr" / "deepgmr_sh3d.pt")
     parser.add_argument("--data-dir", type=Path, default=ROOT / "data")
     parser.add_argument("--count", type=int, default=None, help="pairs per setting")
-    parser.add_argument("--settings", default="clean,noisy,unseen,partial")
+    parser.add_argument("--settings", default="clean,noisy,unseen,partial,scan_to_model")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "registration.json")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -122,8 +123,10 @@ def main() -> None:
               "checkpoint_epoch": payload["metadata"].get("epoch"), "results": {}}
     rows = []
     for setting in args.settings.split(","):
-        source = meshes.subset("test") if setting == "partial" else shapes.subset("test")
-        categories = unseen if setting == "unseen" else trained_on
+        source = meshes.subset("test") if setting in MESH_SETTINGS else shapes.subset("test")
+        # scan_to_model is the model-library scenario: every class, whatever a model trained on,
+        # so that checkpoints compare on the same pairs.
+        categories = {"unseen": unseen, "scan_to_model": None}.get(setting, trained_on)
         pairs = cached_pairs(args.data_dir / "pairs" / f"bench_{setting}.npz", source, setting,
                              args.count, seed=7, categories=categories, progress=False)
         for name, method in methods.items():
