@@ -91,26 +91,27 @@ def _number(value) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _formatted(value, template: str) -> str:
+    value = _number(value)
+    return "n/a" if value is None else template.format(value)
+
+
 def _fraction(value) -> str:
     """Rates as percentages with one decimal: the form the tables and the CLI share."""
-    value = _number(value)
-    return "n/a" if value is None else f"{value:.1%}"
+    return _formatted(value, "{:.1%}")
 
 
 def _metres(value) -> str:
     """Millimetre resolution: ADD-S thresholds of objects a few decimetres wide are centimetres."""
-    value = _number(value)
-    return "n/a" if value is None else f"{value:.4f} m"
+    return _formatted(value, "{:.4f} m")
 
 
 def _ms(value) -> str:
-    value = _number(value)
-    return "n/a" if value is None else f"{value:.1f}"
+    return _formatted(value, "{:.1f}")
 
 
 def _degrees(value) -> str:
-    value = _number(value)
-    return "n/a" if value is None else f"{value:.2f} deg"
+    return _formatted(value, "{:.2f} deg")
 
 
 def _stat(summary: dict | None, key: str):
