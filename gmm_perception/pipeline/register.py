@@ -30,6 +30,7 @@ MAX_SIZE_RATIO = 1.3
 # ICP and the fit statistics use at most this many source points: a random subset this large
 # changes them by well under the sensor noise and keeps a 100k-point cloud inside a frame budget.
 MAX_REFINE_POINTS = 1024
+ICP_COARSE_FACTOR = 4.0  # first ICP pass: this times icp_max_distance
 # Hypotheses (over references and directions) that ICP refines, best pre-ICP fit first.
 REFINED_HYPOTHESES = 2
 
@@ -73,6 +74,9 @@ class DeepGmrRegistrar:
         if hypotheses not in (1, 2):
             raise ValueError(f"hypotheses must be 1 (T) or 2 (T and T_hat^-1), got {hypotheses}")
         self.hypotheses = hypotheses
+        # Objects standing on a floor: the source's and the models' `up` agree, so only turns
+        # about it are possible (None: unrestricted rotations, the DeepGMR setting).
+        self.upright_axis: np.ndarray | None = None
         self._rng = np.random.default_rng(seed)
         self.references: list[Reference] = []
 
@@ -128,6 +132,9 @@ class DeepGmrRegistrar:
             source = source[self._rng.choice(len(source), MAX_REFINE_POINTS, replace=False)]
         hypotheses = [(ref, _metric_transform(T, ref, centre))
                       for ref, pair in zip(candidates, T_unit) for T in pair[:self.hypotheses]]
+        if self.upright_axis is not None:
+            hypotheses = [(ref, U) for ref, T in hypotheses
+                          for U in _upright_variants(T, self.upright_axis, centre)]
         if self.icp != "none":
             # ICP is the expensive part: refine only the hypotheses that already fit best.
             hypotheses.sort(key=lambda h: -self._fitness(source, h[0], h[1], self.icp_max_distance))
@@ -166,15 +173,44 @@ class DeepGmrRegistrar:
         estimation = (pipelines.TransformationEstimationPointToPlane()
                       if self.icp == "point_to_plane"
                       else pipelines.TransformationEstimationPointToPoint())
-        result = pipelines.registration_icp(src, reference, self.icp_max_distance, initial, estimation,
-                                            pipelines.ICPConvergenceCriteria(max_iteration=30))
-        return np.asarray(result.transformation)
+        # Coarse to fine: a wide correspondence radius first pulls in a global estimate that is
+        # tens of degrees off (common on partial views), the fine one then polishes.
+        transform = initial
+        for radius in (ICP_COARSE_FACTOR * self.icp_max_distance, self.icp_max_distance):
+            transform = pipelines.registration_icp(
+                src, reference, radius, transform, estimation,
+                pipelines.ICPConvergenceCriteria(max_iteration=30)).transformation
+        return np.asarray(transform)
 
 
 def _metric_transform(T_unit: np.ndarray, ref: Reference, source_centre: np.ndarray) -> np.ndarray:
     """Undo the normalisation: p_ref = R (p_src - c_src) + s t_unit + c_ref."""
     R = T_unit[:3, :3]
     return make_transform(R, ref.scale * T_unit[:3, 3] + ref.centre - R @ source_centre)
+
+
+def _upright_variants(T: np.ndarray, axis: np.ndarray, source_centre: np.ndarray
+                      ) -> list[np.ndarray]:
+    """T's rotation projected onto the nearest turn about `axis` (the source centroid keeps its
+    image), and that turn plus 90, 180 and 270 degrees: the front/back and side confusions of a
+    global estimate on a partial view are cheap to test by fit before ICP."""
+    R = T[:3, :3]
+    w = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]])
+    along = axis @ R @ axis
+    angle = np.arctan2(axis @ w, np.trace(R) - along)
+    target = R @ source_centre + T[:3, 3]
+    variants = []
+    for offset in (0.0, 0.5 * np.pi, np.pi, 1.5 * np.pi):
+        turn = _rotation_about(axis, angle + offset)
+        variants.append(make_transform(turn, target - turn @ source_centre))
+    return variants
+
+
+def _rotation_about(axis: np.ndarray, angle: float) -> np.ndarray:
+    """Rodrigues: the rotation by `angle` about the unit vector `axis`."""
+    skew = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.cos(angle) * np.eye(3) + np.sin(angle) * skew + (1 - np.cos(angle)) * np.outer(axis,
+                                                                                             axis)
 
 
 def _normalise(points: np.ndarray, centre: np.ndarray, scale: float) -> np.ndarray:

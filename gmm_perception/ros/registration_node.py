@@ -47,6 +47,9 @@ REGISTRATION_PARAMETERS = [
     ParameterSpec("hypotheses", 2, "Pose hypotheses per reference kept by fitness: 1 = DeepGMR's "
                   "T only, 2 = also the inverse of its independent reverse estimate T_hat.",
                   min_value=1, max_value=2),
+    ParameterSpec("upright_axis", [0.0, 0.0, 0.0], "Objects stand upright: the 'up' direction "
+                  "[x, y, z] shared by the cloud frame and the models, so only turns about it are "
+                  "tried (zeros: any rotation).", length=3),
     ParameterSpec("icp", "point_to_point", "Refinement after the global estimate.",
                   choices=ICP_MODES),
     ParameterSpec("icp_max_distance", 0.05, "ICP correspondence distance, metres.",
@@ -64,6 +67,8 @@ def configure_registrar(registrar: DeepGmrRegistrar, param) -> None:
     registrar.icp_max_distance = param("icp_max_distance")
     registrar.inlier_threshold = param("inlier_threshold")
     registrar.hypotheses = param("hypotheses")
+    up = np.asarray(param("upright_axis"), dtype=float)
+    registrar.upright_axis = up / np.linalg.norm(up) if np.linalg.norm(up) > 0 else None
 
 
 def registrar_from_parameters(param, model, device) -> DeepGmrRegistrar:

@@ -89,3 +89,22 @@ def test_an_empty_library_is_an_error(model):
         DeepGmrRegistrar(model, torch.device("cpu")).register(np.zeros((10, 3)))
     with pytest.raises(ValueError, match="at least 3 points"):
         DeepGmrRegistrar(model, torch.device("cpu")).add_reference(np.zeros((2, 3)), "tiny")
+
+
+def test_upright_variants_are_turns_about_the_axis_that_keep_the_centroid():
+    from scipy.spatial.transform import Rotation
+
+    from gmm_perception.pipeline.register import _upright_variants
+
+    up, centre = np.array([0.0, 0.0, 1.0]), np.array([1.0, 2.0, 0.5])
+    yaw = Rotation.from_euler("z", 40, degrees=True).as_matrix()
+    tilt = Rotation.from_euler("x", 10, degrees=True).as_matrix()
+    T = make_transform(yaw @ tilt, [0.3, -0.2, 0.1])
+    variants = _upright_variants(T, up, centre)
+    for k, U in enumerate(variants):
+        assert np.allclose(U[:3, :3] @ up, up)  # a turn about up
+        assert np.allclose(U[:3, :3] @ centre + U[:3, 3], T[:3, :3] @ centre + T[:3, 3])
+        angle = np.degrees(np.arctan2(U[1, 0], U[0, 0])) % 360
+        assert angle == pytest.approx((40 + 90 * k) % 360, abs=1e-6)
+    exact = make_transform(yaw, [0, 0, 0])
+    assert np.allclose(_upright_variants(exact, up, centre)[0], exact)
