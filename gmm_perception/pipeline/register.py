@@ -140,9 +140,19 @@ class DeepGmrRegistrar:
             hypotheses.sort(key=lambda h: -self._fitness(source, h[0], h[1], self.icp_max_distance))
             hypotheses = [(ref, self._refine(source, ref.cloud, T))
                           for ref, T in hypotheses[:REFINED_HYPOTHESES]]
-        results = [self._score(source, ref, T) for ref, T in hypotheses]
-        best = max(results, key=lambda result: (result.fitness, -result.inlier_rmse))
-        return Registration(**{**best.__dict__, "seconds": time.perf_counter() - started})
+        scores = [self._fit(source, ref, T) for ref, T in hypotheses]
+        best = max(range(len(scores)), key=lambda i: (scores[i][0], -scores[i][1]))
+        (ref, transform), (fitness, inlier_rmse, distances) = hypotheses[best], scores[best]
+        # Chamfer as in metrics.chamfer (sum of the two mean nearest distances), for the winner
+        # only, reusing its aligned-to-reference half and the reference's tree.
+        aligned = source @ transform[:3, :3].T + transform[:3, 3]
+        reverse, _ = cKDTree(aligned).query(ref.points)
+        return Registration(
+            transform=transform, fitness=fitness, inlier_rmse=inlier_rmse,
+            chamfer=float(distances.mean() + reverse.mean()),
+            inlier_threshold=self.inlier_threshold, seconds=time.perf_counter() - started,
+            method="deepgmr" if self.icp == "none" else f"deepgmr+icp_{self.icp}",
+            reference_name=ref.name)
 
     @staticmethod
     def _fitness(source: np.ndarray, ref: Reference, transform: np.ndarray,
@@ -151,20 +161,14 @@ class DeepGmrRegistrar:
         return float((ref.tree.query(aligned, distance_upper_bound=threshold)[0] < threshold)
                      .mean())
 
-    def _score(self, source: np.ndarray, ref: Reference, transform: np.ndarray) -> Registration:
+    def _fit(self, source: np.ndarray, ref: Reference, transform: np.ndarray
+             ) -> tuple[float, float, np.ndarray]:
+        """(fitness, inlier RMSE, nearest distances) of the source aligned by `transform`."""
         aligned = source @ transform[:3, :3].T + transform[:3, 3]
         distances, _ = ref.tree.query(aligned)
         inliers = distances < self.inlier_threshold
-        # Chamfer as in metrics.chamfer (sum of the two mean nearest distances), reusing the
-        # aligned-to-reference half and the reference's tree instead of rebuilding both.
-        reverse, _ = cKDTree(aligned).query(ref.points)
-        method = "deepgmr" if self.icp == "none" else f"deepgmr+icp_{self.icp}"
-        return Registration(
-            transform=transform, fitness=float(inliers.mean()),
-            inlier_rmse=float(np.sqrt(np.mean(distances[inliers] ** 2))) if inliers.any() else 0.0,
-            chamfer=float(distances.mean() + reverse.mean()),
-            inlier_threshold=self.inlier_threshold, seconds=0.0, method=method,
-            reference_name=ref.name)
+        rmse = float(np.sqrt(np.mean(distances[inliers] ** 2))) if inliers.any() else 0.0
+        return float(inliers.mean()), rmse, distances
 
     def _refine(self, source: np.ndarray, reference: "o3d.geometry.PointCloud",
                 initial: np.ndarray) -> np.ndarray:
