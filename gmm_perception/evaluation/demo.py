@@ -15,8 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, default=Path("out/demo"),
                         help="bag, library and report go here (default: out/demo)")
     parser.add_argument("--mode", choices=["live", "offline", "both"], default="live")
-    parser.add_argument("--rate", type=float, default=0.5,
-                        help="live playback speed relative to the recording")
+    parser.add_argument("--rate", type=float, default=0.25,
+                        help="live playback speed relative to the recording (the 5 Hz demo "
+                             "scans at 0.25 leave the 2-core pipeline time for each frame)")
     parser.add_argument("--frames", type=int, default=30)
     parser.add_argument("--objects", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)

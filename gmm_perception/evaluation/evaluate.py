@@ -23,8 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pipeline", type=Path, default=DEFAULT_PIPELINE,
                         help="pipeline YAML with segmentation_node and registration_node")
     parser.add_argument("--mode", choices=MODES, default="offline")
-    parser.add_argument("--rate", type=float, default=0.5,
-                        help="live mode: playback speed relative to the recording")
+    parser.add_argument("--rate", type=float, default=0.25,
+                        help="live mode: playback speed relative to the recording; faster than "
+                             "the pipeline can follow, frames queue (latency) or drop")
     parser.add_argument("--output", type=Path, default=None,
                         help="report directory (default: <bag>/../evaluation)")
     parser.add_argument("--points-topic", default="/points")

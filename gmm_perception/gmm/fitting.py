@@ -149,7 +149,10 @@ def e_step(points: torch.Tensor, mixture: torch.Tensor) -> torch.Tensor:
     """Responsibilities (B, N, K) of the components of mixture (B, 1, K, L) for points (B, N, d)."""
     log_g = mx.log_gaussian_matrix(mixture, points)[:, 0]  # (B, N, K)
     log_w = torch.log(mx.weights(mixture)[:, 0].clamp_min(1e-30)).unsqueeze(1)
-    return torch.softmax(log_g + log_w, dim=-1)
+    joint = log_g + log_w
+    joint = joint - joint.amax(dim=-1, keepdim=True)
+    unnormalised = mx.safe_exp(joint)  # softmax without the slow subnormal exponentials
+    return unnormalised / unnormalised.sum(dim=-1, keepdim=True)
 
 
 def _hard_mixture(points: torch.Tensor, centres: torch.Tensor, assignment: torch.Tensor,

@@ -311,7 +311,7 @@ class GmcnLayer(nn.Module):
     data (B, F_i, N_i, L) -> (B, F_o, N_p, L) with N_p = `components` (None: no reduction, the
     paper's last layer). `dense_components` = M: the convolution output is first reduced to M
     Gaussians, signs apart, before the ReLU fit (see the module docstring; None: the paper's exact
-    dense fit on all F_i N_i N_k). Output channels are processed `channel_chunk` at a time, which
+    dense fit on all F_i N_i N_k). Output channels are processed in chunks (`channel_chunk`), which
     bounds the memory of the F_o F_i N_i N_k intermediate Gaussians; with `checkpoint_chunks` the
     chunks' intermediates are recomputed in the backward pass instead of stored.
     Covariance-scale normalisation (section 4.3) is left to the network, which applies it to all
@@ -322,7 +322,7 @@ class GmcnLayer(nn.Module):
                  dense_components: int | None = None, kernel_components: int = 5,
                  kernel_radius: float = 2.5, kernel_eps: float = 0.05, mass_balance: float = 0.5,
                  relu_iterations: int = 1, relu_eps: float = 0.05, relu_offset: float = 0.1,
-                 channel_chunk: int = 8, checkpoint_chunks: bool = False):
+                 chunk_elements: int = 1 << 17, checkpoint_chunks: bool = False):
         super().__init__()
         self.kernels = GaussianKernels(dims, in_channels, out_channels, kernel_components,
                                        kernel_radius, kernel_eps)
@@ -331,7 +331,17 @@ class GmcnLayer(nn.Module):
         self.mass_balance = mass_balance
         self.relu_iterations, self.relu_eps, self.relu_offset = relu_iterations, relu_eps, \
             relu_offset
-        self.channel_chunk, self.checkpoint_chunks = max(1, channel_chunk), checkpoint_chunks
+        self.chunk_elements, self.checkpoint_chunks = chunk_elements, checkpoint_chunks
+        self.kernel_components = kernel_components
+
+    def channel_chunk(self, batch: int, in_channels: int, in_components: int) -> int:
+        """Output channels per chunk: as many as keep batch x channels x (convolution Gaussians +
+        ReLU-fit matrix entries) within `chunk_elements`, so a chunk's intermediates stay small
+        (in cache on a CPU) while the per-chunk overhead stays amortised."""
+        n_conv = in_channels * in_components * self.kernel_components
+        n_fit = self.dense_components if self.dense_components is not None else n_conv
+        per_channel = batch * (n_conv + min(n_fit, n_conv) ** 2)
+        return max(1, self.chunk_elements // per_channel)
 
     def _block(self, data: torch.Tensor, kernels: torch.Tensor, bias: torch.Tensor
                ) -> torch.Tensor:
@@ -346,9 +356,10 @@ class GmcnLayer(nn.Module):
 
     def forward(self, data: torch.Tensor) -> torch.Tensor:
         kernels = self.kernels.mixture()
+        step = self.channel_chunk(data.shape[0], data.shape[1], data.shape[2])
         outputs = []
-        for start in range(0, kernels.shape[0], self.channel_chunk):
-            part = slice(start, start + self.channel_chunk)
+        for start in range(0, kernels.shape[0], step):
+            part = slice(start, start + step)
             if self.checkpoint_chunks and torch.is_grad_enabled():
                 outputs.append(checkpoint(self._block, data, kernels[part], self.bias[part],
                                           use_reentrant=False))
