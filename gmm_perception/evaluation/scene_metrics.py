@@ -8,7 +8,8 @@ Pose error: ADD-S (Hinterstoisser et al. 2012; the BOP convention), the mean dis
 true model point at the true pose to the nearest estimated model point at the estimated pose.
 It does not punish the poses a symmetric object cannot tell apart (a four-legged table turned
 by 90 degrees), which rotation error and ADD (mean distance between corresponding points) do;
-both are reported too, for the detections whose model is right.
+both are reported too (and the RMSE of the same point distances, DeepGMR's measure), for the
+detections whose model is right.
 
 Success: the right library model and ADD-S below `success_fraction` (0.1) of the object's
 diameter. Recall: successes over (ground-truth objects x frames evaluated).
@@ -39,6 +40,7 @@ class MatchRow:
     object_id: int
     add_s: float
     add: float  # nan when the model is wrong
+    rmse: float  # root mean square of the same point distances (DeepGMR's RMSE); nan likewise
     rotation_error_deg: float  # nan when the model is wrong
     translation_error: float  # nan when the model is wrong
     success: bool
@@ -73,16 +75,17 @@ def _score(frame: int, stamp_ns: int, detection, truth: TruthObject,
     estimated = transform_points(detection.T_world_object, library[detection.model])
     add_s = float(cKDTree(estimated).query(true_points)[0].mean())
     right_model = detection.model == truth.name
-    add = rotation = translation = float("nan")
+    add = rmse = rotation = translation = float("nan")
     if right_model:
         moved = transform_points(detection.T_world_object, truth.model_points)
-        add = float(np.linalg.norm(moved - true_points, axis=1).mean())
+        distances = np.linalg.norm(moved - true_points, axis=1)
+        add, rmse = float(distances.mean()), float(np.sqrt(np.mean(distances ** 2)))
         rotation = float(rotation_error_deg(detection.T_world_object[:3, :3],
                                             truth.T_world_object[:3, :3]))
         translation = float(np.linalg.norm(detection.T_world_object[:3, 3]
                                            - truth.T_world_object[:3, 3]))
     return MatchRow(frame, stamp_ns, truth.name, detection.model, detection.object_id, add_s,
-                    add, rotation, translation,
+                    add, rmse, rotation, translation,
                     right_model and add_s < success_fraction * truth.diameter)
 
 
@@ -121,6 +124,7 @@ def scene_metrics(run: EvaluationRun, library: dict[str, np.ndarray],
             "model_accuracy": (sum(r.model == truth.name for r in mine) / len(mine)
                                if mine else 0.0),
             "add_s_m": _summary(r.add_s for r in mine),
+            "rmse_m": _summary(r.rmse for r in mine),
             "rotation_error_deg": _summary(r.rotation_error_deg for r in mine),
             "translation_error_m": _summary(r.translation_error for r in mine),
             "final_frame_success": any(r.success for r in last_rows if r.truth == truth.name),
@@ -146,6 +150,7 @@ def scene_metrics(run: EvaluationRun, library: dict[str, np.ndarray],
             "model_accuracy": sum(r.model == r.truth for r in rows) / len(rows) if rows else 0.0,
             "add_s_m": _summary(r.add_s for r in rows),
             "add_m": _summary(r.add for r in rows),
+            "rmse_m": _summary(r.rmse for r in rows),
             "rotation_error_deg": _summary(r.rotation_error_deg for r in rows),
             "translation_error_m": _summary(r.translation_error for r in rows),
         },

@@ -64,15 +64,32 @@ def convolve(data: torch.Tensor, kernels: torch.Tensor, divide_by_channels: bool
     return out.reshape(b, f_out, f_in * n_in * n_k, 1 + d + d * d)
 
 
-def convolve_reduce(data: torch.Tensor, kernels: torch.Tensor, components: int,
-                    split_signs: bool = True) -> torch.Tensor:
-    """`reduce_mixture(convolve(data, kernels), components, split_signs=split_signs)` without
-    materialising the unsorted convolution output.
+def _symmetric_pairs(d: int) -> tuple[list[int], list[int]]:
+    """Row and column of the d (d + 1) / 2 distinct entries of a symmetric d x d matrix."""
+    rows, cols = torch.triu_indices(d, d).tolist()
+    return rows, cols
 
-    Only the F_o F_i N_i N_k output positions (d floats each) are formed to compute the Morton
-    keys; the sorted Gaussians are then assembled from rows of the (small) data and kernel tables,
-    so each convolution Gaussian is written once, in the order its moment-matching run needs.
-    Same result as the unfused composition (same keys, same stable sort, same runs).
+
+def _table(mixture: torch.Tensor, rows: list[int], cols: list[int]) -> torch.Tensor:
+    """Structure-of-arrays copy of a mixture's Gaussians: (1 + d + d(d+1)/2, count) holding the
+    weight, the mean and the distinct covariance entries of every Gaussian (flattened)."""
+    d = mx.dims_of(mixture)
+    flat = mixture.reshape(-1, mixture.shape[-1])
+    covariance_columns = [1 + d + r * d + c for r, c in zip(rows, cols)]
+    return flat[:, [0, *range(1, 1 + d), *covariance_columns]].t().contiguous()
+
+
+def convolve_reduce(data: torch.Tensor, kernels: torch.Tensor, components: int,
+                    split_signs: bool = True, bits: int | None = None) -> torch.Tensor:
+    """Convolution (eq. 3-4) fused with the reduction of every output channel to `components`
+    Gaussians: the same as `reduce_mixture(convolve(data, kernels), components, split_signs=...)`
+    up to the Morton quantisation box, without materialising the convolution output.
+
+    The F_o F_i N_i N_k output Gaussians are only formed as cell coordinates for the Morton keys
+    (one bounding cube per sample, shared by its output channels); after the sort each one is
+    assembled once, in run order, from columns of small structure-of-arrays tables of the data and
+    the kernels, straight into its moment-matching sums (weight, |w|, |w| mean, |w| second moment,
+    distinct covariance entries only). Moments are taken about the sample's mean data position.
     """
     b, f_in, n_in, size = data.shape
     f_out, _, n_k, _ = kernels.shape
@@ -80,28 +97,63 @@ def convolve_reduce(data: torch.Tensor, kernels: torch.Tensor, components: int,
     if components >= n:
         return convolve(data, kernels)
     d = mx.dims_of(data)
-    positions = (mx.means(data)[:, None, :, :, None, :]
-                 + mx.means(kernels)[None, :, :, None, :, :]).reshape(b, f_out, n, d)
-    codes = mx.morton_codes(positions)
+    bits = bits or (10 if d == 3 else 15)
+    cells = (1 << bits) - 1
+    data_means, kernel_means = mx.means(data).detach(), mx.means(kernels).detach()
+    centre = data_means.mean(dim=(1, 2))  # (B, d)
+
+    # Morton keys from cell coordinates: quantised data and kernel positions are added per item.
+    data_low = data_means.amin(dim=(1, 2)) - centre
+    data_high = data_means.amax(dim=(1, 2)) - centre
+    kernel_low, kernel_high = kernel_means.amin(dim=(0, 1, 2)), kernel_means.amax(dim=(0, 1, 2))
+    low = data_low + kernel_low  # (B, d): a box holding every output position of the sample
+    extent = (data_high + kernel_high - low).amax(dim=-1).clamp_min(1e-30)  # (B,)
+    step = (cells / extent).reshape(b, 1, 1, 1)
+    data_cells = (data_means - centre[:, None, None] - low[:, None, None]) * step  # (B,Fi,Ni,d)
+    kernel_cells = kernel_means.unsqueeze(0) * step.unsqueeze(-1)  # (B, Fo, Fi, Nk, d)
+    cell = (data_cells[:, None, :, :, None, :] + kernel_cells[:, :, :, None, :, :])
+    cell = cell.reshape(b, f_out, n, d).long().clamp_(0, cells)
+    codes = mx.interleave_bits(cell, bits)
     if split_signs:
         negative = ((mx.weights(data)[:, None, :, :, None] < 0)
                     ^ (mx.weights(kernels)[None, :, :, None, :] < 0)).reshape(b, f_out, n)
-        codes = codes | (negative.long() << SIGN_BIT)
+        codes |= negative.long() << SIGN_BIT
     order = torch.sort(codes, dim=-1, stable=True).indices  # item = (c * N_i + i) * N_k + k
     k = order % n_k
     ci = order // n_k
-    c = ci // n_in
     batch = torch.arange(b, device=data.device).reshape(b, 1, 1)
     out_channel = torch.arange(f_out, device=data.device).reshape(1, f_out, 1)
-    data_rows = data.reshape(-1, size).index_select(0, (batch * (f_in * n_in) + ci).reshape(-1))
-    kernel_rows = kernels.reshape(-1, size).index_select(
-        0, ((out_channel * f_in + c) * n_k + k).reshape(-1))
-    ordered = torch.cat([(data_rows[:, :1] * kernel_rows[:, :1]) * (1.0 / f_in),
-                         data_rows[:, 1:] + kernel_rows[:, 1:]], dim=-1).reshape(b, f_out, n, size)
+    data_index = (batch * (f_in * n_in) + ci).reshape(-1)
+    kernel_index = ((out_channel * f_in + ci // n_in) * n_k + k).reshape(-1)
+
+    rows, cols = _symmetric_pairs(d)
+    centred = torch.cat([data[..., :1], data[..., 1:1 + d] - centre[:, None, None],
+                         data[..., 1 + d:]], dim=-1)
+    x = _table(centred, rows, cols).index_select(1, data_index)
+    y = _table(kernels, rows, cols).index_select(1, kernel_index)
+    w = x[0] * y[0] * (1.0 / f_in)
+    a = w.abs() + 1e-30
+    mean = x[1:1 + d] + y[1:1 + d]  # (d, items)
+    second = x[1 + d:] + y[1 + d:] + mean[rows] * mean[cols]
+    features = torch.cat([w.unsqueeze(0), a.unsqueeze(0), a * mean, a * second], dim=0)
+    features = features.reshape(features.shape[0], b * f_out, n)
     if n % components == 0:
-        return _moment_match_runs(ordered, components)
-    group = group_boundaries(mx.weights(ordered), components, 0.0)
-    return moment_match(ordered, group, components)
+        sums = features.reshape(features.shape[0], b * f_out, components, n // components).sum(-1)
+    else:
+        group = group_boundaries(torch.zeros(n, device=data.device), components)
+        sums = features.new_zeros(features.shape[0], b * f_out, components)
+        sums = sums.index_add(2, group, features)
+    merged_w, merged_a = sums[0], sums[1]
+    merged_mean = sums[2:2 + d] / merged_a
+    merged_second = sums[2 + d:] / merged_a - merged_mean[rows] * merged_mean[cols]
+    covariance = merged_second.new_empty(d, d, *merged_second.shape[1:])
+    for index, (r, c) in enumerate(zip(rows, cols)):
+        covariance[r, c] = merged_second[index]
+        covariance[c, r] = merged_second[index]
+    out_means = merged_mean.permute(1, 2, 0).reshape(b, f_out, components, d)
+    out_means = out_means + centre[:, None, None]
+    out_covs = covariance.permute(2, 3, 0, 1).reshape(b, f_out, components, d, d)
+    return mx.pack(merged_w.reshape(b, f_out, components), out_means, out_covs)
 
 
 def relu_fit(mixture: torch.Tensor, bias: torch.Tensor | None = None, iterations: int = 1,

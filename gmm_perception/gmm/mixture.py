@@ -254,7 +254,13 @@ def morton_codes(positions: torch.Tensor, bits: int | None = None) -> torch.Tens
     extent = (detached.amax(dim=-2, keepdim=True) - low).amax(dim=-1, keepdim=True)
     cells = (1 << bits) - 1
     quantised = ((detached - low) * (cells / extent.clamp_min(1e-30))).long().clamp_(0, cells)
-    table = _spread_table(d, bits, positions.device)
+    return interleave_bits(quantised, bits)
+
+
+def interleave_bits(quantised: torch.Tensor, bits: int) -> torch.Tensor:
+    """Morton code (...) int64 of integer cell coordinates (..., d) in [0, 2^bits)."""
+    d = quantised.shape[-1]
+    table = _spread_table(d, bits, quantised.device)
     code = table[quantised[..., 0]]
     for axis in range(1, d):
         code |= table[quantised[..., axis]] << axis

@@ -40,7 +40,7 @@ def test_a_shift_gives_closed_form_add_and_add_s():
     frames = [FrameRecord(0, 0, detections=[detection(1, "cube", shifted)])]
     metrics, rows = scene_metrics(run_with(frames, truth), {"cube": CUBE})
     # ADD: every corner moved 0.1 m. ADD-S: each true corner's nearest shifted corner is 0.1 m.
-    assert rows[0].add == pytest.approx(0.1)
+    assert rows[0].add == pytest.approx(0.1) and rows[0].rmse == pytest.approx(0.1)
     assert rows[0].add_s == pytest.approx(0.1)
     assert rows[0].translation_error == pytest.approx(0.1)
     assert rows[0].success  # 0.1 < 0.173
@@ -59,6 +59,9 @@ def test_symmetric_turn_counts_for_add_s_but_not_add():
                                      truth), {"cube": CUBE})
     assert rows[0].add_s == pytest.approx(0.0, abs=1e-12)
     assert rows[0].add > 0.5 and rows[0].rotation_error_deg == pytest.approx(90.0)
+    # RMSE of the corner displacements, computed directly.
+    moved = CUBE @ turn.T + (centre - turn @ centre)
+    assert rows[0].rmse == pytest.approx(np.sqrt(np.mean(np.sum((moved - CUBE) ** 2, axis=1))))
     assert rows[0].success
 
 
