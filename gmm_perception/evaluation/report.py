@@ -367,8 +367,11 @@ def _summary_rows(metrics: dict) -> list[list[str]]:
         ["model accuracy", _fraction(registration.get("model_accuracy"))],
         ["ADD-S median / p95",
          f"{_metres(_stat(add_s, 'median'))} / {_metres(_stat(add_s, 'p95'))}"],
+        ["RMSE median (right model)", _metres(_stat(registration.get("rmse_m"), "median"))],
         ["rotation error median (right model)",
          _degrees(_stat(registration.get("rotation_error_deg"), "median"))],
+        ["translation error median (right model)",
+         _metres(_stat(registration.get("translation_error_m"), "median"))],
     ]
 
 
@@ -378,6 +381,8 @@ def _per_object_rows(metrics: dict) -> list[list[str]]:
         rows.append([name, _metres(obj.get("diameter_m")), str(obj.get("frames_matched", 0)),
                      _fraction(obj.get("recall")), _fraction(obj.get("model_accuracy")),
                      _metres(_stat(obj.get("add_s_m"), "median")),
+                     _metres(_stat(obj.get("rmse_m"), "median")),
+                     _degrees(_stat(obj.get("rotation_error_deg"), "median")),
                      "yes" if obj.get("final_frame_success") else "no"])
     return rows
 
@@ -409,7 +414,8 @@ def _markdown(run: EvaluationRun, metrics: dict, title: str, plots: list[Path]) 
     objects = _per_object_rows(metrics)
     if objects:
         parts.append(_table(["object", "diameter", "frames matched", "recall",
-                             "model accuracy", "ADD-S median", "final-frame success"], objects))
+                             "model accuracy", "ADD-S median", "RMSE median",
+                             "rotation error median", "final-frame success"], objects))
     else:
         parts.append("No ground-truth objects with a model.")
     missing = metrics.get("truth_without_model") or []
