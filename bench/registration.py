@@ -82,6 +82,7 @@ def deepgmr_method(model, icp_mode: str, hypotheses: int):
 
 
 def evaluate(method, pairs) -> dict:
+    method(pairs.source[0].astype(np.float64), pairs.target[0].astype(np.float64))  # warm-up
     estimates, times = [], []
     for source, target in zip(pairs.source, pairs.target):
         started = time.perf_counter()

@@ -79,14 +79,49 @@ def _table(mixture: torch.Tensor, rows: list[int], cols: list[int]) -> torch.Ten
     return flat[:, [0, *range(1, 1 + d), *covariance_columns]].t().contiguous()
 
 
+def convolution_order(data: torch.Tensor, kernels: torch.Tensor, split_signs: bool = True,
+                      bits: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Morton order (B, F_o, F_i N_i N_k) of the output Gaussians of `convolve(data, kernels)`
+    (item (c * N_i + i) * N_k + k), computed from cell coordinates without forming the output: the
+    quantised data and kernel positions are added per item, on one bounding cube per sample shared
+    by its output channels. With `split_signs`, positive-weight items come first. Also returns the
+    sample's mean data position (B, d), the origin of the cube.
+    """
+    b, f_in, n_in, _ = data.shape
+    f_out, _, n_k, _ = kernels.shape
+    n = f_in * n_in * n_k
+    d = mx.dims_of(data)
+    bits = bits or (10 if d == 3 else 15)
+    cells = (1 << bits) - 1
+    data_means, kernel_means = mx.means(data).detach(), mx.means(kernels).detach()
+    centre = data_means.mean(dim=(1, 2))  # (B, d)
+    data_low = data_means.amin(dim=(1, 2)) - centre
+    data_high = data_means.amax(dim=(1, 2)) - centre
+    kernel_low, kernel_high = kernel_means.amin(dim=(0, 1, 2)), kernel_means.amax(dim=(0, 1, 2))
+    low = data_low + kernel_low  # (B, d): a box holding every output position of the sample
+    extent = (data_high + kernel_high - low).amax(dim=-1).clamp_min(1e-30)  # (B,)
+    step = (cells / extent).reshape(b, 1, 1, 1)
+    data_cells = (data_means - centre[:, None, None] - low[:, None, None]) * step  # (B,Fi,Ni,d)
+    kernel_cells = kernel_means.unsqueeze(0) * step.unsqueeze(-1)  # (B, Fo, Fi, Nk, d)
+    cell = data_cells[:, None, :, :, None, :] + kernel_cells[:, :, :, None, :, :]
+    cell = cell.reshape(b, f_out, n, d).long().clamp_(0, cells)
+    codes = mx.interleave_bits(cell, bits)
+    if split_signs:
+        negative = ((mx.weights(data)[:, None, :, :, None] < 0)
+                    ^ (mx.weights(kernels)[None, :, :, None, :] < 0)).reshape(b, f_out, n)
+        codes |= negative.long() << SIGN_BIT
+    return torch.sort(codes, dim=-1, stable=True).indices, centre
+
+
 def convolve_reduce(data: torch.Tensor, kernels: torch.Tensor, components: int,
                     split_signs: bool = True, bits: int | None = None) -> torch.Tensor:
     """Convolution (eq. 3-4) fused with the reduction of every output channel to `components`
     Gaussians: the same as `reduce_mixture(convolve(data, kernels), components, split_signs=...)`
-    up to the Morton quantisation box, without materialising the convolution output.
+    except for the Morton quantisation cube (`convolution_order`), without materialising the
+    convolution output.
 
     The F_o F_i N_i N_k output Gaussians are only formed as cell coordinates for the Morton keys
-    (one bounding cube per sample, shared by its output channels); after the sort each one is
+    (`convolution_order`); after the sort each one is
     assembled once, in run order, from columns of small structure-of-arrays tables of the data and
     the kernels, straight into its moment-matching sums (weight, |w|, |w| mean, |w| second moment,
     distinct covariance entries only). Moments are taken about the sample's mean data position.
@@ -97,28 +132,7 @@ def convolve_reduce(data: torch.Tensor, kernels: torch.Tensor, components: int,
     if components >= n:
         return convolve(data, kernels)
     d = mx.dims_of(data)
-    bits = bits or (10 if d == 3 else 15)
-    cells = (1 << bits) - 1
-    data_means, kernel_means = mx.means(data).detach(), mx.means(kernels).detach()
-    centre = data_means.mean(dim=(1, 2))  # (B, d)
-
-    # Morton keys from cell coordinates: quantised data and kernel positions are added per item.
-    data_low = data_means.amin(dim=(1, 2)) - centre
-    data_high = data_means.amax(dim=(1, 2)) - centre
-    kernel_low, kernel_high = kernel_means.amin(dim=(0, 1, 2)), kernel_means.amax(dim=(0, 1, 2))
-    low = data_low + kernel_low  # (B, d): a box holding every output position of the sample
-    extent = (data_high + kernel_high - low).amax(dim=-1).clamp_min(1e-30)  # (B,)
-    step = (cells / extent).reshape(b, 1, 1, 1)
-    data_cells = (data_means - centre[:, None, None] - low[:, None, None]) * step  # (B,Fi,Ni,d)
-    kernel_cells = kernel_means.unsqueeze(0) * step.unsqueeze(-1)  # (B, Fo, Fi, Nk, d)
-    cell = (data_cells[:, None, :, :, None, :] + kernel_cells[:, :, :, None, :, :])
-    cell = cell.reshape(b, f_out, n, d).long().clamp_(0, cells)
-    codes = mx.interleave_bits(cell, bits)
-    if split_signs:
-        negative = ((mx.weights(data)[:, None, :, :, None] < 0)
-                    ^ (mx.weights(kernels)[None, :, :, None, :] < 0)).reshape(b, f_out, n)
-        codes |= negative.long() << SIGN_BIT
-    order = torch.sort(codes, dim=-1, stable=True).indices  # item = (c * N_i + i) * N_k + k
+    order, centre = convolution_order(data, kernels, split_signs, bits)  # (c * N_i + i) * N_k + k
     k = order % n_k
     ci = order // n_k
     batch = torch.arange(b, device=data.device).reshape(b, 1, 1)
@@ -134,7 +148,9 @@ def convolve_reduce(data: torch.Tensor, kernels: torch.Tensor, components: int,
     w = x[0] * y[0] * (1.0 / f_in)
     a = w.abs() + 1e-30
     mean = x[1:1 + d] + y[1:1 + d]  # (d, items)
-    second = x[1 + d:] + y[1 + d:] + mean[rows] * mean[cols]
+    covariance = x[1 + d:] + y[1 + d:]
+    second = torch.stack([torch.addcmul(covariance[s], mean[r], mean[c])
+                          for s, (r, c) in enumerate(zip(rows, cols))])
     features = torch.cat([w.unsqueeze(0), a.unsqueeze(0), a * mean, a * second], dim=0)
     features = features.reshape(features.shape[0], b * f_out, n)
     if n % components == 0:
@@ -374,7 +390,7 @@ class GmcnLayer(nn.Module):
                  dense_components: int | None = None, kernel_components: int = 5,
                  kernel_radius: float = 2.5, kernel_eps: float = 0.05, mass_balance: float = 0.5,
                  relu_iterations: int = 1, relu_eps: float = 0.05, relu_offset: float = 0.1,
-                 chunk_elements: int = 1 << 17, checkpoint_chunks: bool = False):
+                 chunk_elements: int = 1 << 18, checkpoint_chunks: bool = False):
         super().__init__()
         self.kernels = GaussianKernels(dims, in_channels, out_channels, kernel_components,
                                        kernel_radius, kernel_eps)

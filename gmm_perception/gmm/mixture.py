@@ -133,22 +133,28 @@ def _component_features(mus: torch.Tensor, covs: torch.Tensor) -> torch.Tensor:
     return torch.cat([precision[..., rows, cols], -2.0 * p_mu, constant.unsqueeze(-1)], dim=-1)
 
 
-def log_gaussian_matrix(mixture: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """log g(x_p, b_n, C_n) (eq. 1, unit weight) for every point and component.
+def log_gaussian_matrix(mixture: torch.Tensor, points: torch.Tensor,
+                        with_log_weights: bool = False) -> torch.Tensor:
+    """log g(x_p, b_n, C_n) (eq. 1, unit weight) for every point and component; with
+    `with_log_weights`, log a_n is added (weights must then be positive).
 
     mixture (B, C, N, L); points (B, C, P, d) or (B, P, d) (shared by all channels).
     Returns (B, C, P, N). The quadratic form is expanded so the whole matrix is one matrix
-    product of small feature vectors (no (P, N, d) difference tensor); points and means are first
-    centred on the channel's mean component position, which keeps the expansion accurate far
-    from the origin.
+    product of small feature vectors (no (P, N, d) difference tensor, no pass over the result);
+    points and means are first centred on the channel's mean component position, which keeps the
+    expansion accurate far from the origin.
     """
     mus, covs = means(mixture), covariances(mixture)
     if points.dim() == mixture.dim() - 1:
         points = points.unsqueeze(1)
     reference = mus.mean(dim=-2, keepdim=True).detach()
     point_features = _quadratic_features(points - reference)
-    component_features = _component_features(mus - reference, covs)
-    return -0.5 * (point_features @ component_features.transpose(-1, -2))
+    component_features = -0.5 * _component_features(mus - reference, covs)
+    if with_log_weights:
+        log_w = torch.log(weights(mixture).clamp_min(1e-30)).unsqueeze(-1)
+        component_features = torch.cat([component_features[..., :-1],
+                                        component_features[..., -1:] + log_w], dim=-1)
+    return point_features @ component_features.transpose(-1, -2)
 
 
 # exp() below about -87 underflows to subnormal floats, which x86 CPUs compute ten times slower;
@@ -261,7 +267,8 @@ def interleave_bits(quantised: torch.Tensor, bits: int) -> torch.Tensor:
     """Morton code (...) int64 of integer cell coordinates (..., d) in [0, 2^bits)."""
     d = quantised.shape[-1]
     table = _spread_table(d, bits, quantised.device)
-    code = table[quantised[..., 0]]
+    shape = quantised.shape[:-1]
+    code = table.index_select(0, quantised[..., 0].reshape(-1))
     for axis in range(1, d):
-        code |= table[quantised[..., axis]] << axis
-    return code
+        code |= table.index_select(0, quantised[..., axis].reshape(-1)) << axis
+    return code.reshape(shape)

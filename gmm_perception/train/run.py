@@ -14,8 +14,18 @@ def _registration_task(config: dict[str, Any], batch_size: int):
     return RegistrationTask(config["model"], RegistrationData(**config["data"]), batch_size)
 
 
+def _classification_task(config: dict[str, Any], batch_size: int):
+    from gmm_perception.train.classification import ClassificationData, ClassificationTask
+
+    if "model_name" not in config:
+        raise ValueError("a classification config names its model: model_name: gmcn | pointnet_cls")
+    return ClassificationTask(config["model_name"], config["model"],
+                              ClassificationData(**config["data"]), batch_size)
+
+
 TASKS: dict[str, Callable[[dict[str, Any], int], Any]] = {
     "registration": _registration_task,
+    "classification": _classification_task,
 }
 
 
