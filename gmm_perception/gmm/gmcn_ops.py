@@ -21,16 +21,23 @@ packed mixture tensors of `gmm_perception.gmm.mixture` (batch, channel, componen
   pairwise; unlike TreeHEM's greedy top-down selection, run boundaries are set by component count
   and mass (see `group_boundaries`), which keeps the tensor shapes fixed and the op differentiable
   in the weights, means and covariances (the grouping itself, a sort, is piecewise constant).
+* `convolve_reduce`: the convolution fused with that reduction, without materialising the
+  convolution output (the expensive part on a CPU).
 * `GmcnLayer`: convolution -> bias -> ReLU fit -> reduction to N_p, chunked over output channels to
   bound memory (optionally with gradient checkpointing per chunk).
 
 Departure from the paper, for CPU speed (`dense_components`): the paper fits the ReLU densely on
 all F_i N_i N_k convolution components (2,560 per output channel in its network), an O(N_o^2)
-evaluation per channel that costs seconds per object on a CPU. With `dense_components` = M the
-convolution output is first reduced to M components by the same Morton moment matching, positive
-and negative components kept apart, and the ReLU is fitted on those: O(M^2). The authors' own
-future-work section and their later fused convolution-fitting code reduce before the ReLU in the
-same way. `dense_components=None` gives the paper's exact dense fit.
+evaluation per channel (6.5 M Gaussian evaluations per channel, about 800 M per object). With
+`dense_components` = M the convolution output is first reduced to M components by the same Morton
+moment matching, positive and negative components kept apart, and the ReLU is fitted on those:
+O(M^2). The paper's future-work section and Appendix A ("ideally N_o = 2 N_p") and the authors'
+later fused convolution-fitting code reduce before the ReLU in the same way.
+`dense_components=None` gives the paper's exact dense fit (memory O(N_o^2) per channel: a GPU).
+
+A property to know: the grouping is a sort of quantised positions, so it is piecewise constant,
+and a position that crosses a Morton cell boundary (float rounding suffices, rarely) moves its
+Gaussian to another run. The output then jumps; TreeHEM's Morton-code tree shares this.
 """
 from __future__ import annotations
 
@@ -42,7 +49,7 @@ from torch.utils.checkpoint import checkpoint
 
 from gmm_perception.gmm import mixture as mx
 
-SIGN_BIT = 61  # above the 60 bits of a Morton code
+SIGN_BIT = 61  # above the Morton code bits (at most 3 x 16 = 48)
 
 
 def convolve(data: torch.Tensor, kernels: torch.Tensor, divide_by_channels: bool = True
@@ -183,10 +190,12 @@ def relu_fit(mixture: torch.Tensor, bias: torch.Tensor | None = None, iterations
       target at the centres: b_i = phi(gm(B_i) + c) - phi(c);
       correction (eq. 7), `iterations` times: x_i <- x_i (b_i + eps) / (sum_k x_k g_k(B_i) + eps).
     With eps -> 0 one step is exactly eq. 7; eps keeps the division stable, offset keeps every
-    weight positive (Appendix C: the fit should be non-negative). More iterations are a
-    multiplicative fixed-point solve of sum_k x_k g_k(B_i) = b_i (the fit at the centres then
-    converges to the target). With eps > 0 a Gaussian in a negative region keeps a weight of
-    about offset * eps / (fit + eps), as in the reference.
+    weight positive (Appendix C: the fit should be non-negative). More iterations are
+    multiplicative updates towards sum_k x_k g_k(B_i) = b_i, which converge where a non-negative
+    solution exists (not where a zero target sits next to a positive one). With eps > 0 a
+    Gaussian in a negative region keeps a weight of about offset * eps / (fit + eps), as in the
+    reference; with c > eps the target -c of such regions makes its weight negative, also as in
+    the reference (a constant offset has no mixture representation).
 
     mixture (B, C, N, L), bias (C,) or None. Memory O(B C N^2).
     """
@@ -213,7 +222,10 @@ def group_boundaries(sorted_weights: torch.Tensor, groups: int, mass_balance: fl
     (cumulative count share) crosses multiples of 1 / groups: 0 gives runs of equal length (a
     complete tree's nodes), 1 runs of equal mass (where TreeHEM's greedy top-down pass, which
     splits the heaviest node, spends its components), in between a blend. Cuts forced together by
-    one heavy element are pushed apart so that no group is empty.
+    one heavy element are pushed apart so that no group is empty. On ReLU-fitted outputs of the
+    first two layers of a random-kernel network on SH3D fits, the relative RMSE of the reduction
+    (evaluated at the centres, around them and uniformly in the box) fell from 0.207 / 0.063 at 0
+    to 0.169 / 0.045 at 1, hence the layers' default of 1.
     """
     n = sorted_weights.shape[-1]
     if groups > n:
@@ -388,7 +400,7 @@ class GmcnLayer(nn.Module):
 
     def __init__(self, dims: int, in_channels: int, out_channels: int, components: int | None,
                  dense_components: int | None = None, kernel_components: int = 5,
-                 kernel_radius: float = 2.5, kernel_eps: float = 0.05, mass_balance: float = 0.5,
+                 kernel_radius: float = 2.5, kernel_eps: float = 0.05, mass_balance: float = 1.0,
                  relu_iterations: int = 1, relu_eps: float = 0.05, relu_offset: float = 0.1,
                  chunk_elements: int = 1 << 18, checkpoint_chunks: bool = False):
         super().__init__()

@@ -31,6 +31,7 @@ MAX_SIZE_RATIO = 1.3
 # changes them by well under the sensor noise and keeps a 100k-point cloud inside a frame budget.
 MAX_REFINE_POINTS = 1024
 ICP_COARSE_FACTOR = 4.0  # first ICP pass: this times icp_max_distance
+DUPLICATE_DEG = 5.0  # hypotheses closer than this (and than icp_max_distance) are refined once
 # Hypotheses (over references and directions) that ICP refines, best pre-ICP fit first.
 REFINED_HYPOTHESES = 2
 
@@ -139,7 +140,7 @@ class DeepGmrRegistrar:
             # ICP is the expensive part: refine only the hypotheses that already fit best.
             hypotheses.sort(key=lambda h: -self._fitness(source, h[0], h[1], self.icp_max_distance))
             hypotheses = [(ref, self._refine(source, ref.cloud, T))
-                          for ref, T in hypotheses[:REFINED_HYPOTHESES]]
+                          for ref, T in self._distinct(hypotheses)[:REFINED_HYPOTHESES]]
         scores = [self._fit(source, ref, T) for ref, T in hypotheses]
         best = max(range(len(scores)), key=lambda i: (scores[i][0], -scores[i][1]))
         (ref, transform), (fitness, inlier_rmse, distances) = hypotheses[best], scores[best]
@@ -153,6 +154,16 @@ class DeepGmrRegistrar:
             inlier_threshold=self.inlier_threshold, seconds=time.perf_counter() - started,
             method="deepgmr" if self.icp == "none" else f"deepgmr+icp_{self.icp}",
             reference_name=ref.name)
+
+    def _distinct(self, hypotheses: list) -> list:
+        """Hypotheses in order, without near-duplicates of earlier ones (same reference, within
+        DUPLICATE_DEG and icp_max_distance): ICP would refine both to the same pose."""
+        kept = []
+        for ref, T in hypotheses:
+            if not any(ref is other and _close(T, U, DUPLICATE_DEG, self.icp_max_distance)
+                       for other, U in kept):
+                kept.append((ref, T))
+        return kept
 
     @staticmethod
     def _fitness(source: np.ndarray, ref: Reference, transform: np.ndarray,
@@ -191,6 +202,12 @@ def _metric_transform(T_unit: np.ndarray, ref: Reference, source_centre: np.ndar
     """Undo the normalisation: p_ref = R (p_src - c_src) + s t_unit + c_ref."""
     R = T_unit[:3, :3]
     return make_transform(R, ref.scale * T_unit[:3, 3] + ref.centre - R @ source_centre)
+
+
+def _close(A: np.ndarray, B: np.ndarray, degrees: float, distance: float) -> bool:
+    cos = np.clip((np.trace(A[:3, :3].T @ B[:3, :3]) - 1) / 2, -1.0, 1.0)
+    return bool(np.degrees(np.arccos(cos)) < degrees
+                and np.linalg.norm(A[:3, 3] - B[:3, 3]) < distance)
 
 
 def _upright_variants(T: np.ndarray, axis: np.ndarray, source_centre: np.ndarray
