@@ -1,0 +1,293 @@
+"""Training task of the object classifiers (GMCN and the PointNet baseline) on the SH3D classes.
+
+One task class trains either model (`model_name`: "gmcn" or "pointnet_cls") on the same data with
+the same augmentation, so the comparison differs in the model only:
+
+* data: ShapeSet points (full surface samples) of the train split, and, with probability
+  `partial_fraction` per sample, a simulated depth-camera partial scan of the same object's mesh
+  (MeshSet, `registration_pairs._partial_view`: the D435 model used for the registration pairs),
+  which is what a robot sees. Ray casting is slow, so `partial_views_per_mesh` views of every
+  training mesh are made once at task start (progress bar; optionally cached in `partial_cache`)
+  and batches draw from that pool.
+* augmentation, per sample: a random rotation about z (z is up in this data), a random scale per
+  axis in [scale_low, scale_high], jitter N(0, jitter_sigma) clipped to +-jitter_clip.
+* model input: `prepare` of the model's module, i.e. for GMCN the k-means + EM mixture fit, done
+  per batch in batched torch on the training device (about 5-10 ms per object on a busy CPU
+  core, a few % of a GMCN training step, so precomputing fits of the pool would save little and
+  would freeze the augmentation; validation inputs, which are fixed, are fitted once).
+* validation: the test split's full clouds, and `val_partial_views` partial scans of every test
+  mesh, both with fixed seeded rotations about z: overall accuracy, mean class accuracy and NLL of
+  each, per-class accuracy over both; val_loss (what the scheduler and the best checkpoint follow)
+  is the mean of the two NLLs.
+* GMCN's data-set weight normalisation (`fitting.dataset_weight_scale`) is computed at task start
+  from `weight_scale_samples` augmented training clouds and stored in the model config
+  (`input_weight_scale`), unless the config sets it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from gmm_perception.data.registration_pairs import PartialViews, _partial_view
+from gmm_perception.data.shape_set import MeshSet, ShapeSet
+from gmm_perception.metrics.classification import accuracy, per_class_accuracy
+from gmm_perception.models.gmcn import MODEL_NAME as GMCN, GmcnConfig, fit_input
+from gmm_perception.models.pointnet_classifier import MODEL_NAME as POINTNET_CLS, normalise_points
+from gmm_perception.models.registry import MODELS, build_model
+
+VALIDATION_SEED = 1_000_003
+_CACHE_VERSION = 1
+
+
+@dataclass
+class ClassificationData:
+    shapes: str  # ShapeSet .npz (points, labels, train/test split)
+    meshes: str = ""  # MeshSet .npz of the same models, for partial scans ("" = no partial scans)
+    num_points: int = 2048  # points per cloud given to the model
+    partial_fraction: float = 0.5  # share of training samples that are partial scans
+    partial_views_per_mesh: int = 8  # size of the precomputed pool, per training mesh
+    partial_cache: str = ""  # .npz to keep the pool in between runs ("" = rebuild every start)
+    val_partial_views: int = 4  # fixed partial scans per test mesh
+    rotate_z: bool = True
+    scale_low: float = 0.85  # per-axis scale factor range
+    scale_high: float = 1.15
+    jitter_sigma: float = 0.01
+    jitter_clip: float = 0.05
+    class_balanced: bool = False  # draw classes uniformly, then a model of the class
+    weight_scale_samples: int = 128  # GMCN: clouds used for the data-set weight normalisation
+    pool_seed: int = 0
+
+
+def rotation_z(angles: np.ndarray) -> np.ndarray:
+    """(B,) angles -> (B, 3, 3) rotations about z."""
+    c, s = np.cos(angles), np.sin(angles)
+    zeros, ones = np.zeros_like(c), np.ones_like(c)
+    return np.stack([np.stack([c, -s, zeros], -1), np.stack([s, c, zeros], -1),
+                     np.stack([zeros, zeros, ones], -1)], -2)
+
+
+def _preparer(model_name: str, model_config: dict[str, Any]
+              ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Raw clouds -> model input, from the model's name and config (no model needed)."""
+    if model_name == GMCN:
+        config = GmcnConfig(**model_config)
+        return lambda points: fit_input(points, config)
+    if model_name == POINTNET_CLS:
+        return lambda points: normalise_points(points.to(torch.float32))
+    raise ValueError(f"classification trains '{GMCN}' or '{POINTNET_CLS}', not '{model_name}'")
+
+
+@dataclass
+class _EvalSet:
+    inputs: torch.Tensor  # prepared model inputs, on the CPU
+    labels: np.ndarray
+
+
+@dataclass
+class ClassificationTask:
+    model_name: str
+    model: dict[str, Any]
+    data: ClassificationData
+    batch_size: int = 16
+    progress: bool = True
+    name: str = field(init=False)
+
+    def __post_init__(self):
+        if self.model_name not in MODELS or self.model_name not in (GMCN, POINTNET_CLS):
+            raise ValueError(f"model_name must be '{GMCN}' or '{POINTNET_CLS}', "
+                             f"got '{self.model_name}'")
+        self.name = self.model_name
+        self.model = dict(self.model)
+        d = self.data
+        if not 0.0 <= d.partial_fraction <= 1.0:
+            raise ValueError("partial_fraction must lie in [0, 1]")
+        shapes = ShapeSet.load(d.shapes)
+        if shapes.points.shape[1] < d.num_points:
+            raise ValueError(f"shapes hold {shapes.points.shape[1]} points, fewer than "
+                             f"num_points={d.num_points}")
+        self.class_names = list(shapes.class_names)
+        configured = self.model.setdefault("num_classes", len(self.class_names))
+        if configured != len(self.class_names):
+            raise ValueError(f"model num_classes={configured} but the data has "
+                             f"{len(self.class_names)} classes")
+        self.train_shapes, self.test_shapes = shapes.subset("train"), shapes.subset("test")
+
+        needs_meshes = d.partial_fraction > 0 or d.val_partial_views > 0
+        if needs_meshes and not d.meshes:
+            raise ValueError("partial scans need data.meshes (or partial_fraction 0 and "
+                             "val_partial_views 0)")
+        meshes = MeshSet.load(d.meshes) if needs_meshes else None
+        self.views = PartialViews()
+        self.pool = (self._partial_pool(meshes) if meshes is not None and d.partial_fraction > 0
+                     else None)
+
+        if self.model_name == GMCN and "input_weight_scale" not in self.model:
+            self.model["input_weight_scale"] = self._weight_scale()
+        self.prepare = _preparer(self.model_name, self.model)
+        self.val_full, self.val_partial = self._validation_sets(meshes)
+
+    # ----------------------------------------------------------------------------- data
+    def _mesh_indices(self, meshes: MeshSet, shapes: ShapeSet) -> list[int]:
+        return [meshes.index_of(model_id) for model_id in shapes.model_ids]
+
+    def _scan(self, meshes: MeshSet, indices: list[int], views: int, seed: int,
+              description: str) -> np.ndarray:
+        """(len(indices), views, num_points, 3) float32 partial scans in the object frame."""
+        out = np.empty((len(indices), views, self.data.num_points, 3), dtype=np.float32)
+        for row, k in enumerate(tqdm(indices, desc=description, disable=not self.progress)):
+            mesh = meshes.mesh(k)
+            rng = np.random.default_rng([seed, k])
+            for v in range(views):
+                out[row, v] = _partial_view(mesh, self.views, self.data.num_points, rng)
+        return out
+
+    def _partial_pool(self, meshes: MeshSet) -> np.ndarray:
+        d = self.data
+        indices = self._mesh_indices(meshes, self.train_shapes)
+        key = hashlib.sha256(json.dumps({
+            "version": _CACHE_VERSION, "models": self.train_shapes.model_ids.tolist(),
+            "views": d.partial_views_per_mesh, "points": d.num_points, "seed": d.pool_seed,
+            "camera": repr(self.views)}).encode()).hexdigest()[:16]
+        cache = Path(d.partial_cache) if d.partial_cache else None
+        if cache is not None and cache.is_file():
+            with np.load(cache, allow_pickle=False) as stored:
+                if str(stored["key"]) == key:
+                    return stored["pool"]
+        pool = self._scan(meshes, indices, d.partial_views_per_mesh, d.pool_seed,
+                          "partial scans of the training meshes")
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(cache.name + ".tmp.npz")
+            np.savez(tmp, pool=pool, key=key)
+            tmp.replace(cache)
+        return pool
+
+    def _augment(self, clouds: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        d = self.data
+        b = len(clouds)
+        if d.rotate_z:
+            clouds = clouds @ rotation_z(rng.uniform(0, 2 * np.pi, b)).transpose(0, 2, 1)
+        if d.scale_low != 1.0 or d.scale_high != 1.0:
+            clouds = clouds * rng.uniform(d.scale_low, d.scale_high, (b, 1, 3))
+        if d.jitter_sigma > 0:
+            clouds = clouds + np.clip(d.jitter_sigma * rng.standard_normal(clouds.shape),
+                                      -d.jitter_clip, d.jitter_clip)
+        return clouds.astype(np.float32)
+
+    def _sample_clouds(self, rng: np.random.Generator, count: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """`count` augmented training clouds (count, num_points, 3) and their labels."""
+        d = self.data
+        labels = self.train_shapes.labels
+        if d.class_balanced:
+            present = np.unique(labels)
+            classes = rng.choice(present, count)
+            index = np.array([rng.choice(np.flatnonzero(labels == c)) for c in classes])
+        else:
+            index = rng.integers(len(labels), size=count)
+        stored = self.train_shapes.points.shape[1]
+        clouds = np.empty((count, d.num_points, 3), dtype=np.float32)
+        for row, k in enumerate(index):
+            if self.pool is not None and rng.random() < d.partial_fraction:
+                clouds[row] = self.pool[k, rng.integers(self.pool.shape[1])]
+            else:
+                pick = (rng.permutation(stored) if stored == d.num_points
+                        else rng.choice(stored, d.num_points, replace=False))
+                clouds[row] = self.train_shapes.points[k, pick]
+        return self._augment(clouds, rng), labels[index]
+
+    def _weight_scale(self) -> float:
+        from gmm_perception.gmm.fitting import dataset_weight_scale
+
+        rng = np.random.default_rng([self.data.pool_seed, 7])
+        clouds, _ = self._sample_clouds(rng, self.data.weight_scale_samples)
+        config = GmcnConfig(**{**self.model, "input_weight_scale": 1.0})
+        mixtures = torch.cat([fit_input(torch.from_numpy(chunk), config)
+                              for chunk in np.array_split(clouds, max(1, len(clouds) // 32))])
+        return dataset_weight_scale(mixtures)
+
+    def _prepared(self, clouds: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+        parts = [self.prepare(torch.from_numpy(clouds[s:s + 32]).to(device))
+                 for s in range(0, len(clouds), 32)]
+        return torch.cat(parts)
+
+    def _validation_sets(self, meshes: MeshSet | None) -> tuple[_EvalSet, _EvalSet | None]:
+        d = self.data
+        rng = np.random.default_rng(VALIDATION_SEED)
+        test = self.test_shapes
+        stored = test.points.shape[1]
+        full = np.stack([test.points[k, rng.choice(stored, d.num_points, replace=False)]
+                         for k in range(len(test))])
+        full = full @ rotation_z(rng.uniform(0, 2 * np.pi, len(full))).transpose(0, 2, 1)
+        full_set = _EvalSet(self._prepared(full.astype(np.float32)), test.labels.copy())
+        if meshes is None or d.val_partial_views == 0:
+            return full_set, None
+        scans = self._scan(meshes, self._mesh_indices(meshes, test), d.val_partial_views,
+                           VALIDATION_SEED, "partial scans of the test meshes")
+        partial = scans.reshape(-1, d.num_points, 3)
+        partial = partial @ rotation_z(rng.uniform(0, 2 * np.pi, len(partial))).transpose(0, 2, 1)
+        labels = np.repeat(test.labels, d.val_partial_views)
+        return full_set, _EvalSet(self._prepared(partial.astype(np.float32)), labels)
+
+    # ----------------------------------------------------------------------------- protocol
+    def build(self) -> torch.nn.Module:
+        return build_model(self.name, self.model)
+
+    def model_config(self) -> dict[str, Any]:
+        return dict(self.model)
+
+    def data_description(self) -> dict[str, Any]:
+        return {**asdict(self.data), "class_names": self.class_names,
+                "train_models": len(self.train_shapes), "test_models": len(self.test_shapes),
+                "val_partial_scans": (0 if self.val_partial is None
+                                      else len(self.val_partial.labels)),
+                "partial_pool": None if self.pool is None else list(self.pool.shape[:2])}
+
+    def train_batch(self, rng: np.random.Generator, device: torch.device):
+        clouds, labels = self._sample_clouds(rng, self.batch_size)
+        inputs = self.prepare(torch.from_numpy(clouds).to(device))
+        return inputs, torch.as_tensor(labels, device=device)
+
+    def loss(self, model, batch):
+        inputs, labels = batch
+        nll = torch.nn.functional.nll_loss(model(inputs), labels)
+        regulariser = getattr(model, "module", model).regularisation_loss()
+        return nll + regulariser, {"nll": float(nll.detach())}
+
+    def _evaluate(self, model, device: torch.device, dataset: _EvalSet
+                  ) -> tuple[float, np.ndarray]:
+        losses, predictions = [], []
+        labels = torch.as_tensor(dataset.labels)
+        for start in range(0, len(labels), self.batch_size):
+            chunk = slice(start, start + self.batch_size)
+            log_probs = model(dataset.inputs[chunk].to(device)).cpu()
+            losses.append(torch.nn.functional.nll_loss(log_probs, labels[chunk], reduction="sum"))
+            predictions.append(log_probs.argmax(dim=1).numpy())
+        return float(torch.stack(losses).sum()) / len(labels), np.concatenate(predictions)
+
+    def validate(self, model, device: torch.device) -> dict[str, float]:
+        n = len(self.class_names)
+        metrics: dict[str, float] = {}
+        truth, predicted, losses = [], [], []
+        for tag, dataset in (("full", self.val_full), ("partial", self.val_partial)):
+            if dataset is None:
+                continue
+            loss, prediction = self._evaluate(model, device, dataset)
+            losses.append(loss)
+            metrics[f"val_nll_{tag}"] = loss
+            metrics[f"val_acc_{tag}"] = accuracy(dataset.labels, prediction)
+            metrics[f"val_macc_{tag}"] = float(np.nanmean(
+                per_class_accuracy(dataset.labels, prediction, n)))
+            truth.append(dataset.labels)
+            predicted.append(prediction)
+        per_class = per_class_accuracy(np.concatenate(truth), np.concatenate(predicted), n)
+        for name, value in zip(self.class_names, per_class):
+            metrics[f"val_class_acc_{name}"] = float(value)
+        return {"val_loss": float(np.mean(losses)), **metrics}
