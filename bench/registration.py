@@ -7,6 +7,10 @@ settings clean, noisy, unseen (categories never seen in training), partial (two 
 depth-camera views) and scan_to_model (1-3 views registered to the full model: model libraries). Methods run one pair at a time, single process, as a node would.
 RMSE over all source points (gmm_perception.metrics.registration); recall at 0.2 (shapes are
 unit-sphere normalised: 0.2 = 20 % of the object radius).
+
+probreg's CPD and FilterReg are not in the table: its only release (0.3.8) is a source
+distribution that needs Eigen and a C++ build and pins open3d==0.18.0, which cannot live beside
+the open3d-cpu this package pins.
 """
 from __future__ import annotations
 
