@@ -5,6 +5,8 @@ Pure data: setup.py imports it without rclpy.
 """
 NODES = {
     "preprocess_node": ("gmm_perception.ros.preprocess_node", "PreprocessNode", "preprocess"),
+    "classification_node": ("gmm_perception.ros.classification_node", "ClassificationNode",
+                            "classification"),
     "registration_node": ("gmm_perception.ros.registration_node", "RegistrationNode",
                           "registration"),
     "segmentation_node": ("gmm_perception.ros.segmentation_node", "SegmentationNode",

@@ -1,0 +1,56 @@
+"""The classification stage: probabilities, the fitted input mixture in the cloud's frame,
+deterministic answers, and clear errors for unusable clouds."""
+import numpy as np
+import pytest
+import torch
+
+from gmm_perception.models.gmcn import Gmcn, GmcnConfig
+from gmm_perception.models.pointnet_classifier import PointNetClassifier, \
+    PointNetClassifierConfig
+from gmm_perception.pipeline.classify import MIN_POINTS, Classifier
+
+NAMES = ["a", "b", "c"]
+
+
+@pytest.fixture(scope="module")
+def gmcn():
+    torch.manual_seed(0)
+    config = GmcnConfig(num_classes=3, input_components=16, channels=(4,), components=(8,),
+                        fit_points=512, final_dense_components=4)
+    return Gmcn(config).eval()
+
+
+def cloud(rng, n=600, centre=(5.0, -2.0, 0.5)):
+    return (rng.normal(size=(n, 3)) * [0.3, 0.2, 0.4] + centre).astype(np.float32)
+
+
+def test_gmcn_gives_probabilities_and_its_input_mixture_in_the_cloud_frame(gmcn):
+    rng = np.random.default_rng(0)
+    points = cloud(rng)
+    result = Classifier(gmcn, NAMES, torch.device("cpu"), num_points=512)(points)
+    assert result.scores.shape == (3,) and result.scores.sum() == pytest.approx(1.0, abs=1e-5)
+    assert result.label == NAMES[result.class_id] and result.class_id == result.scores.argmax()
+    weights, means, covariances = result.mixture
+    assert weights.shape == (16,) and means.shape == (16, 3) and covariances.shape == (16, 3, 3)
+    assert weights.sum() == pytest.approx(1.0, abs=1e-4)
+    # The fit describes the cloud where it is: its mean is the cloud's mean.
+    np.testing.assert_allclose(weights @ means, points.mean(axis=0), atol=0.05)
+    assert np.all(np.linalg.eigvalsh(covariances) > 0)
+
+
+def test_the_same_cloud_gets_the_same_answer(gmcn):
+    rng = np.random.default_rng(1)
+    points = cloud(rng, n=512)  # exactly num_points: resampling keeps every point
+    a = Classifier(gmcn, NAMES, torch.device("cpu"), num_points=512)(points)
+    b = Classifier(gmcn, NAMES, torch.device("cpu"), num_points=512)(points[::-1].copy())
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+
+
+def test_pointnet_has_no_mixture_and_unusable_clouds_are_errors():
+    model = PointNetClassifier(PointNetClassifierConfig(num_classes=3)).eval()
+    classifier = Classifier(model, NAMES, torch.device("cpu"), num_points=256)
+    assert classifier(cloud(np.random.default_rng(2))).mixture is None
+    with pytest.raises(ValueError, match="too few"):
+        classifier(np.zeros((MIN_POINTS - 1, 3), np.float32))
+    with pytest.raises(ValueError, match="class names"):
+        Classifier(model, ["only", "two"], torch.device("cpu"))
