@@ -251,3 +251,12 @@ def euler_to_matrix(roll: ArrayLike, pitch: ArrayLike, yaw: ArrayLike) -> NDArra
     R[..., 2, 1] = cp * sr
     R[..., 2, 2] = cp * cr
     return R
+
+
+def rotation_z(angles: ArrayLike) -> NDArray[np.float64]:
+    """(B,) angles -> (B, 3, 3) rotations about z (turns of upright objects)."""
+    angles = np.asarray(angles, dtype=np.float64)
+    c, s = np.cos(angles), np.sin(angles)
+    zeros, ones = np.zeros_like(c), np.ones_like(c)
+    return np.stack([np.stack([c, -s, zeros], -1), np.stack([s, c, zeros], -1),
+                     np.stack([zeros, zeros, ones], -1)], -2)

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from gmm_perception.geometry.transforms import rotation_z
 from gmm_perception.data.registration_pairs import PartialViews, _partial_view
 from gmm_perception.data.shape_set import MeshSet, ShapeSet
 from gmm_perception.metrics.classification import accuracy, per_class_accuracy
@@ -63,14 +64,6 @@ class ClassificationData:
     class_balanced: bool = False  # draw classes uniformly, then a model of the class
     weight_scale_samples: int = 128  # GMCN: clouds used for the data-set weight normalisation
     pool_seed: int = 0
-
-
-def rotation_z(angles: np.ndarray) -> np.ndarray:
-    """(B,) angles -> (B, 3, 3) rotations about z."""
-    c, s = np.cos(angles), np.sin(angles)
-    zeros, ones = np.zeros_like(c), np.ones_like(c)
-    return np.stack([np.stack([c, -s, zeros], -1), np.stack([s, c, zeros], -1),
-                     np.stack([zeros, zeros, ones], -1)], -2)
 
 
 def _preparer(model_name: str, model_config: dict[str, Any]
