@@ -23,9 +23,10 @@ import yaml
 
 from gmm_perception.evaluation.bag import BagContents
 from gmm_perception.evaluation.offline import truth_objects
-from gmm_perception.evaluation.records import Detection, EvaluationRun, FrameRecord
-from gmm_perception.evaluation.stages import REGISTRATION, SEGMENTATION, pipeline_entries, \
-    resolved_parameters
+from gmm_perception.evaluation.records import ClassifiedObject, Detection, EvaluationRun, \
+    FrameRecord
+from gmm_perception.evaluation.stages import CLASSIFICATION, REGISTRATION, SEGMENTATION, \
+    pipeline_entries, resolved_parameters
 from gmm_perception.geometry.transforms import invert_transform
 from gmm_perception.pipeline.register import load_library
 
@@ -93,7 +94,7 @@ class _Player:
         from visualization_msgs.msg import MarkerArray
 
         from gmm_perception.ros.tf import TF_QOS, TF_STATIC_QOS
-        from gmm_perception_msgs.msg import RegistrationResult
+        from gmm_perception_msgs.msg import ObjectClassification, RegistrationResult
 
         self.context = Context()
         rclpy.init(context=self.context)
@@ -116,6 +117,12 @@ class _Player:
         self.node.create_subscription(MarkerArray, _topic(entries[SEGMENTATION], "markers"),
                                       self._on_markers, QoSProfile(depth=100))
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
+        self.classifications: dict[int, list] = defaultdict(list)
+        if CLASSIFICATION in entries:
+            self.node.create_subscription(
+                ObjectClassification, _topic(entries[CLASSIFICATION], "classification"),
+                lambda msg: self.classifications[_ns(msg.header.stamp)].append(msg),
+                QoSProfile(depth=1000))
         self._Clock, self._TFMessage = Clock, TFMessage
 
     def _on_result(self, msg) -> None:
@@ -283,6 +290,10 @@ def _frames(contents: BagContents, player: _Player, warnings: list[str]) -> list
                 _object_id(result.target_frame), result.reference_name,
                 invert_transform(_matrix(result.transform)), result.fitness,
                 result.inlier_rmse, result.latency_ms))
+        for msg in sorted(player.classifications.get(stamp, []), key=lambda m: m.object_id):
+            frame.classifications.append(ClassifiedObject(
+                int(msg.object_id) if msg.object_id.isdigit() else -1, msg.label,
+                float(msg.scores[msg.class_id]) if len(msg.scores) > msg.class_id else 0.0))
         sent = player.publish_wall.get(stamp)
         if results:
             frame.stage_ms["registration"] = float(sum(r.latency_ms for r in results))

@@ -11,7 +11,8 @@ import time
 import numpy as np
 
 from gmm_perception.evaluation.bag import BagContents
-from gmm_perception.evaluation.records import Detection, EvaluationRun, FrameRecord, TruthObject
+from gmm_perception.evaluation.records import ClassifiedObject, Detection, EvaluationRun, \
+    FrameRecord, TruthObject
 from gmm_perception.evaluation.stages import SceneStages
 from gmm_perception.geometry.tf_tree import TransformCache, TransformError
 from gmm_perception.geometry.transforms import invert_transform, transform_points
@@ -34,6 +35,8 @@ def truth_objects(contents: BagContents, world_frame: str, library: dict,
                   warnings: list[str]) -> list[TruthObject]:
     """Ground truth from /tf_static `truth/<name>` frames, expressed in `world_frame`."""
     cache = transform_cache(contents)
+    classes = {obj.get("name"): obj.get("class", "") for obj in (contents.scene or {}).get(
+        "objects", [])}
     truth = []
     for name, _ in sorted(contents.truth_poses().items()):
         try:
@@ -43,7 +46,9 @@ def truth_objects(contents: BagContents, world_frame: str, library: dict,
             continue
         if name not in library:
             warnings.append(f"ground truth '{name}' has no model in the library: not scored")
-        truth.append(TruthObject(name, T, library.get(name)))
+        # The class: the scene description's, else the name without its _<index> suffix.
+        default_class = name.rsplit("_", 1)[0] if name.rsplit("_", 1)[-1].isdigit() else name
+        truth.append(TruthObject(name, T, library.get(name), classes.get(name, default_class)))
     if not truth:
         warnings.append("the bag has no ground truth (no truth/<name> frames on /tf_static): "
                         "registrations are reported but not scored")
@@ -98,7 +103,18 @@ def run_offline(contents: BagContents, stages: SceneStages, progress: bool = Tru
         segmentation = stages.segmenter(scene)
         frame.stage_ms["segmentation"] = _ms_since(tick)
         frame.stage_ms["registration"] = 0.0
+        if stages.classifier is not None:
+            frame.stage_ms["classification"] = 0.0
         for obj in segmentation.objects:
+            if stages.classifier is not None:
+                tick = time.perf_counter()
+                try:
+                    result = stages.classifier(stages.classify_preprocess(obj.points))
+                    frame.classifications.append(ClassifiedObject(
+                        obj.id, result.label, float(result.scores[result.class_id])))
+                except (EmptyCloudError, ValueError):
+                    pass  # too few points: the node rejects such a cloud the same way
+                frame.stage_ms["classification"] += _ms_since(tick)
             tick = time.perf_counter()
             try:
                 result = stages.registrar.register(stages.object_preprocess(obj.points))

@@ -26,12 +26,22 @@ class Detection:
     latency_ms: float  # registration of this object (as the node reports it)
 
 
+@dataclass(frozen=True)
+class ClassifiedObject:
+    """One object's class in one frame."""
+
+    object_id: int
+    label: str
+    score: float  # the winning class's probability
+
+
 @dataclass
 class FrameRecord:
     index: int
     stamp_ns: int
     status: str = "ok"
     detections: list[Detection] = field(default_factory=list)
+    classifications: list[ClassifiedObject] = field(default_factory=list)
     stage_ms: dict[str, float] = field(default_factory=dict)  # stage -> milliseconds
     message: str = ""  # why the frame was not "ok"
 
@@ -47,6 +57,7 @@ class TruthObject:
     name: str
     T_world_object: np.ndarray
     model_points: np.ndarray | None  # (M, 3) in the model frame; None if the library lacks it
+    class_name: str = ""  # for classification scores; "" when the bag does not say
 
     @property
     def diameter(self) -> float:

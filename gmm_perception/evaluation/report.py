@@ -372,6 +372,8 @@ def _summary_rows(metrics: dict) -> list[list[str]]:
          _degrees(_stat(registration.get("rotation_error_deg"), "median"))],
         ["translation error median (right model)",
          _metres(_stat(registration.get("translation_error_m"), "median"))],
+        ["classification accuracy",
+         _fraction((metrics.get("classification") or {}).get("accuracy"))],
     ]
 
 
@@ -421,6 +423,15 @@ def _markdown(run: EvaluationRun, metrics: dict, title: str, plots: list[Path]) 
     missing = metrics.get("truth_without_model") or []
     if missing:
         parts += ["", "Not scored (no library model): " + ", ".join(missing) + "."]
+    classified = [[name, obj["classification"]["class"], obj["classification"]["most_common_label"],
+                   str(obj["classification"]["classified"]),
+                   _fraction(obj["classification"]["accuracy"])]
+                  for name, obj in sorted(metrics.get("per_object", {}).items())
+                  if "classification" in obj]
+    if classified:
+        parts += ["", "## Classification", "",
+                  _table(["object", "class", "most common label", "classifications", "accuracy"],
+                         classified)]
     parts += ["", "## Latency (ms)", ""]
     latency = _latency_rows(metrics)
     parts.append(_table(["stage", "frames", "median", "p95", "max"], latency) if latency
@@ -471,6 +482,9 @@ def summary_table(metrics: dict) -> str:
         ["model accuracy", _fraction(registration.get("model_accuracy"))],
         ["ADD-S median", _metres(_stat(registration.get("add_s_m"), "median"))],
     ]
+    if (metrics.get("classification") or {}).get("classified"):
+        rows.append(["classification accuracy",
+                     _fraction(metrics["classification"].get("accuracy"))])
     stage = _headline_stage(latency)
     if stage is None:
         rows.append(["latency p50 / p95", "n/a"])

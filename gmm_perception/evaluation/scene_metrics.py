@@ -98,6 +98,33 @@ def _summary(values) -> dict[str, float]:
             "max": float(values.max())}
 
 
+def _classification_metrics(run: EvaluationRun, evaluated: list[int],
+                            rows: list[MatchRow]) -> dict:
+    """Each classified object takes the ground truth its registration was matched to (same
+    frame, same object id); accuracy against that truth's class."""
+    truth_of = {(row.frame, row.object_id): row.truth for row in rows}
+    class_of = {t.name: t.class_name for t in run.truth}
+    pairs = []  # (truth name, true class, predicted label)
+    classified = 0
+    for i in evaluated:
+        frame = run.frames[i]
+        for item in frame.classifications:
+            classified += 1
+            truth = truth_of.get((frame.index, item.object_id))
+            if truth is not None and class_of.get(truth):
+                pairs.append((truth, class_of[truth], item.label))
+    per_truth = {}
+    for name in sorted({p[0] for p in pairs}):
+        mine = [p for p in pairs if p[0] == name]
+        labels = Counter(p[2] for p in mine)
+        per_truth[name] = {"class": mine[0][1], "classified": len(mine),
+                           "accuracy": sum(p[1] == p[2] for p in mine) / len(mine),
+                           "most_common_label": labels.most_common(1)[0][0]}
+    return {"classified": classified, "matched_to_truth": len(pairs),
+            "accuracy": sum(p[1] == p[2] for p in pairs) / len(pairs) if pairs else None,
+            "per_truth": per_truth}
+
+
 def scene_metrics(run: EvaluationRun, library: dict[str, np.ndarray],
                   match_distance: float = 0.5, success_fraction: float = 0.1
                   ) -> tuple[dict, list[MatchRow]]:
@@ -129,6 +156,9 @@ def scene_metrics(run: EvaluationRun, library: dict[str, np.ndarray],
             "translation_error_m": _summary(r.translation_error for r in mine),
             "final_frame_success": any(r.success for r in last_rows if r.truth == truth.name),
         }
+    classification = _classification_metrics(run, evaluated, rows)
+    for name, summary in classification.pop("per_truth").items():
+        per_object.setdefault(name, {})["classification"] = summary
     stage_names = sorted({stage for frame in run.frames for stage in frame.stage_ms})
     metrics = {
         "mode": run.mode, "bag": run.bag, "world_frame": run.world_frame,
@@ -154,6 +184,7 @@ def scene_metrics(run: EvaluationRun, library: dict[str, np.ndarray],
             "rotation_error_deg": _summary(r.rotation_error_deg for r in rows),
             "translation_error_m": _summary(r.translation_error for r in rows),
         },
+        "classification": classification,
         "per_object": per_object,
         "latency_ms": {stage: _summary(frame.stage_ms[stage] for frame in run.frames
                                        if stage in frame.stage_ms) for stage in stage_names},

@@ -12,6 +12,7 @@ from pathlib import Path
 from gmm_perception.device import resolve_device
 from gmm_perception.models.deepgmr import MODEL_NAME
 from gmm_perception.models.registry import load_model
+from gmm_perception.pipeline.classify import Classifier
 from gmm_perception.pipeline.preprocess import Preprocessor
 from gmm_perception.pipeline.register import DeepGmrRegistrar, load_library
 from gmm_perception.pipeline.segment import Segmenter
@@ -19,6 +20,7 @@ from gmm_perception.pipeline_config import NodeEntry, PipelineConfigError, load_
     node_parameters
 
 SEGMENTATION, REGISTRATION = "segmentation_node", "registration_node"
+CLASSIFICATION = "classification_node"  # optional in a scene pipeline
 
 
 @dataclass
@@ -29,6 +31,8 @@ class SceneStages:
     object_preprocess: Preprocessor  # of the registration node (object clouds)
     registrar: DeepGmrRegistrar
     library: dict  # model name -> (M, 3) points in the model frame
+    classifier: Classifier | None = None  # when the pipeline has a classification node
+    classify_preprocess: Preprocessor | None = None
 
 
 def pipeline_entries(path: str | Path) -> dict[str, NodeEntry]:
@@ -69,7 +73,15 @@ def build_stages(pipeline: str | Path, library_dir: str | Path, device: str = "a
     library = load_library(library_dir)
     for name, points in library.items():
         registrar.add_reference(points, name)
+    classifier = classify_preprocess = None
+    if CLASSIFICATION in entries:
+        classification = resolved_parameters(entries[CLASSIFICATION])
+        model, payload = load_model(classification("checkpoint"), None, torch_device)
+        classifier = Classifier(model, payload["config"]["data"]["class_names"], torch_device,
+                                classification("classification_points"))
+        classify_preprocess = Preprocessor(config_from_parameters(classification))
     return SceneStages(
+        classifier=classifier, classify_preprocess=classify_preprocess,
         world_frame=segmentation("target_frame"),
         preprocess=Preprocessor(config_from_parameters(segmentation)),
         segmenter=Segmenter(segment_config_from_parameters(segmentation)),

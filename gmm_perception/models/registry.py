@@ -31,9 +31,11 @@ def build_model(name: str, config: dict[str, Any]) -> torch.nn.Module:
     return model_class(config_class(**config))
 
 
-def load_model(path, name: str, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
-    """A model in eval mode on `device` from a checked checkpoint, and the checkpoint payload."""
+def load_model(path, name: str | None, device: torch.device | str = "cpu"
+               ) -> tuple[torch.nn.Module, dict]:
+    """A model in eval mode on `device` from a checked checkpoint, and the checkpoint payload.
+    `name` None accepts any registered model (the payload says which)."""
     payload = load_checkpoint(path, expected_model=name, map_location=device)
-    model = build_model(name, payload["config"]["model"])
+    model = build_model(payload["model"], payload["config"]["model"])
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval(), payload
