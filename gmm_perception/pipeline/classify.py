@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from gmm_perception.gmm import mixture as mx
-from gmm_perception.pipeline.preprocess import resample
+from gmm_perception.pipeline.preprocess import EmptyCloudError, resample
 
 MIN_POINTS = 16  # fewer cannot be fitted with the input components nor say anything about shape
 
@@ -47,7 +47,9 @@ class Classifier:
         if points.ndim != 2 or points.shape[1] != 3:
             raise ValueError(f"expected (N, 3) points, got {points.shape}")
         if len(points) < MIN_POINTS:
-            raise ValueError(f"{len(points)} points are too few to classify (< {MIN_POINTS})")
+            # The sender's problem (a speck of a cluster), not the node's: rejected, not failed.
+            raise EmptyCloudError(f"{len(points)} points are too few to classify "
+                                  f"(< {MIN_POINTS})")
         sample = torch.from_numpy(resample(points, self.num_points, self._rng)[None]).to(
             self.device)
         prepared = self.model.prepare(sample)
