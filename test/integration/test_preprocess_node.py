@@ -47,11 +47,8 @@ def connect(probe: Probe, start_node, *extra: str, warm_up_frame: str = "sensor"
     publisher = probe.publisher(PointCloud2, IN)
     assert probe.wait_for_subscribers(publisher, timeout=20), node.log()
     warm_up = cloud(np.zeros((1, 3), dtype=np.float32), frame=warm_up_frame, sec=WARM_UP_SEC)
-    for _ in range(50):
-        publisher.publish(warm_up)
-        if probe.wait(lambda: outputs, timeout=0.3):
-            break
-    assert outputs, f"no round trip within 15 s\n{node.log()}"
+    assert probe.publish_until(publisher, warm_up, lambda: outputs), \
+        f"no round trip within 15 s\n{node.log()}"
     probe.spin_for(0.3)
     outputs.clear()
     return node, publisher, outputs

@@ -84,12 +84,8 @@ def test_scene_in_objects_out_with_stable_ids_and_bad_clouds_survived(probe, sta
     publisher = probe.publisher(PointCloud2, IN)
     assert probe.wait_for_subscribers(publisher, timeout=20), node.log()
     # Best effort: repeat the (valid) first scene until one comes back (see test_preprocess_node).
-    warm_up = cloud(scene(0), sec=1)
-    for _ in range(50):
-        publisher.publish(warm_up)
-        if probe.wait(lambda: markers, timeout=0.3):
-            break
-    assert markers, f"no round trip within 15 s\n{node.log()}"
+    assert probe.publish_until(publisher, cloud(scene(0), sec=1), lambda: markers), \
+        f"no round trip within 15 s\n{node.log()}"
     probe.spin_for(0.3)
 
     publisher.publish(cloud(scene(1), sec=10))

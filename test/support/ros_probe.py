@@ -51,6 +51,16 @@ class Probe:
         self.node.create_subscription(msg_type, topic, self.received[topic].append, qos)
         return self.received[topic]
 
+    def publish_until(self, publisher, msg, condition, attempts: int = 50,
+                      timeout: float = 0.3) -> bool:
+        """Best effort: the first messages may go before the reader has matched our writer, so
+        publish `msg` again until `condition()` holds (a round trip), at most `attempts` times."""
+        for _ in range(attempts):
+            publisher.publish(msg)
+            if self.wait(condition, timeout):
+                return True
+        return False
+
     def wait_for_subscribers(self, publisher, count: int = 1, timeout: float = 15.0) -> bool:
         return self.wait(lambda: publisher.get_subscription_count() >= count, timeout)
 
