@@ -9,12 +9,14 @@ import torch
 from gmm_perception.models.checkpoint import load_checkpoint
 from gmm_perception.models.deepgmr import MODEL_NAME as DEEPGMR, DeepGmr, DeepGmrConfig
 from gmm_perception.models.gmcn import MODEL_NAME as GMCN, Gmcn, GmcnConfig
+from gmm_perception.models.pointgmm import MODEL_NAME as POINTGMM, PointGmm, PointGmmConfig
 from gmm_perception.models.pointnet_classifier import MODEL_NAME as POINTNET_CLS, \
     PointNetClassifier, PointNetClassifierConfig
 
 MODELS: dict[str, tuple[type[torch.nn.Module], type]] = {
     DEEPGMR: (DeepGmr, DeepGmrConfig),
     GMCN: (Gmcn, GmcnConfig),
+    POINTGMM: (PointGmm, PointGmmConfig),
     POINTNET_CLS: (PointNetClassifier, PointNetClassifierConfig),
 }
 

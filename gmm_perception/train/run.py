@@ -23,9 +23,18 @@ def _classification_task(config: dict[str, Any], batch_size: int):
                               ClassificationData(**config["data"]), batch_size)
 
 
+def _shape_model_task(config: dict[str, Any], batch_size: int):
+    from gmm_perception.models.pointgmm_loss import PointGmmLossWeights
+    from gmm_perception.train.shape_model import ShapeModelData, ShapeModelTask
+
+    return ShapeModelTask(config["model"], ShapeModelData(**config["data"]), batch_size,
+                          PointGmmLossWeights(**config.get("loss", {})))
+
+
 TASKS: dict[str, Callable[[dict[str, Any], int], Any]] = {
     "registration": _registration_task,
     "classification": _classification_task,
+    "shape_model": _shape_model_task,
 }
 
 

@@ -1,0 +1,539 @@
+"""PointGMM (Hertz, Hanocka, Giryes and Cohen-Or, "PointGMM: a Neural GMM Network for Point
+Clouds", CVPR 2020): a point cloud in, a hierarchical Gaussian mixture (hGMM) of its surface out.
+
+Network (the authors' code, amirhertz/pointgmm, as summarised in shared/notes/reference-
+implementations.md):
+
+* Encoder: PointNet (per-point MLP 3 -> 64 -> 128 -> 1024 with batch norm, max pool, fully
+  connected 1024 -> 512 -> latent) and a VAE head (two linear maps to the mean and the
+  log-variance of z; z = mean + exp(logvar / 2) eps while training).
+* Decoder: z is expanded into `roots` (8) hidden vectors by doubling stages (latent -> 2 h, then
+  each vector -> 2 h split in two, until there are `roots`). Each of the `depth` split levels
+  applies attention among siblings (keys and queries of size h / 8, a residual gain initialised
+  at 0, i.e. the layer starts as the identity), then an MLP h -> 2 h -> `children` h reshaped into
+  `children` (4) hidden vectors per parent: 8 / 32 / 128 / 512 Gaussians at depth 3.
+* Per-Gaussian head, one per level (the reference's `split_cast`): MLP h -> h / 2 -> 13 with layer
+  norm and dropout, read as two axis vectors (6), the square roots s of the eigenvalues (3), the
+  mean (3) and the mixing logit (1). Axes: Gram-Schmidt of the two vectors gives the rows p1, p2 of
+  P and p3 = p1 x p2, so P is orthonormal and right-handed; lambda = s^2 + eps; the covariance is
+  Sigma = P^T diag(lambda) P, its inverse P^T diag(1 / lambda) P and det Sigma = prod lambda, so
+  nothing is ever inverted or factorised. Mixing logits are softmaxed among siblings; a child's
+  weight is its parent's weight times that softmax, so every level's weights sum to 1.
+
+Frames. `PointGmm.forward` takes clouds in any frame and units: with `input_normalisation`
+"unit_sphere" (the default) it centres each cloud on its centroid and scales it into the unit
+sphere, decodes the hGMM there, and maps it back (means * s + c, eigenvalues * s^2, axes and
+weights unchanged), so the returned mixture is in the caller's frame and units (metres in, metres
+out); densities then carry the Jacobian 1 / s^3 automatically. "centre" only translates, "none"
+feeds the cloud as it is.
+
+Departures from the reference, all deliberate:
+* p3 = p1 x p2 instead of Gram-Schmidt of a third predicted vector (the reference's P may be
+  left-handed; the covariance is the same either way), so the head predicts 13 numbers, not 16.
+* Attention logits are scaled by 1 / sqrt(key size) (the reference defines but does not apply
+  that scale); `attention_heads` > 1 splits keys and values across heads (the reference: 1).
+* In eval mode z is the posterior mean (the reference samples z at test time too), so a forward
+  pass is deterministic.
+* The encoder's last per-point layer has ReLU after its batch norm (the repo's `shared_mlp`); the
+  reference pools the batch-normalised features without it.
+* Defaults are the reference's sizes (latent 256, hidden 512); config/train/pointgmm.yaml uses a
+  smaller CPU-sized network.
+
+`sample` draws any number of points from any level without Python loops over components
+(multinomial over the level's weights, then mu + P^T sqrt(lambda) eps); `GmmLevel.from_covariances`
+turns any full-covariance mixture (e.g. the EM baseline's) into the same structure, so densities,
+sampling and moments are shared. The hierarchical loss lives in `models/pointgmm_loss.py`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+import torch
+from torch import nn
+
+from gmm_perception.models.pointnet import shared_mlp
+
+MODEL_NAME = "pointgmm"
+NORMALISATIONS = ("unit_sphere", "centre", "none")
+HEAD_OUTPUTS = 13  # two axis vectors (6), sqrt eigenvalues (3), mean (3), mixing logit (1)
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+@dataclass(frozen=True)
+class PointGmmConfig:
+    latent: int = 256  # size of z
+    hidden: int = 512  # size of every Gaussian's hidden vector h
+    depth: int = 3  # split levels: roots * children^depth Gaussians at the finest level
+    roots: int = 8  # Gaussians of level 0 (a power of two >= 2: built by doubling stages)
+    children: int = 4  # children per parent at every split
+    attention_heads: int = 1  # heads of the sibling attention (keys: hidden // 8 in all)
+    dropout: float = 0.1  # before every linear layer of the split MLPs and the heads
+    eps: float = 1e-6  # lambda = s^2 + eps, in the normalised (unit-sphere) frame
+    input_normalisation: str = "unit_sphere"  # unit_sphere | centre | none (module docstring)
+    encoder_widths: tuple[int, ...] = (64, 128, 1024)  # per-point PointNet layers
+    encoder_fc: tuple[int, ...] = (512,)  # fully connected layers after the max pool
+    variational: bool = True  # VAE head (mean, log-variance, KL); False: z = the mean
+
+    def __post_init__(self):
+        object.__setattr__(self, "encoder_widths", tuple(int(w) for w in self.encoder_widths))
+        object.__setattr__(self, "encoder_fc", tuple(int(w) for w in self.encoder_fc))
+        if self.roots < 2 or self.roots & (self.roots - 1):
+            raise ValueError(f"roots must be a power of two >= 2, got {self.roots}")
+        if self.children < 2 or self.depth < 0:
+            raise ValueError("children must be >= 2 and depth >= 0")
+        if self.hidden % 8 or (self.hidden // 8) % self.attention_heads \
+                or self.hidden % self.attention_heads:
+            raise ValueError("hidden must be a multiple of 8, and hidden // 8 a multiple of "
+                             "attention_heads")
+        if self.input_normalisation not in NORMALISATIONS:
+            raise ValueError(f"input_normalisation must be one of {NORMALISATIONS}")
+        if self.eps <= 0:
+            raise ValueError("eps must be positive")
+
+    @property
+    def components(self) -> tuple[int, ...]:
+        """Gaussians per level, coarse to fine: (8, 32, 128, 512) by default."""
+        return tuple(self.roots * self.children ** level for level in range(self.depth + 1))
+
+
+# ------------------------------------------------------------------------------- mixtures
+def component_log_density(points: torch.Tensor, means: torch.Tensor, axes: torch.Tensor,
+                          eigenvalues: torch.Tensor) -> torch.Tensor:
+    """log N(x | mu, P^T diag(lambda) P), elementwise over broadcast leading dimensions.
+
+    points, means (..., 3); axes (..., 3, 3) with orthonormal rows; eigenvalues (..., 3) -> (...).
+    Mahalanobis distance ||diag(lambda)^(-1/2) P (x - mu)||^2 and log det = sum log lambda.
+    """
+    y = (axes @ (points - means).unsqueeze(-1)).squeeze(-1)
+    mahalanobis = (y * y / eigenvalues).sum(-1)
+    return -0.5 * (mahalanobis + torch.log(eigenvalues).sum(-1) + points.shape[-1] * _LOG_2PI)
+
+
+def _right_handed_frames(vectors: torch.Tensor) -> torch.Tensor:
+    """Orthonormal right-handed row frames (..., 3, 3) from eigenvectors in columns (..., 3, 3)."""
+    frames = vectors.transpose(-1, -2).clone()
+    flip = torch.linalg.det(frames) < 0
+    frames[..., 2, :] = torch.where(flip.unsqueeze(-1), -frames[..., 2, :], frames[..., 2, :])
+    return frames
+
+
+@dataclass
+class GmmLevel:
+    """One level of an hGMM (or any full-covariance mixture), batched over B objects.
+
+    weights (B, K) sum to 1 per object; means (B, K, 3); axes P (B, K, 3, 3), orthonormal rows,
+    right-handed; eigenvalues lambda (B, K, 3), row i of P is the axis of lambda_i, so
+    Sigma = P^T diag(lambda) P; parents (K,) index the previous level (-1 for roots and for flat
+    mixtures); sibling_log_weights (B, K) = log softmax of the mixing logits among siblings
+    (log weight - log parent weight), what the hierarchical loss scores with.
+    """
+
+    weights: torch.Tensor
+    means: torch.Tensor
+    axes: torch.Tensor
+    eigenvalues: torch.Tensor
+    parents: torch.Tensor
+    sibling_log_weights: torch.Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return self.means.shape[0]
+
+    @property
+    def num_components(self) -> int:
+        return self.means.shape[1]
+
+    def covariance(self) -> torch.Tensor:
+        """Sigma = P^T diag(lambda) P: (B, K, 3, 3)."""
+        return self.axes.transpose(-1, -2) @ (self.eigenvalues.unsqueeze(-1) * self.axes)
+
+    def precision(self) -> torch.Tensor:
+        """Sigma^-1 = P^T diag(1 / lambda) P (no matrix inverse): (B, K, 3, 3)."""
+        return self.axes.transpose(-1, -2) @ (self.axes / self.eigenvalues.unsqueeze(-1))
+
+    def component_log_densities(self, points: torch.Tensor, chunk_elements: int = 1 << 22
+                                ) -> torch.Tensor:
+        """log N(x_n | mu_k, Sigma_k) for points (B, N, 3): (B, N, K), without the weights.
+
+        Points and means are first centred on the object's mean component position (so frames far
+        from the origin keep float32 precision); the points are projected on every component's
+        axes with one batched matrix product, `chunk_elements` bounds the (B, n, K, 3) block.
+        """
+        reference = self.means.mean(dim=1, keepdim=True).detach()
+        x = points - reference
+        mu = self.means - reference
+        b, k = self.means.shape[:2]
+        axes_flat = self.axes.reshape(b, k * 3, 3).transpose(1, 2)  # (B, 3, 3K)
+        mu_projected = (self.axes @ mu.unsqueeze(-1)).squeeze(-1)  # (B, K, 3)
+        inverse = 1.0 / self.eigenvalues
+        log_norm = -0.5 * (torch.log(self.eigenvalues).sum(-1) + 3 * _LOG_2PI)  # (B, K)
+        step = max(1, chunk_elements // max(1, b * k * 3))
+        parts = []
+        for start in range(0, x.shape[1], step):
+            projected = (x[:, start:start + step] @ axes_flat).unflatten(-1, (k, 3))
+            y = projected - mu_projected.unsqueeze(1)
+            parts.append(log_norm.unsqueeze(1) - 0.5 * (y * y * inverse.unsqueeze(1)).sum(-1))
+        return torch.cat(parts, dim=1)
+
+    def log_density(self, points: torch.Tensor) -> torch.Tensor:
+        """log sum_k w_k N(x | mu_k, Sigma_k) for points (B, N, 3): (B, N)."""
+        log_w = torch.log(self.weights.clamp_min(1e-38)).unsqueeze(1)
+        return torch.logsumexp(self.component_log_densities(points) + log_w, dim=-1)
+
+    def nll(self, points: torch.Tensor) -> torch.Tensor:
+        """-mean log density per object: (B,)."""
+        return -self.log_density(points).mean(dim=1)
+
+    def moments(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean (B, 3) and covariance (B, 3, 3) of the mixture distribution:
+        m = sum w mu, C = sum w (Sigma + mu mu^T) - m m^T."""
+        w = self.weights.unsqueeze(-1)
+        mean = (w * self.means).sum(1)
+        second = (w.unsqueeze(-1) * (self.covariance()
+                                     + self.means.unsqueeze(-1) * self.means.unsqueeze(-2))).sum(1)
+        return mean, second - mean.unsqueeze(-1) * mean.unsqueeze(-2)
+
+    def transformed(self, centre: torch.Tensor, scale: torch.Tensor) -> "GmmLevel":
+        """The mixture under x -> scale x + centre (centre (B, 3), scale (B,)): means follow,
+        eigenvalues scale by scale^2, axes and weights stay."""
+        s = scale.reshape(-1, 1, 1)
+        return replace(self, means=self.means * s + centre.unsqueeze(1),
+                       eigenvalues=self.eigenvalues * s * s)
+
+    def select(self, index: int | slice | torch.Tensor) -> "GmmLevel":
+        """Some objects of the batch (an int keeps a batch of one)."""
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        return replace(self, weights=self.weights[index], means=self.means[index],
+                       axes=self.axes[index], eigenvalues=self.eigenvalues[index],
+                       sibling_log_weights=self.sibling_log_weights[index])
+
+    def as_arrays(self, index: int = 0) -> dict[str, np.ndarray]:
+        """One object's mixture as float64 numpy arrays (for messages and metrics): weights (K,),
+        means (K, 3), covariances (K, 3, 3), axes (K, 3, 3), eigenvalues (K, 3), parents (K,)."""
+        def array(t: torch.Tensor):
+            return t.detach().cpu().to(torch.float64).numpy()
+
+        return {"weights": array(self.weights[index]), "means": array(self.means[index]),
+                "covariances": array(self.covariance()[index]), "axes": array(self.axes[index]),
+                "eigenvalues": array(self.eigenvalues[index]),
+                "parents": self.parents.detach().cpu().numpy().astype(np.int64)}
+
+    def detach(self) -> "GmmLevel":
+        return GmmLevel(*(t.detach() for t in (self.weights, self.means, self.axes,
+                                                self.eigenvalues, self.parents,
+                                                self.sibling_log_weights)))
+
+    @classmethod
+    def from_covariances(cls, weights: torch.Tensor, means: torch.Tensor,
+                         covariances: torch.Tensor) -> "GmmLevel":
+        """A flat mixture (parents -1) from weights (B, K), means (B, K, 3), covariances
+        (B, K, 3, 3), by a symmetric eigendecomposition (e.g. to score or sample the EM
+        baseline with the same code as PointGMM's output)."""
+        covariances = 0.5 * (covariances + covariances.transpose(-1, -2))
+        eigenvalues, vectors = torch.linalg.eigh(covariances)
+        if bool((eigenvalues <= 0).any()):
+            raise ValueError("covariances must be positive definite")
+        weights = weights / weights.sum(-1, keepdim=True)
+        parents = torch.full((means.shape[1],), -1, dtype=torch.long, device=means.device)
+        return cls(weights, means, _right_handed_frames(vectors), eigenvalues, parents,
+                   torch.log(weights.clamp_min(1e-38)))
+
+
+@dataclass
+class HierarchicalGmm:
+    """The levels of an hGMM, coarse to fine (level 0: the roots).
+
+    Level l has roots * children^l components; component k's parent is k // children, so the
+    children of parent p are p * children ... p * children + children - 1, and `parents` of every
+    level says the same explicitly (for messages)."""
+
+    levels: list[GmmLevel]
+    children: int
+
+    @property
+    def depth(self) -> int:
+        return len(self.levels) - 1
+
+    @property
+    def finest(self) -> GmmLevel:
+        return self.levels[-1]
+
+    def level(self, index: int) -> GmmLevel:
+        return self.levels[index]
+
+    def covariance(self, level: int = -1) -> torch.Tensor:
+        return self.levels[level].covariance()
+
+    def log_density(self, points: torch.Tensor, level: int = -1) -> torch.Tensor:
+        """log density of one level's mixture at points (B, N, 3): (B, N)."""
+        return self.levels[level].log_density(points)
+
+    def transformed(self, centre: torch.Tensor, scale: torch.Tensor) -> "HierarchicalGmm":
+        return HierarchicalGmm([lv.transformed(centre, scale) for lv in self.levels],
+                               self.children)
+
+    def select(self, index: int | slice | torch.Tensor) -> "HierarchicalGmm":
+        return HierarchicalGmm([lv.select(index) for lv in self.levels], self.children)
+
+    def detach(self) -> "HierarchicalGmm":
+        return HierarchicalGmm([lv.detach() for lv in self.levels], self.children)
+
+    @classmethod
+    def from_sibling_logits(cls, logits: list[torch.Tensor], means: list[torch.Tensor],
+                            axes: list[torch.Tensor], eigenvalues: list[torch.Tensor],
+                            children: int) -> "HierarchicalGmm":
+        """Assemble the hierarchy from per-level mixing logits (B, K_l), means, axes and
+        eigenvalues, with K_0 roots and K_l = K_0 children^l. Logits are softmaxed among siblings
+        (all roots are siblings); weights are the products down the tree."""
+        levels: list[GmmLevel] = []
+        log_w = None  # log weights of the previous level, accumulated in log space
+        for index, (logit, mu, p, lam) in enumerate(zip(logits, means, axes, eigenvalues)):
+            b, k = logit.shape
+            if index == 0:
+                sibling = torch.log_softmax(logit, dim=-1)
+                log_w = sibling
+                parents = torch.full((k,), -1, dtype=torch.long, device=logit.device)
+            else:
+                if k != levels[-1].num_components * children:
+                    raise ValueError(f"level {index} has {k} components, expected "
+                                     f"{levels[-1].num_components} x {children}")
+                sibling = torch.log_softmax(logit.view(b, -1, children), dim=-1).view(b, k)
+                parents = torch.arange(k, device=logit.device) // children
+                log_w = log_w[:, parents] + sibling
+            levels.append(GmmLevel(torch.exp(log_w), mu, p, lam, parents, sibling))
+        return cls(levels, children)
+
+
+def sample(mixture: HierarchicalGmm | GmmLevel, level: int = -1, count: int = 2048,
+           generator: torch.Generator | None = None, flatten: bool = False,
+           return_components: bool = False):
+    """`count` points per object (B, count, 3) from one level's mixture, vectorised: components
+    by a multinomial draw over the level's weights, then x = mu + P^T (sqrt(lambda) * eps).
+
+    `flatten` sets each component's smallest eigenvalue to 0 (the reference's `flatten_sigma`:
+    samples on the Gaussians' planes, i.e. on the surface patches). `generator` (on the mixture's
+    device) makes the draw reproducible. With `return_components`, also the (B, count) component
+    index of every sample."""
+    gmm = mixture.levels[level] if isinstance(mixture, HierarchicalGmm) else mixture
+    b = gmm.batch_size
+    components = torch.multinomial(gmm.weights.detach(), count, replacement=True,
+                                   generator=generator)
+    noise = torch.randn(b, count, 3, generator=generator, device=gmm.means.device,
+                        dtype=gmm.means.dtype)
+    scale = gmm.eigenvalues.sqrt()
+    if flatten:
+        scale = scale.masked_fill(
+            nn.functional.one_hot(gmm.eigenvalues.argmin(-1), 3).bool(), 0.0)
+    index = components.unsqueeze(-1)
+    mu = torch.gather(gmm.means, 1, index.expand(-1, -1, 3))
+    sd = torch.gather(scale, 1, index.expand(-1, -1, 3))
+    axes = torch.gather(gmm.axes, 1, index.unsqueeze(-1).expand(-1, -1, 3, 3))
+    points = mu + ((sd * noise).unsqueeze(-2) @ axes).squeeze(-2)  # row vector: (s eps)^T P
+    return (points, components) if return_components else points
+
+
+# ------------------------------------------------------------------------------- network
+def normalise_input(points: torch.Tensor, mode: str = "unit_sphere"
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(normalised points, centre (B, 3), scale (B,)) with points = normalised * scale + centre.
+
+    unit_sphere: centroid and largest distance from it; centre: centroid, scale 1; none: 0, 1."""
+    b = points.shape[0]
+    if mode == "none":
+        return points, points.new_zeros(b, 3), points.new_ones(b)
+    centre = points.mean(dim=1)
+    centred = points - centre.unsqueeze(1)
+    if mode == "centre":
+        return centred, centre, points.new_ones(b)
+    scale = centred.norm(dim=-1).amax(dim=1).clamp_min(1e-9)
+    return centred / scale.reshape(-1, 1, 1), centre, scale
+
+
+def _mlp(widths: list[int], dropout: float) -> nn.Sequential:
+    """The reference's MLP: [dropout] linear, then layer norm + ReLU between layers."""
+    layers: list[nn.Module] = []
+    for index, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:])):
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        layers.append(nn.Linear(c_in, c_out))
+        if index < len(widths) - 2:
+            layers += [nn.LayerNorm(c_out), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+class PointNetVaeEncoder(nn.Module):
+    """PointNet features, max pool, fully connected layers, and the VAE head (mean, logvar)."""
+
+    def __init__(self, config: PointGmmConfig):
+        super().__init__()
+        c = config
+        self.features = shared_mlp([3, *c.encoder_widths])
+        fc: list[nn.Module] = []
+        for c_in, c_out in zip([c.encoder_widths[-1], *c.encoder_fc], c.encoder_fc):
+            fc += [nn.Linear(c_in, c_out, bias=False), nn.BatchNorm1d(c_out), nn.ReLU()]
+        self.fc = nn.Sequential(*fc)
+        width = c.encoder_fc[-1] if c.encoder_fc else c.encoder_widths[-1]
+        self.mean = nn.Linear(width, c.latent)
+        self.log_variance = nn.Linear(width, c.latent) if c.variational else None
+
+    def forward(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, N, 3) normalised points -> mean (B, latent), log-variance (B, latent) or None."""
+        pooled = self.features(points.transpose(1, 2)).amax(dim=2)
+        hidden = self.fc(pooled)
+        log_variance = self.log_variance(hidden) if self.log_variance is not None else None
+        return self.mean(hidden), log_variance
+
+
+class SiblingAttention(nn.Module):
+    """Self-attention among the siblings of each group: x (B, G, S, h) -> (B, G, S, h).
+
+    Queries and keys of hidden // 8 numbers (split across heads), values of `hidden`; the output
+    is gamma * attention + x with gamma initialised at 0 (SAGAN-style, as the reference)."""
+
+    def __init__(self, hidden: int, heads: int = 1):
+        super().__init__()
+        self.heads = heads
+        self.key_size = hidden // 8 // heads
+        self.query = nn.Linear(hidden, hidden // 8)
+        self.key = nn.Linear(hidden, hidden // 8)
+        self.value = nn.Linear(hidden, hidden)
+        self.gamma = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, g, s, h = x.shape
+        q = self.query(x).view(b, g, s, self.heads, -1).transpose(2, 3)  # (B, G, H, S, k)
+        k = self.key(x).view(b, g, s, self.heads, -1).transpose(2, 3)
+        v = self.value(x).view(b, g, s, self.heads, -1).transpose(2, 3)
+        attention = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.key_size), dim=-1)
+        out = (attention @ v).transpose(2, 3).reshape(b, g, s, h)
+        return self.gamma * out + x
+
+
+class GaussianHead(nn.Module):
+    """Hidden vectors (..., h) -> logit (...), mean (..., 3), axes (..., 3, 3), lambda (..., 3)."""
+
+    def __init__(self, hidden: int, dropout: float, eps: float):
+        super().__init__()
+        self.mlp = _mlp([hidden, hidden // 2, HEAD_OUTPUTS], dropout)
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor):
+        out = self.mlp(x)
+        v1, v2, s, mean, logit = torch.split(out, (3, 3, 3, 3, 1), dim=-1)
+        return logit.squeeze(-1), mean, gram_schmidt(v1, v2), s * s + self.eps
+
+
+def gram_schmidt(v1: torch.Tensor, v2: torch.Tensor, tiny: float = 1e-8) -> torch.Tensor:
+    """Rows p1 = v1 / |v1|, p2 = the unit part of v2 orthogonal to p1, p3 = p1 x p2: a
+    right-handed orthonormal frame (..., 3, 3)."""
+    p1 = v1 / v1.norm(dim=-1, keepdim=True).clamp_min(tiny)
+    u2 = v2 - (v2 * p1).sum(-1, keepdim=True) * p1
+    p2 = u2 / u2.norm(dim=-1, keepdim=True).clamp_min(tiny)
+    return torch.stack([p1, p2, torch.linalg.cross(p1, p2, dim=-1)], dim=-2)
+
+
+class HierarchicalDecoder(nn.Module):
+    """z -> roots hidden vectors -> `depth` splits; a Gaussian head per level."""
+
+    def __init__(self, config: PointGmmConfig):
+        super().__init__()
+        c = config
+        h = c.hidden
+        stages: list[nn.Module] = [nn.Linear(c.latent, 2 * h)]
+        count = 2
+        while count < c.roots:  # each vector -> two: 2, 4, 8 ... roots
+            stages += [nn.LayerNorm(2 * h), nn.ReLU(), _Split(h), nn.Linear(h, 2 * h)]
+            count *= 2
+        stages.append(_Split(h))
+        self.roots = nn.Sequential(*stages)
+        self.attention = nn.ModuleList(SiblingAttention(h, c.attention_heads)
+                                       for _ in range(c.depth))
+        self.split = nn.ModuleList(_mlp([h, 2 * h, c.children * h], c.dropout)
+                                   for _ in range(c.depth))
+        self.heads = nn.ModuleList(GaussianHead(h, c.dropout, c.eps) for _ in range(c.depth + 1))
+        self.children_per_split = c.children
+
+    def forward(self, z: torch.Tensor) -> HierarchicalGmm:
+        b = z.shape[0]
+        x = self.roots(z).unsqueeze(1)  # (B, 1, roots, h): one group of sibling roots
+        outputs = [self.heads[0](x.flatten(1, 2))]
+        for attention, split, head in zip(self.attention, self.split, self.heads[1:]):
+            g, s, h = x.shape[1:]
+            x = split(attention(x)).view(b, g * s, self.children_per_split, h)
+            outputs.append(head(x.flatten(1, 2)))
+        logits, means, axes, eigenvalues = (list(part) for part in zip(*outputs))
+        return HierarchicalGmm.from_sibling_logits(logits, means, axes, eigenvalues,
+                                                   self.children_per_split)
+
+
+class _Split(nn.Module):
+    """(B, ..., n h) -> (B, m, h): every vector cut into vectors of size h."""
+
+    def __init__(self, h: int):
+        super().__init__()
+        self.h = h
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], -1, self.h)
+
+
+@dataclass
+class PointGmmOutput:
+    """hgmm in the input frame; the VAE posterior (mean, log-variance: None when not
+    variational) and the latent used; the normalisation (points = normalised * scale + centre)."""
+
+    hgmm: HierarchicalGmm
+    mean: torch.Tensor
+    log_variance: torch.Tensor | None
+    z: torch.Tensor
+    centre: torch.Tensor
+    scale: torch.Tensor
+    normalised: HierarchicalGmm | None = field(repr=False, default=None)  # the decoder's frame
+
+
+class PointGmm(nn.Module):
+    """Encoder + hierarchical decoder. `forward(points)` -> PointGmmOutput; `predict` -> hGMM.
+
+    Any number of points per cloud (max pooling); training needs batches of 2 or more (the
+    encoder's fully connected layers use batch norm), inference takes batches of 1."""
+
+    def __init__(self, config: PointGmmConfig = PointGmmConfig()):
+        super().__init__()
+        self.config = config
+        self.encoder = PointNetVaeEncoder(config)
+        self.decoder = HierarchicalDecoder(config)
+
+    def encode(self, normalised: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None,
+                                                        torch.Tensor]:
+        """Normalised clouds (B, N, 3) -> (mean, log-variance, z); z is sampled while training
+        (reparameterisation) and is the mean in eval mode."""
+        mean, log_variance = self.encoder(normalised)
+        z = mean
+        if log_variance is not None and self.training:
+            z = mean + torch.exp(0.5 * log_variance) * torch.randn_like(mean)
+        return mean, log_variance, z
+
+    def decode(self, z: torch.Tensor) -> HierarchicalGmm:
+        """Latents (B, latent) -> the hGMM in the normalised frame."""
+        return self.decoder(z)
+
+    def forward(self, points: torch.Tensor) -> PointGmmOutput:
+        """Clouds (B, N, 3), any frame and units -> hGMM in that frame (module docstring)."""
+        points = points[..., :3].to(torch.float32)
+        normalised, centre, scale = normalise_input(points, self.config.input_normalisation)
+        mean, log_variance, z = self.encode(normalised)
+        local = self.decode(z)
+        return PointGmmOutput(local.transformed(centre, scale), mean, log_variance, z, centre,
+                              scale, local)
+
+    @torch.no_grad()
+    def predict(self, points: torch.Tensor) -> HierarchicalGmm:
+        """The hGMM of clouds (B, N, 3) in their frame, without gradients (the node's call;
+        put the model in eval mode first)."""
+        return self(points).hgmm
+
+    def config_dict(self) -> dict:
+        return asdict(self.config)

@@ -1,0 +1,308 @@
+"""Training task of PointGMM (Hertz et al., CVPR 2020) on the SH3D-derived shapes: `shape_model`.
+
+* Model: `models/pointgmm.py`; loss: `models/pointgmm_loss.py` (hierarchical NLL of every level,
+  KL with weight 1, smallest-eigenvalue penalty with weight 10, constant: see that module). The
+  weights come from the config's optional `loss` section (`PointGmmLossWeights`).
+* Data: the ShapeSet's train split, optionally restricted to `categories` (PointGMM learns a
+  prior per category set). Full mode (`partial_fraction` 0): the input is `num_points` of the
+  shape's stored surface points and the loss scores `target_points` of them (drawn
+  independently; with both equal to the stored count, the same points in another order: the
+  reference's auto-encoding set-up). Completion mode: with probability `partial_fraction` per
+  sample the input is instead a simulated depth-camera scan of the shape's mesh (the D435 model
+  of `registration_pairs._partial_view`) while the target stays the full cloud, so the network
+  learns to decode the whole shape's hGMM from one view. Scans are ray cast once into a pool of
+  `partial_views_per_mesh` views of every training mesh, optionally cached in `partial_cache`;
+  the pool and its cache key are the classification task's, so both tasks can share one file
+  (data/sh3d/partial_pool.npz). The pool covers the whole train split whatever `categories` say.
+* Augmentation: with `rotate_z`, one random rotation about z (up) per sample, applied to input
+  and target alike. Input and target stay in the shape's frame (unit sphere); the model
+  normalises its input itself and returns the mixture in that frame.
+* Validation, on the test split (at most `val_max_shapes` shapes, 0 = all): full inputs (the
+  stored cloud) and `val_partial_views` partial scans per test mesh, with fixed seeded rotations
+  about z when `rotate_z`. Held-out points are `val_held_out_points` fresh area-weighted samples
+  of the test mesh (points the model never saw; without meshes, half of the stored cloud is held
+  out and the other half is the input). Metrics per input kind `tag` (full, partial), averaged
+  over shapes:
+    val_nll_{tag}_l{l}   NLL of level l's whole mixture (weights summing to 1 over the level) on
+                         the held-out points, in the shape frame (unit sphere): comparable with
+                         an EM fit of as many components;
+    val_hnll_{tag}_l{l}  the hierarchical loss term of level l on the same points;
+    val_chamfer_{tag}    Chamfer distance (metrics.chamfer: sum of the two mean nearest
+                         distances, unsquared) between `val_chamfer_points` points sampled from
+                         the finest level and the stored (true) cloud.
+  val_loss (the scheduler's and the best checkpoint's) is the finest level's val_nll, weighted
+  between full and partial inputs as training mixes them (1 - partial_fraction, partial_fraction),
+  falling back to whichever set exists.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from gmm_perception.data.shape_set import MeshSet, ShapeSet
+from gmm_perception.geometry.transforms import rotation_z
+from gmm_perception.metrics.chamfer import chamfer_distance
+from gmm_perception.models.pointgmm import MODEL_NAME, sample
+from gmm_perception.models.pointgmm_loss import PointGmmLossWeights, \
+    hierarchical_log_likelihood, pointgmm_loss
+from gmm_perception.models.registry import build_model
+
+VALIDATION_SEED = 1_000_003
+# The classification task's pool format and key (train/classification.py): keep them equal so that
+# both tasks read the same cache file instead of overwriting each other's.
+_POOL_CACHE_VERSION = 1
+
+
+@dataclass
+class ShapeModelData:
+    shapes: str  # ShapeSet .npz (points, labels, train/test split)
+    meshes: str = ""  # MeshSet .npz of the same models: partial scans and held-out points
+    categories: list[str] = field(default_factory=list)  # class names to train on; [] = all
+    num_points: int = 2048  # input points per cloud
+    target_points: int = 2048  # points per cloud scored by the loss
+    partial_fraction: float = 0.0  # share of training inputs that are partial scans
+    partial_views_per_mesh: int = 8  # size of the precomputed scan pool, per training mesh
+    partial_cache: str = ""  # .npz keeping the pool between runs ("" = rebuild every start)
+    val_partial_views: int = 2  # fixed partial scans per test mesh (0 = no partial validation)
+    val_held_out_points: int = 2048  # fresh mesh samples scored by the validation NLL
+    val_chamfer_points: int = 2048  # points resampled from the finest level for the Chamfer
+    val_max_shapes: int = 0  # validate on at most this many test shapes (0 = all)
+    rotate_z: bool = True
+    pool_seed: int = 0
+
+    def __post_init__(self):
+        self.categories = [str(c) for c in self.categories]
+
+
+@dataclass
+class _EvalSet:
+    inputs: torch.Tensor  # (S, N, 3) model inputs in the shape frame
+    held_out: torch.Tensor  # (S, M, 3) points scored by the NLL
+    truth: torch.Tensor  # (S, P, 3) the stored full cloud, for the Chamfer distance
+
+
+def scan_pool(meshes: MeshSet, shapes: ShapeSet, views: int, num_points: int, seed: int,
+              cache: str | Path | None = None, progress: bool = True) -> np.ndarray:
+    """(len(shapes), views, num_points, 3) float32 partial scans of the meshes of `shapes` in the
+    object frame, view v of shape k drawn with rng [seed, mesh index]; loaded from `cache` when
+    it holds this exact pool (the classification task's key), else made and saved there."""
+    camera = _default_views()
+    key = hashlib.sha256(json.dumps({
+        "version": _POOL_CACHE_VERSION, "models": shapes.model_ids.tolist(), "views": views,
+        "points": num_points, "seed": seed, "camera": repr(camera)}).encode()).hexdigest()[:16]
+    cache = Path(cache) if cache else None
+    if cache is not None and cache.is_file():
+        with np.load(cache, allow_pickle=False) as stored:
+            if str(stored["key"]) == key:
+                return stored["pool"]
+    pool = _scans(meshes, shapes, views, num_points, seed, camera, progress,
+                  "partial scans of the training meshes")
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(cache.name + ".tmp.npz")
+        np.savez(tmp, pool=pool, key=key)
+        tmp.replace(cache)
+    return pool
+
+
+def _scans(meshes: MeshSet, shapes: ShapeSet, views: int, num_points: int, seed: int, camera,
+           progress: bool, description: str) -> np.ndarray:
+    """`views` scans of the mesh of every shape (the classification task's scans: same rng)."""
+    from gmm_perception.data.registration_pairs import _partial_view
+
+    out = np.empty((len(shapes), views, num_points, 3), dtype=np.float32)
+    for row, model_id in enumerate(tqdm(shapes.model_ids, desc=description,
+                                        disable=not progress)):
+        k = meshes.index_of(model_id)
+        mesh = meshes.mesh(k)
+        rng = np.random.default_rng([seed, k])
+        for v in range(views):
+            out[row, v] = _partial_view(mesh, camera, num_points, rng)
+    return out
+
+
+def _rotate(clouds: list[np.ndarray], angles: np.ndarray) -> list[np.ndarray]:
+    """The same rotation about z per object applied to every (S, n, 3) array of `clouds`."""
+    rotations = rotation_z(angles).transpose(0, 2, 1)
+    return [(c @ rotations).astype(np.float32) for c in clouds]
+
+
+@dataclass
+class ShapeModelTask:
+    model: dict[str, Any]
+    data: ShapeModelData
+    batch_size: int = 16
+    weights: PointGmmLossWeights = field(default_factory=PointGmmLossWeights)
+    progress: bool = True
+    name: str = field(init=False, default=MODEL_NAME)
+
+    def __post_init__(self):
+        self.model = dict(self.model)
+        d = self.data
+        if not 0.0 <= d.partial_fraction <= 1.0:
+            raise ValueError("partial_fraction must lie in [0, 1]")
+        shapes = ShapeSet.load(d.shapes)
+        self.class_names = list(shapes.class_names)
+        unknown = sorted(set(d.categories) - set(self.class_names))
+        if unknown:
+            raise ValueError(f"unknown categories {unknown} (known: {self.class_names})")
+        stored = shapes.points.shape[1]
+        if stored < max(d.num_points, d.target_points):
+            raise ValueError(f"shapes hold {stored} points, fewer than num_points="
+                             f"{d.num_points} or target_points={d.target_points}")
+        wanted = np.isin(shapes.labels, [self.class_names.index(c) for c in d.categories]) \
+            if d.categories else np.ones(len(shapes), dtype=bool)
+        all_train = shapes.subset("train")
+        self.train_rows = np.flatnonzero(wanted[shapes.split == "train"])  # rows of all_train
+        self.train_shapes = all_train.select(self.train_rows)
+        self.test_shapes = shapes.select(wanted & (shapes.split == "test"))
+        if len(self.train_shapes) == 0 or len(self.test_shapes) == 0:
+            raise ValueError("the selected categories leave no train or no test shapes")
+        needs_meshes = d.partial_fraction > 0 or d.val_partial_views > 0
+        if needs_meshes and not d.meshes:
+            raise ValueError("partial scans need data.meshes (or partial_fraction 0 and "
+                             "val_partial_views 0)")
+        meshes = MeshSet.load(d.meshes) if d.meshes else None
+        self.pool = (scan_pool(meshes, all_train, d.partial_views_per_mesh, d.num_points,
+                               d.pool_seed, d.partial_cache, self.progress)
+                     if d.partial_fraction > 0 else None)
+        self.val_full, self.val_partial = self._validation_sets(meshes)
+
+    # ----------------------------------------------------------------------------- data
+    def _validation_sets(self, meshes: MeshSet | None) -> tuple[_EvalSet, _EvalSet | None]:
+        d = self.data
+        rng = np.random.default_rng(VALIDATION_SEED)
+        test = self.test_shapes
+        if d.val_max_shapes and len(test) > d.val_max_shapes:
+            test = test.select(np.sort(rng.choice(len(test), d.val_max_shapes, replace=False)))
+        stored = test.points.shape[1]
+        truth = test.points.astype(np.float32)
+        if meshes is not None:
+            held_out = np.stack([
+                _sample_mesh(meshes, model_id, d.val_held_out_points, [VALIDATION_SEED, row])
+                for row, model_id in enumerate(test.model_ids)])
+            full = np.stack([c[rng.choice(stored, d.num_points, replace=False)] for c in truth])
+        else:  # no meshes: half of the stored cloud in, the other half held out
+            order = np.stack([rng.permutation(stored) for _ in range(len(test))])
+            half = stored // 2
+            full = np.take_along_axis(truth, order[:, :half, None], axis=1)
+            held_out = np.take_along_axis(truth, order[:, half:, None], axis=1)
+        angles = rng.uniform(0, 2 * np.pi, len(test)) if d.rotate_z else np.zeros(len(test))
+        full, held_rot, truth_rot = _rotate([full, held_out, truth], angles)
+        full_set = _EvalSet(*(torch.from_numpy(a) for a in (full, held_rot, truth_rot)))
+        if meshes is None or d.val_partial_views == 0:
+            return full_set, None
+        scans = _scans(meshes, test, d.val_partial_views, d.num_points, VALIDATION_SEED,
+                       _default_views(), self.progress, "partial scans of the test meshes")
+        views = d.val_partial_views
+        partial_angles = (rng.uniform(0, 2 * np.pi, (len(test), views)) if d.rotate_z
+                          else np.zeros((len(test), views))).reshape(-1)
+        partial, held_p, truth_p = _rotate(
+            [scans.reshape(-1, d.num_points, 3), np.repeat(held_out, views, axis=0),
+             np.repeat(truth, views, axis=0)], partial_angles)
+        return full_set, _EvalSet(*(torch.from_numpy(a) for a in (partial, held_p, truth_p)))
+
+    def _sample_clouds(self, rng: np.random.Generator, count: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """`count` (input, target) pairs: (count, num_points, 3), (count, target_points, 3)."""
+        d = self.data
+        points = self.train_shapes.points
+        stored = points.shape[1]
+        index = rng.integers(len(points), size=count)
+        inputs = np.empty((count, d.num_points, 3), dtype=np.float32)
+        targets = np.empty((count, d.target_points, 3), dtype=np.float32)
+        for row, k in enumerate(index):
+            targets[row] = points[k, rng.choice(stored, d.target_points, replace=False)]
+            if self.pool is not None and rng.random() < d.partial_fraction:
+                pool_row = self.train_rows[k]
+                inputs[row] = self.pool[pool_row, rng.integers(self.pool.shape[1])]
+            else:
+                inputs[row] = points[k, rng.choice(stored, d.num_points, replace=False)]
+        if d.rotate_z:
+            inputs, targets = _rotate([inputs, targets], rng.uniform(0, 2 * np.pi, count))
+        return inputs, targets
+
+    # ----------------------------------------------------------------------------- protocol
+    def build(self) -> torch.nn.Module:
+        return build_model(MODEL_NAME, self.model)
+
+    def model_config(self) -> dict[str, Any]:
+        return dict(self.model)
+
+    def data_description(self) -> dict[str, Any]:
+        return {**asdict(self.data), "loss": asdict(self.weights),
+                "class_names": self.class_names,
+                "train_models": len(self.train_shapes), "test_models": len(self.test_shapes),
+                "val_full": len(self.val_full.inputs),
+                "val_partial": 0 if self.val_partial is None else len(self.val_partial.inputs),
+                "partial_pool": None if self.pool is None else list(self.pool.shape[:2])}
+
+    def train_batch(self, rng: np.random.Generator, device: torch.device):
+        inputs, targets = self._sample_clouds(rng, self.batch_size)
+        return torch.from_numpy(inputs).to(device), torch.from_numpy(targets).to(device)
+
+    def loss(self, model, batch):
+        inputs, targets = batch
+        return pointgmm_loss(model(inputs), targets, self.weights)
+
+    def evaluate(self, model, device: torch.device, dataset: _EvalSet) -> dict[str, float]:
+        """Per-level NLL, hierarchical NLL and Chamfer on one evaluation set (module docstring),
+        averaged over its objects; call in eval mode under no_grad."""
+        generator = torch.Generator(device=device).manual_seed(VALIDATION_SEED)
+        sums: dict[str, float] = {}
+        count = len(dataset.inputs)
+        for start in range(0, count, self.batch_size):
+            chunk = slice(start, start + self.batch_size)
+            hgmm = model(dataset.inputs[chunk].to(device)).hgmm
+            held = dataset.held_out[chunk].to(device)
+            terms: dict[str, torch.Tensor] = {}
+            for level, gmm in enumerate(hgmm.levels):
+                terms[f"nll_l{level}"] = gmm.nll(held)
+            for level, ll in enumerate(hierarchical_log_likelihood(hgmm, held)[0]):
+                terms[f"hnll_l{level}"] = -ll.mean(dim=1)
+            resampled = sample(hgmm, -1, self.data.val_chamfer_points, generator).cpu().numpy()
+            truth = dataset.truth[chunk].numpy()
+            terms["chamfer"] = torch.tensor([chamfer_distance(a, b)
+                                             for a, b in zip(resampled, truth)])
+            for key, values in terms.items():
+                sums[key] = sums.get(key, 0.0) + float(values.sum())
+        return {key: value / count for key, value in sums.items()}
+
+    def validate(self, model, device: torch.device) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        finest: dict[str, float] = {}
+        for tag, dataset in (("full", self.val_full), ("partial", self.val_partial)):
+            if dataset is None:
+                continue
+            result = self.evaluate(model, device, dataset)
+            for key, value in result.items():
+                name, _, level = key.partition("_l")
+                metrics[f"val_{name}_{tag}_l{level}" if level else f"val_{name}_{tag}"] = value
+            depth = sum(key.startswith("nll_l") for key in result) - 1
+            finest[tag] = result[f"nll_l{depth}"]
+        share = self.data.partial_fraction
+        if len(finest) == 2:
+            val_loss = (1.0 - share) * finest["full"] + share * finest["partial"]
+        else:
+            val_loss = next(iter(finest.values()))
+        return {"val_loss": float(val_loss), **metrics}
+
+
+def _default_views():
+    from gmm_perception.data.registration_pairs import PartialViews
+
+    return PartialViews()
+
+
+def _sample_mesh(meshes: MeshSet, model_id: str, count: int, seed: list[int]) -> np.ndarray:
+    from gmm_perception.data.mesh_ops import sample_surface
+
+    mesh = meshes.mesh(meshes.index_of(model_id))
+    return sample_surface(mesh, count, np.random.default_rng(seed)).astype(np.float32)
