@@ -12,12 +12,14 @@ from gmm_perception.models.gmcn import MODEL_NAME as GMCN, Gmcn, GmcnConfig
 from gmm_perception.models.pointgmm import MODEL_NAME as POINTGMM, PointGmm, PointGmmConfig
 from gmm_perception.models.pointnet_classifier import MODEL_NAME as POINTNET_CLS, \
     PointNetClassifier, PointNetClassifierConfig
+from gmm_perception.models.shapegf import MODEL_NAME as SHAPEGF, ShapeGf, ShapeGfConfig
 
 MODELS: dict[str, tuple[type[torch.nn.Module], type]] = {
     DEEPGMR: (DeepGmr, DeepGmrConfig),
     GMCN: (Gmcn, GmcnConfig),
     POINTGMM: (PointGmm, PointGmmConfig),
     POINTNET_CLS: (PointNetClassifier, PointNetClassifierConfig),
+    SHAPEGF: (ShapeGf, ShapeGfConfig),
 }
 
 

@@ -25,26 +25,21 @@ the same augmentation, so the comparison differs in the model only:
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from gmm_perception.geometry.transforms import rotation_z
-from gmm_perception.data.registration_pairs import PartialViews, _partial_view
+from gmm_perception.data.partial_scans import scan_pool, scans as partial_scans
 from gmm_perception.data.shape_set import MeshSet, ShapeSet
+from gmm_perception.geometry.transforms import rotation_z
 from gmm_perception.metrics.classification import accuracy, per_class_accuracy
 from gmm_perception.models.gmcn import MODEL_NAME as GMCN, GmcnConfig, fit_input
 from gmm_perception.models.pointnet_classifier import MODEL_NAME as POINTNET_CLS, normalise_points
 from gmm_perception.models.registry import MODELS, build_model
 
 VALIDATION_SEED = 1_000_003
-_CACHE_VERSION = 1
 
 
 @dataclass
@@ -117,8 +112,9 @@ class ClassificationTask:
             raise ValueError("partial scans need data.meshes (or partial_fraction 0 and "
                              "val_partial_views 0)")
         meshes = MeshSet.load(d.meshes) if needs_meshes else None
-        self.views = PartialViews()
-        self.pool = (self._partial_pool(meshes) if meshes is not None and d.partial_fraction > 0
+        self.pool = (scan_pool(meshes, self.train_shapes, d.partial_views_per_mesh,
+                               d.num_points, d.pool_seed, d.partial_cache, self.progress)
+                     if meshes is not None and d.partial_fraction > 0
                      else None)
 
         if self.model_name == GMCN and "input_weight_scale" not in self.model:
@@ -127,41 +123,6 @@ class ClassificationTask:
         self.val_full, self.val_partial = self._validation_sets(meshes)
 
     # ----------------------------------------------------------------------------- data
-    def _mesh_indices(self, meshes: MeshSet, shapes: ShapeSet) -> list[int]:
-        return [meshes.index_of(model_id) for model_id in shapes.model_ids]
-
-    def _scan(self, meshes: MeshSet, indices: list[int], views: int, seed: int,
-              description: str) -> np.ndarray:
-        """(len(indices), views, num_points, 3) float32 partial scans in the object frame."""
-        out = np.empty((len(indices), views, self.data.num_points, 3), dtype=np.float32)
-        for row, k in enumerate(tqdm(indices, desc=description, disable=not self.progress)):
-            mesh = meshes.mesh(k)
-            rng = np.random.default_rng([seed, k])
-            for v in range(views):
-                out[row, v] = _partial_view(mesh, self.views, self.data.num_points, rng)
-        return out
-
-    def _partial_pool(self, meshes: MeshSet) -> np.ndarray:
-        d = self.data
-        indices = self._mesh_indices(meshes, self.train_shapes)
-        key = hashlib.sha256(json.dumps({
-            "version": _CACHE_VERSION, "models": self.train_shapes.model_ids.tolist(),
-            "views": d.partial_views_per_mesh, "points": d.num_points, "seed": d.pool_seed,
-            "camera": repr(self.views)}).encode()).hexdigest()[:16]
-        cache = Path(d.partial_cache) if d.partial_cache else None
-        if cache is not None and cache.is_file():
-            with np.load(cache, allow_pickle=False) as stored:
-                if str(stored["key"]) == key:
-                    return stored["pool"]
-        pool = self._scan(meshes, indices, d.partial_views_per_mesh, d.pool_seed,
-                          "partial scans of the training meshes")
-        if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(cache.name + ".tmp.npz")
-            np.savez(tmp, pool=pool, key=key)
-            tmp.replace(cache)
-        return pool
-
     def _augment(self, clouds: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         d = self.data
         b = len(clouds)
@@ -222,8 +183,8 @@ class ClassificationTask:
         full_set = _EvalSet(self._prepared(full.astype(np.float32)), test.labels.copy())
         if meshes is None or d.val_partial_views == 0:
             return full_set, None
-        scans = self._scan(meshes, self._mesh_indices(meshes, test), d.val_partial_views,
-                           VALIDATION_SEED, "partial scans of the test meshes")
+        scans = partial_scans(meshes, test, d.val_partial_views, d.num_points,
+                              VALIDATION_SEED, self.progress, "partial scans of the test meshes")
         partial = scans.reshape(-1, d.num_points, 3)
         partial = partial @ rotation_z(rng.uniform(0, 2 * np.pi, len(partial))).transpose(0, 2, 1)
         labels = np.repeat(test.labels, d.val_partial_views)

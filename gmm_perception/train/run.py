@@ -31,10 +31,17 @@ def _shape_model_task(config: dict[str, Any], batch_size: int):
                           PointGmmLossWeights(**config.get("loss", {})))
 
 
+def _upsampling_task(config: dict[str, Any], batch_size: int):
+    from gmm_perception.train.upsampling import UpsamplingData, UpsamplingTask
+
+    return UpsamplingTask(config["model"], UpsamplingData(**config["data"]), batch_size)
+
+
 TASKS: dict[str, Callable[[dict[str, Any], int], Any]] = {
     "registration": _registration_task,
     "classification": _classification_task,
     "shape_model": _shape_model_task,
+    "upsampling": _upsampling_task,
 }
 
 

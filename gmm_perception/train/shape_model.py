@@ -36,16 +36,13 @@
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from gmm_perception.data import partial_scans
 from gmm_perception.data.shape_set import MeshSet, ShapeSet
 from gmm_perception.geometry.transforms import rotation_z
 from gmm_perception.metrics.chamfer import chamfer_distance
@@ -57,7 +54,6 @@ from gmm_perception.models.registry import build_model
 VALIDATION_SEED = 1_000_003
 # The classification task's pool format and key (train/classification.py): keep them equal so that
 # both tasks read the same cache file instead of overwriting each other's.
-_POOL_CACHE_VERSION = 1
 
 
 @dataclass
@@ -86,46 +82,6 @@ class _EvalSet:
     inputs: torch.Tensor  # (S, N, 3) model inputs in the shape frame
     held_out: torch.Tensor  # (S, M, 3) points scored by the NLL
     truth: torch.Tensor  # (S, P, 3) the stored full cloud, for the Chamfer distance
-
-
-def scan_pool(meshes: MeshSet, shapes: ShapeSet, views: int, num_points: int, seed: int,
-              cache: str | Path | None = None, progress: bool = True) -> np.ndarray:
-    """(len(shapes), views, num_points, 3) float32 partial scans of the meshes of `shapes` in the
-    object frame, view v of shape k drawn with rng [seed, mesh index]; loaded from `cache` when
-    it holds this exact pool (the classification task's key), else made and saved there."""
-    camera = _default_views()
-    key = hashlib.sha256(json.dumps({
-        "version": _POOL_CACHE_VERSION, "models": shapes.model_ids.tolist(), "views": views,
-        "points": num_points, "seed": seed, "camera": repr(camera)}).encode()).hexdigest()[:16]
-    cache = Path(cache) if cache else None
-    if cache is not None and cache.is_file():
-        with np.load(cache, allow_pickle=False) as stored:
-            if str(stored["key"]) == key:
-                return stored["pool"]
-    pool = _scans(meshes, shapes, views, num_points, seed, camera, progress,
-                  "partial scans of the training meshes")
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.name + ".tmp.npz")
-        np.savez(tmp, pool=pool, key=key)
-        tmp.replace(cache)
-    return pool
-
-
-def _scans(meshes: MeshSet, shapes: ShapeSet, views: int, num_points: int, seed: int, camera,
-           progress: bool, description: str) -> np.ndarray:
-    """`views` scans of the mesh of every shape (the classification task's scans: same rng)."""
-    from gmm_perception.data.registration_pairs import _partial_view
-
-    out = np.empty((len(shapes), views, num_points, 3), dtype=np.float32)
-    for row, model_id in enumerate(tqdm(shapes.model_ids, desc=description,
-                                        disable=not progress)):
-        k = meshes.index_of(model_id)
-        mesh = meshes.mesh(k)
-        rng = np.random.default_rng([seed, k])
-        for v in range(views):
-            out[row, v] = _partial_view(mesh, camera, num_points, rng)
-    return out
 
 
 def _rotate(clouds: list[np.ndarray], angles: np.ndarray) -> list[np.ndarray]:
@@ -170,7 +126,7 @@ class ShapeModelTask:
             raise ValueError("partial scans need data.meshes (or partial_fraction 0 and "
                              "val_partial_views 0)")
         meshes = MeshSet.load(d.meshes) if d.meshes else None
-        self.pool = (scan_pool(meshes, all_train, d.partial_views_per_mesh, d.num_points,
+        self.pool = (partial_scans.scan_pool(meshes, all_train, d.partial_views_per_mesh, d.num_points,
                                d.pool_seed, d.partial_cache, self.progress)
                      if d.partial_fraction > 0 else None)
         self.val_full, self.val_partial = self._validation_sets(meshes)
@@ -199,8 +155,9 @@ class ShapeModelTask:
         full_set = _EvalSet(*(torch.from_numpy(a) for a in (full, held_rot, truth_rot)))
         if meshes is None or d.val_partial_views == 0:
             return full_set, None
-        scans = _scans(meshes, test, d.val_partial_views, d.num_points, VALIDATION_SEED,
-                       _default_views(), self.progress, "partial scans of the test meshes")
+        scans = partial_scans.scans(meshes, test, d.val_partial_views, d.num_points,
+                                    VALIDATION_SEED, self.progress,
+                                    "partial scans of the test meshes")
         views = d.val_partial_views
         partial_angles = (rng.uniform(0, 2 * np.pi, (len(test), views)) if d.rotate_z
                           else np.zeros((len(test), views))).reshape(-1)
@@ -293,12 +250,6 @@ class ShapeModelTask:
         else:
             val_loss = next(iter(finest.values()))
         return {"val_loss": float(val_loss), **metrics}
-
-
-def _default_views():
-    from gmm_perception.data.registration_pairs import PartialViews
-
-    return PartialViews()
 
 
 def _sample_mesh(meshes: MeshSet, model_id: str, count: int, seed: list[int]) -> np.ndarray:

@@ -11,6 +11,7 @@ import pytest
 import torch
 from scipy.stats import multivariate_normal
 
+from gmm_perception.data.partial_scans import scan_pool
 from gmm_perception.data.procedural import procedural_meshes, procedural_shapes
 from gmm_perception.gmm.em_baseline import fit_em, fits_to_level
 from gmm_perception.metrics.gmm import gmm_negative_log_likelihood
@@ -21,7 +22,7 @@ from gmm_perception.models.pointgmm_loss import PointGmmLossWeights, eigenvalue_
     hierarchical_log_likelihood, hierarchical_nll, kl_divergence, pointgmm_loss
 from gmm_perception.models.registry import MODELS, build_model, load_model
 from gmm_perception.train.run import TASKS, load_config
-from gmm_perception.train.shape_model import ShapeModelData, ShapeModelTask, scan_pool
+from gmm_perception.train.shape_model import ShapeModelData, ShapeModelTask
 
 TINY = dict(latent=16, hidden=32, depth=2, encoder_widths=(16, 32, 64), encoder_fc=(32,))
 
@@ -395,7 +396,7 @@ def test_training_reduces_the_loss_on_a_fixed_batch_and_validation_reports_every
 def test_category_selection_and_the_shared_scan_pool(procedural_data, monkeypatch):
     from dataclasses import replace
 
-    import gmm_perception.train.shape_model as shape_model
+    import gmm_perception.data.partial_scans as partial_scans
     from gmm_perception.data.shape_set import MeshSet, ShapeSet
     from gmm_perception.train.classification import ClassificationData, ClassificationTask
 
@@ -420,7 +421,7 @@ def test_category_selection_and_the_shared_scan_pool(procedural_data, monkeypatc
     def no_scans(*args, **kwargs):
         raise AssertionError("the cached pool should have been used")
 
-    monkeypatch.setattr(shape_model, "_scans", no_scans)
+    monkeypatch.setattr(partial_scans, "scans", no_scans)
     pool = scan_pool(MeshSet.load(data.meshes), all_train, 2, 128, 0, data.partial_cache,
                      progress=False)
     np.testing.assert_array_equal(pool, classification.pool)

@@ -1,0 +1,59 @@
+"""Pools of simulated partial scans of dataset meshes, shared by the training tasks.
+
+View v of shape k is drawn with rng [seed, mesh index] by the default depth camera
+(registration_pairs.PartialViews), so every task that asks for the same shapes, views, points and
+seed gets the same scans, and the same cache file (under data/: scans of third-party meshes are
+data, never committed) serves them all.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from gmm_perception.data.registration_pairs import PartialViews, _partial_view
+from gmm_perception.data.shape_set import MeshSet, ShapeSet
+
+_CACHE_VERSION = 1
+
+
+def scans(meshes: MeshSet, shapes: ShapeSet, views: int, num_points: int, seed: int,
+          progress: bool = True, description: str = "partial scans") -> np.ndarray:
+    """(len(shapes), views, num_points, 3) float32 partial scans of the meshes of `shapes`, in
+    the object frame."""
+    camera = PartialViews()
+    out = np.empty((len(shapes), views, num_points, 3), dtype=np.float32)
+    for row, model_id in enumerate(tqdm(shapes.model_ids, desc=description,
+                                        disable=not progress)):
+        k = meshes.index_of(model_id)
+        mesh = meshes.mesh(k)
+        rng = np.random.default_rng([seed, k])
+        for v in range(views):
+            out[row, v] = _partial_view(mesh, camera, num_points, rng)
+    return out
+
+
+def scan_pool(meshes: MeshSet, shapes: ShapeSet, views: int, num_points: int, seed: int,
+              cache: str | Path | None = None, progress: bool = True) -> np.ndarray:
+    """`scans` of the training shapes, loaded from `cache` when it holds this exact pool, else
+    made and saved there (atomically)."""
+    key = hashlib.sha256(json.dumps({
+        "version": _CACHE_VERSION, "models": shapes.model_ids.tolist(), "views": views,
+        "points": num_points, "seed": seed, "camera": repr(PartialViews())}).encode()
+    ).hexdigest()[:16]
+    cache = Path(cache) if cache else None
+    if cache is not None and cache.is_file():
+        with np.load(cache, allow_pickle=False) as stored:
+            if str(stored["key"]) == key:
+                return stored["pool"]
+    pool = scans(meshes, shapes, views, num_points, seed, progress,
+                 "partial scans of the training meshes")
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(cache.name + ".tmp.npz")
+        np.savez(tmp, pool=pool, key=key)
+        tmp.replace(cache)
+    return pool

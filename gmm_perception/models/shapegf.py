@@ -1,0 +1,315 @@
+"""ShapeGF (Cai, Yang, Averbuch-Elor, Hao, Belongie, Snavely and Hariharan, "Learning Gradient
+Fields for Shape Generation", ECCV 2020), used here for point-cloud upsampling: a sparse cloud in,
+any number of points sampled from its surface out.
+
+A shape is the distribution Q_sigma = P_S * N(0, sigma^2 I) of its surface points smoothed with a
+Gaussian (eq. 1). The network never models Q_sigma itself, only its score:
+
+* Encoder (the reference's sizes by default): PointNet 3 -> 128 -> 128 -> 256 -> 512 per point
+  (1x1 conv + batch norm + ReLU, `models/pointnet.shared_mlp`), max pool, fully connected
+  512 -> 256 -> 128 -> z (batch norm + ReLU between, a plain linear map to z).
+* Score decoder g(x, z, sigma): per-point ResNet blocks (the reference's `resnet_add` decoder):
+  h = W_p [x, z, sigma]; every block h <- h + fc1(relu(norm(fc0(relu(norm(h)))))) + W_c [x, z,
+  sigma], fc1 zero-initialised (each block starts as the identity plus the condition); then
+  out = W_o relu(norm(h)) in R^3. The condition term W_c [x, z, sigma] is split as
+  W_x x + (W_zs [z, sigma] + b): the per-shape part is computed once per shape and sigma and
+  broadcast over the points (the same function as the reference's 1x1 conv of the concatenation,
+  about a third cheaper per point at latent 128 and width 128).
+  The output is s = sigma^2 grad_x log Q_sigma(x | z) (the reference's "normalised scale": its
+  size is that of a displacement, not growing as 1 / sigma^2).
+* `sigmas`: the geometric schedule sigma_max ... sigma_min in `levels` steps (1 ... 0.01 in 10).
+  Shapes are first normalised (`input_normalisation`, computed from the *input* cloud only, since
+  that is all a caller has): unit_sphere (centroid, largest radius: the SH3D data's convention),
+  bbox (bounding-box centre, half the longest side: the paper's [-1, 1]^3), centre, none.
+  `encode` keeps the centre and scale, and `upsample` returns points in the caller's frame
+  (metres in, metres out).
+
+Sampling (`annealed_langevin`, eq. 9-10, the noise step before the gradient step): for each sigma
+from large to small, `steps_per_level` times
+
+    x <- x + sqrt(alpha) eps,             eps ~ N(0, I)
+    x <- x + (alpha / 2) g(x, sigma)      g = s / sigma^2 = grad log Q_sigma
+
+with alpha = 2 * step_lr * sigma^2 (the reference's step_size = 2 sigma^2 step_size_ratio; eq. 9-10
+with alpha = 2 step_lr sigma_min^2), i.e. noise of standard deviation sqrt(2 step_lr) sigma and a
+gradient step of step_lr * s. The reference's constants are step_lr = 1 and 10 steps per level
+(100 network evaluations); the defaults here are step_lr 1 and `steps_per_level` 5 (a CPU budget).
+With step_lr = 1 the last operation of every step is one Tweedie denoising step x + s(x), which is
+why the paper's ordering gives clean clouds. Priors: uniform on [-prior_bound, prior_bound]^3 (the
+reference: 1.5) or N(0, sigma_max^2 I). `denoise_from_input` starts instead from the input points
+(drawn with replacement, `count` of them) and runs only the levels sigma <= `start_sigma`
+(default 0.1, about the spacing of 512 points on a unit shape): cheaper, and it keeps the input's
+layout.
+
+Loss (`models/shapegf_loss.py`): denoising score matching, eq. 6-7 / 13, in the reference's form.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from gmm_perception.models.pointgmm import normalise_input
+from gmm_perception.models.pointnet import shared_mlp
+
+MODEL_NAME = "shapegf"
+INPUT_NORMALISATIONS = ("unit_sphere", "bbox", "centre", "none")
+NORMS = ("batch", "layer", "none")
+PRIORS = ("uniform", "gaussian")
+DEFAULT_START_SIGMA = 0.1
+
+
+@dataclass(frozen=True)
+class ShapeGfConfig:
+    latent: int = 128  # size of z
+    encoder_widths: tuple[int, ...] = (128, 128, 256, 512)  # per-point PointNet layers
+    encoder_fc: tuple[int, ...] = (256, 128)  # fully connected layers after the max pool
+    blocks: int = 24  # ResNet blocks of the score decoder (reference 24)
+    width: int = 256  # their width (reference 256)
+    norm: str = "batch"  # normalisation inside the decoder blocks: batch (reference) | layer | none
+    sigma_max: float = 1.0
+    sigma_min: float = 0.01
+    levels: int = 10  # geometric schedule sigma_max ... sigma_min
+    input_normalisation: str = "unit_sphere"  # unit_sphere | bbox | centre | none
+    step_lr: float = 1.0  # alpha = 2 step_lr sigma^2 (reference 1)
+    steps_per_level: int = 5  # Langevin steps per sigma (reference 10)
+    prior_bound: float = 1.5  # uniform prior on [-b, b]^3 (reference 1.5)
+
+    def __post_init__(self):
+        object.__setattr__(self, "encoder_widths", tuple(int(w) for w in self.encoder_widths))
+        object.__setattr__(self, "encoder_fc", tuple(int(w) for w in self.encoder_fc))
+        if not self.encoder_widths:
+            raise ValueError("encoder_widths needs at least one layer")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got '{self.norm}'")
+        if self.input_normalisation not in INPUT_NORMALISATIONS:
+            raise ValueError(f"input_normalisation must be one of {INPUT_NORMALISATIONS}")
+        if not 0 < self.sigma_min <= self.sigma_max or self.levels < 1:
+            raise ValueError("need 0 < sigma_min <= sigma_max and levels >= 1")
+        if self.blocks < 0 or self.width < 1 or self.latent < 1:
+            raise ValueError("blocks >= 0, width >= 1 and latent >= 1")
+        if self.step_lr <= 0 or self.steps_per_level < 1 or self.prior_bound <= 0:
+            raise ValueError("step_lr and prior_bound must be positive, steps_per_level >= 1")
+
+
+def geometric_sigmas(sigma_max: float, sigma_min: float, levels: int) -> torch.Tensor:
+    """(levels,) float32 from sigma_max down to sigma_min, geometric (one level: sigma_max)."""
+    if levels == 1:
+        return torch.tensor([sigma_max], dtype=torch.float32)
+    return torch.exp(torch.linspace(math.log(sigma_max), math.log(sigma_min), levels,
+                                    dtype=torch.float64)).float()
+
+
+def normalise_points(points: torch.Tensor, mode: str = "unit_sphere"
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(normalised (B, N, 3), centre (B, 3), scale (B,)) with points = normalised * scale + centre.
+    unit_sphere / centre / none as `pointgmm.normalise_input`; bbox: bounding-box centre and half
+    the longest side, so the cloud fills [-1, 1]^3 along its longest axis (the paper's)."""
+    if mode != "bbox":
+        return normalise_input(points, mode)
+    low, high = points.amin(dim=1), points.amax(dim=1)
+    centre = 0.5 * (low + high)
+    scale = (0.5 * (high - low)).amax(dim=1).clamp_min(1e-9)
+    return (points - centre.unsqueeze(1)) / scale.reshape(-1, 1, 1), centre, scale
+
+
+def annealed_langevin(score: Callable[[torch.Tensor, float], torch.Tensor], x: torch.Tensor,
+                      sigmas, steps_per_level: int, step_lr: float = 1.0,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """Annealed Langevin dynamics, eq. 9-10 (module docstring): for every sigma (large to small)
+    and step, x <- x + sqrt(2 step_lr) sigma eps, then x <- x + step_lr * score(x, sigma), where
+    `score` returns s = sigma^2 grad log Q_sigma. Vectorised over every leading dimension of x."""
+    for sigma in [float(s) for s in sigmas]:
+        noise_sd = math.sqrt(2.0 * step_lr) * sigma
+        for _ in range(steps_per_level):
+            eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x = x + noise_sd * eps
+            x = x + step_lr * score(x, sigma)
+    return x
+
+
+class _PointNorm(nn.Module):
+    """Normalisation of per-point features (B, N, C): batch norm over all points of the batch,
+    layer norm over each point's channels, or nothing."""
+
+    def __init__(self, kind: str, width: int):
+        super().__init__()
+        self.kind = kind
+        self.norm = {"batch": lambda: nn.BatchNorm1d(width), "layer": lambda: nn.LayerNorm(width),
+                     "none": nn.Identity}[kind]()
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if self.kind == "batch":
+            return self.norm(h.reshape(-1, h.shape[-1])).view_as(h)
+        return self.norm(h)
+
+
+class ScoreBlock(nn.Module):
+    """h <- h + fc1(relu(norm1(fc0(relu(norm0(h)))))) + W_x x + W_c [z, sigma] (+ bias)."""
+
+    def __init__(self, width: int, condition: int, norm: str):
+        super().__init__()
+        self.norm0, self.norm1 = _PointNorm(norm, width), _PointNorm(norm, width)
+        self.fc0, self.fc1 = nn.Linear(width, width), nn.Linear(width, width)
+        nn.init.zeros_(self.fc1.weight)  # as the reference: the block starts as the identity
+        self.condition = nn.Linear(condition, width)
+        self.condition_xyz = nn.Linear(3, width, bias=False)
+
+    def forward(self, h: torch.Tensor, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """h (B, N, W), x (B, N, 3), c (B, latent + 1) -> (B, N, W)."""
+        dx = self.fc1(torch.relu(self.norm1(self.fc0(torch.relu(self.norm0(h))))))
+        return h + dx + self.condition_xyz(x) + self.condition(c).unsqueeze(1)
+
+
+class ScoreDecoder(nn.Module):
+    """g(x, z, sigma) -> s = sigma^2 grad log Q_sigma(x | z), per point."""
+
+    def __init__(self, config: ShapeGfConfig):
+        super().__init__()
+        c = config
+        condition = c.latent + 1
+        self.input_xyz = nn.Linear(3, c.width, bias=False)
+        self.input_condition = nn.Linear(condition, c.width)
+        self.blocks = nn.ModuleList(ScoreBlock(c.width, condition, c.norm) for _ in range(c.blocks))
+        self.norm_out = _PointNorm(c.norm, c.width)
+        self.out = nn.Linear(c.width, 3)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """x (B, N, 3), z (B, latent), sigma (B,) -> (B, N, 3)."""
+        c = torch.cat([z, sigma.reshape(-1, 1).to(z)], dim=1)
+        h = self.input_xyz(x) + self.input_condition(c).unsqueeze(1)
+        for block in self.blocks:
+            h = block(h, x, c)
+        return self.out(torch.relu(self.norm_out(h)))
+
+
+class PointNetEncoder(nn.Module):
+    """PointNet per-point layers, max pool, fully connected layers, linear map to z."""
+
+    def __init__(self, config: ShapeGfConfig):
+        super().__init__()
+        c = config
+        self.features = shared_mlp([3, *c.encoder_widths])
+        fc: list[nn.Module] = []
+        for c_in, c_out in zip([c.encoder_widths[-1], *c.encoder_fc], c.encoder_fc):
+            fc += [nn.Linear(c_in, c_out, bias=False), nn.BatchNorm1d(c_out), nn.ReLU()]
+        self.fc = nn.Sequential(*fc)
+        self.out = nn.Linear(c.encoder_fc[-1] if c.encoder_fc else c.encoder_widths[-1], c.latent)
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        """(B, N, 3) normalised points -> z (B, latent)."""
+        return self.out(self.fc(self.features(points.transpose(1, 2)).amax(dim=2)))
+
+
+@dataclass
+class ShapeGfCode:
+    """What `encode` returns: the latent z (B, latent) and the normalisation of the input,
+    points = normalised * scale + centre (centre (B, 3), scale (B,))."""
+
+    z: torch.Tensor
+    centre: torch.Tensor
+    scale: torch.Tensor
+
+    def to_model_frame(self, points: torch.Tensor) -> torch.Tensor:
+        """Caller's frame (B, M, 3) -> the model's normalised frame."""
+        return (points - self.centre.unsqueeze(1)) / self.scale.reshape(-1, 1, 1)
+
+    def to_input_frame(self, points: torch.Tensor) -> torch.Tensor:
+        """The model's normalised frame (B, M, 3) -> the caller's frame."""
+        return points * self.scale.reshape(-1, 1, 1) + self.centre.unsqueeze(1)
+
+
+class ShapeGf(nn.Module):
+    """Encoder + score decoder; `encode`, `score`, `upsample` (module docstring).
+
+    Clouds are (B, N, 3) (or (N, 3) for `upsample`) in any frame and units. Training needs
+    batches of 2 or more (batch norm in the encoder's fully connected layers); sample in eval mode.
+    """
+
+    def __init__(self, config: ShapeGfConfig = ShapeGfConfig()):
+        super().__init__()
+        self.config = config
+        self.encoder = PointNetEncoder(config)
+        self.decoder = ScoreDecoder(config)
+        self.register_buffer("sigmas", geometric_sigmas(config.sigma_max, config.sigma_min,
+                                                        config.levels))
+
+    def encode(self, points: torch.Tensor) -> ShapeGfCode:
+        """Clouds (B, N, 3), caller's frame -> latent and the normalisation to map back."""
+        points = points[..., :3].to(self.sigmas.dtype)
+        normalised, centre, scale = normalise_points(points, self.config.input_normalisation)
+        return ShapeGfCode(self.encoder(normalised), centre, scale)
+
+    def score(self, x: torch.Tensor, z: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+        """Predicted s = sigma^2 grad log Q_sigma at x (B, M, 3), model frame; z (B, latent);
+        sigma a float or (B,) -> (B, M, 3)."""
+        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+        if sigma.dim() == 0:
+            sigma = sigma.expand(x.shape[0])
+        return self.decoder(x, z, sigma)
+
+    def forward(self, points: torch.Tensor, x: torch.Tensor, sigma: torch.Tensor | float
+                ) -> torch.Tensor:
+        """Score at x (model frame) for the shapes of `points` (caller's frame)."""
+        return self.score(x, self.encode(points).z, sigma)
+
+    def sigma_schedule(self, start_sigma: float | None = None) -> torch.Tensor:
+        """The levels sigma <= start_sigma (all of them for None; at least the last one)."""
+        if start_sigma is None:
+            return self.sigmas
+        kept = self.sigmas[self.sigmas <= start_sigma * (1 + 1e-6)]
+        return kept if len(kept) else self.sigmas[-1:]
+
+    def prior(self, batch: int, count: int, kind: str = "uniform",
+              generator: torch.Generator | None = None) -> torch.Tensor:
+        """(batch, count, 3) prior points in the model frame."""
+        device, dtype = self.sigmas.device, self.sigmas.dtype
+        if kind == "uniform":
+            b = self.config.prior_bound
+            return (torch.rand(batch, count, 3, generator=generator, device=device, dtype=dtype)
+                    * 2 - 1) * b
+        if kind == "gaussian":
+            return self.config.sigma_max * torch.randn(batch, count, 3, generator=generator,
+                                                       device=device, dtype=dtype)
+        raise ValueError(f"prior must be one of {PRIORS}, got '{kind}'")
+
+    @torch.no_grad()
+    def upsample(self, points: torch.Tensor, count: int, steps_per_level: int | None = None,
+                 prior: str = "uniform", generator: torch.Generator | None = None,
+                 denoise_from_input: bool = False, start_sigma: float | None = None,
+                 step_lr: float | None = None) -> torch.Tensor:
+        """`count` points of the surface of each input cloud (B, N, 3) -> (B, count, 3), or
+        (N, 3) -> (count, 3), in the caller's frame, by annealed Langevin dynamics.
+
+        From the prior, all levels run unless `start_sigma` cuts the large ones; with
+        `denoise_from_input` the chain starts from the input points (drawn with replacement)
+        and runs the levels <= start_sigma (default 0.1). steps_per_level and step_lr default to
+        the config's. Put the model in eval mode first."""
+        single = points.dim() == 2
+        if single:
+            points = points.unsqueeze(0)
+        code = self.encode(points)
+        steps = steps_per_level or self.config.steps_per_level
+        lr = self.config.step_lr if step_lr is None else step_lr
+        batch = points.shape[0]
+        if denoise_from_input:
+            normalised = code.to_model_frame(points[..., :3].to(self.sigmas.dtype))
+            index = torch.randint(normalised.shape[1], (batch, count), generator=generator,
+                                  device=normalised.device)
+            x = torch.gather(normalised, 1, index.unsqueeze(-1).expand(-1, -1, 3))
+            sigmas = self.sigma_schedule(DEFAULT_START_SIGMA if start_sigma is None
+                                         else start_sigma)
+        else:
+            x = self.prior(batch, count, prior, generator)
+            sigmas = self.sigma_schedule(start_sigma)
+        z = code.z
+        x = annealed_langevin(lambda y, sigma: self.score(y, z, sigma), x, sigmas.tolist(), steps,
+                              lr, generator)
+        out = code.to_input_frame(x)
+        return out[0] if single else out
+
+    def config_dict(self) -> dict:
+        return asdict(self.config)

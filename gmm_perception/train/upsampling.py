@@ -1,0 +1,198 @@
+"""Training task of ShapeGF (Cai et al., ECCV 2020) as a point-cloud upsampler: `upsampling`.
+
+* Model: `models/shapegf.py`; loss: `models/shapegf_loss.py` (denoising score matching, one
+  level per shape, weight sigma^-`weight_power`, 1 = the reference's).
+* Data: the ShapeSet's train split (optionally restricted to `categories`). Each batch draws one
+  input size N_in uniformly from [input_min, input_max] (one per batch, so inputs stack); an input
+  is N_in of the shape's stored points (a sparse / low-resolution scan) or, with probability
+  `partial_fraction`, N_in points of one simulated depth-camera view of its mesh (a partial scan).
+  Targets are always `target_points` of the stored dense cloud (all 2048 by default). The scans
+  come from `data/partial_scans.scan_pool`: the same pool, rng and cache key as the shape-model
+  and classification tasks, so with `pool_points` 2048, 8 views and seed 0 the shared cache file
+  data/sh3d/partial_pool.npz is read as it is; the N_in points are drawn from the 2048 of a view.
+* Augmentation: with `rotate_z`, one rotation about z (up) per sample, input and target alike.
+  Clouds stay in the shape frame; the model normalises the input itself (the target goes to the
+  same frame in the loss).
+* Validation, on at most `val_max_shapes` test shapes (fixed, seeded; 0 = all), with fixed
+  rotations: `val_input_points` (512) of the stored cloud in, `val_output_points` (2048) out by
+  `model.upsample` from the prior with `val_steps_per_level` steps per level and a fixed generator:
+    val_chamfer        Chamfer (metrics.chamfer: sum of the two mean nearest distances,
+                       unsquared) between the upsampled cloud and the stored 2048 points; this is
+                       val_loss;
+    val_chamfer_input  the same distance for the sparse input itself (the reference to beat);
+    val_chamfer_denoise  the upsampled cloud from `denoise_from_input` (levels <= 0.1);
+    val_dsm            the score-matching loss of the validation shapes with fixed noise and
+                       levels (every level once per shape, cycling).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from gmm_perception.data.shape_set import MeshSet, ShapeSet
+from gmm_perception.metrics.chamfer import chamfer_distance
+from gmm_perception.models.registry import build_model
+from gmm_perception.models.shapegf import MODEL_NAME
+from gmm_perception.models.shapegf_loss import REFERENCE_WEIGHT_POWER, score_matching_loss, \
+    shapegf_loss
+from gmm_perception.data.partial_scans import scan_pool
+from gmm_perception.train.shape_model import _rotate
+
+VALIDATION_SEED = 1_000_003
+
+
+@dataclass
+class UpsamplingData:
+    shapes: str  # ShapeSet .npz (points, labels, train/test split)
+    meshes: str = ""  # MeshSet .npz of the same models: needed for partial scans
+    categories: list[str] = field(default_factory=list)  # class names to train on; [] = all
+    input_min: int = 256  # sparse input size, drawn per batch in [input_min, input_max]
+    input_max: int = 1024
+    target_points: int = 2048  # dense target points per shape (<= stored)
+    partial_fraction: float = 0.3  # share of inputs taken from a partial scan
+    partial_views_per_mesh: int = 8  # scan pool size per training mesh (cache key)
+    pool_points: int = 2048  # points per pooled scan (cache key; inputs are subsets)
+    partial_cache: str = ""  # .npz keeping the pool ("" = rebuild every start)
+    pool_seed: int = 0
+    rotate_z: bool = True
+    weight_power: float = REFERENCE_WEIGHT_POWER  # loss weight sigma^-p
+    val_max_shapes: int = 8  # fixed held-out shapes to validate on (0 = all test shapes)
+    val_input_points: int = 512
+    val_output_points: int = 2048
+    val_steps_per_level: int = 5
+    val_denoise: bool = True  # also report the denoise-from-input mode
+
+    def __post_init__(self):
+        self.categories = [str(c) for c in self.categories]
+        if not 1 <= self.input_min <= self.input_max:
+            raise ValueError("need 1 <= input_min <= input_max")
+        if not 0.0 <= self.partial_fraction <= 1.0:
+            raise ValueError("partial_fraction must lie in [0, 1]")
+
+
+@dataclass
+class UpsamplingTask:
+    model: dict[str, Any]
+    data: UpsamplingData
+    batch_size: int = 16
+    progress: bool = True
+    name: str = field(init=False, default=MODEL_NAME)
+
+    def __post_init__(self):
+        self.model = dict(self.model)
+        d = self.data
+        shapes = ShapeSet.load(d.shapes)
+        self.class_names = list(shapes.class_names)
+        unknown = sorted(set(d.categories) - set(self.class_names))
+        if unknown:
+            raise ValueError(f"unknown categories {unknown} (known: {self.class_names})")
+        stored = shapes.points.shape[1]
+        if stored < max(d.input_max, d.target_points, d.val_input_points):
+            raise ValueError(f"shapes hold {stored} points, fewer than input_max, target_points "
+                             "or val_input_points")
+        if d.input_max > d.pool_points and d.partial_fraction > 0:
+            raise ValueError("input_max exceeds pool_points")
+        wanted = np.isin(shapes.labels, [self.class_names.index(c) for c in d.categories]) \
+            if d.categories else np.ones(len(shapes), dtype=bool)
+        all_train = shapes.subset("train")
+        self.train_rows = np.flatnonzero(wanted[shapes.split == "train"])  # rows of all_train
+        self.train_shapes = all_train.select(self.train_rows)
+        test = shapes.select(wanted & (shapes.split == "test"))
+        if len(self.train_shapes) == 0 or len(test) == 0:
+            raise ValueError("the selected categories leave no train or no test shapes")
+        if d.partial_fraction > 0 and not d.meshes:
+            raise ValueError("partial scans need data.meshes (or partial_fraction 0)")
+        self.pool = (scan_pool(MeshSet.load(d.meshes), all_train, d.partial_views_per_mesh,
+                               d.pool_points, d.pool_seed, d.partial_cache, self.progress)
+                     if d.partial_fraction > 0 else None)
+        self.val_inputs, self.val_truth = self._validation_set(test)
+
+    # ----------------------------------------------------------------------------- data
+    def _validation_set(self, test: ShapeSet) -> tuple[torch.Tensor, torch.Tensor]:
+        d = self.data
+        rng = np.random.default_rng(VALIDATION_SEED)
+        if d.val_max_shapes and len(test) > d.val_max_shapes:
+            test = test.select(np.sort(rng.choice(len(test), d.val_max_shapes, replace=False)))
+        truth = test.points.astype(np.float32)
+        inputs = np.stack([c[rng.choice(len(c), d.val_input_points, replace=False)]
+                           for c in truth])
+        angles = rng.uniform(0, 2 * np.pi, len(test)) if d.rotate_z else np.zeros(len(test))
+        inputs, truth = _rotate([inputs, truth], angles)
+        return torch.from_numpy(inputs), torch.from_numpy(truth)
+
+    def _sample_clouds(self, rng: np.random.Generator, count: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """`count` (input, target) pairs: (count, N_in, 3) with one random N_in, and
+        (count, target_points, 3)."""
+        d = self.data
+        points = self.train_shapes.points
+        stored = points.shape[1]
+        n_in = int(rng.integers(d.input_min, d.input_max + 1))
+        index = rng.integers(len(points), size=count)
+        inputs = np.empty((count, n_in, 3), dtype=np.float32)
+        targets = np.empty((count, d.target_points, 3), dtype=np.float32)
+        for row, k in enumerate(index):
+            targets[row] = points[k, rng.permutation(stored)[:d.target_points]]
+            if self.pool is not None and rng.random() < d.partial_fraction:
+                scan = self.pool[self.train_rows[k], rng.integers(self.pool.shape[1])]
+                inputs[row] = scan[rng.choice(len(scan), n_in, replace=False)]
+            else:
+                inputs[row] = points[k, rng.choice(stored, n_in, replace=False)]
+        if d.rotate_z:
+            inputs, targets = _rotate([inputs, targets], rng.uniform(0, 2 * np.pi, count))
+        return inputs, targets
+
+    # ----------------------------------------------------------------------------- protocol
+    def build(self) -> torch.nn.Module:
+        return build_model(MODEL_NAME, self.model)
+
+    def model_config(self) -> dict[str, Any]:
+        return dict(self.model)
+
+    def data_description(self) -> dict[str, Any]:
+        return {**asdict(self.data), "class_names": self.class_names,
+                "train_models": len(self.train_shapes), "val_models": len(self.val_inputs),
+                "partial_pool": None if self.pool is None else list(self.pool.shape[:2])}
+
+    def train_batch(self, rng: np.random.Generator, device: torch.device):
+        inputs, targets = self._sample_clouds(rng, self.batch_size)
+        return torch.from_numpy(inputs).to(device), torch.from_numpy(targets).to(device)
+
+    def loss(self, model, batch, generator: torch.Generator | None = None):
+        inputs, targets = batch
+        module = getattr(model, "module", model)  # DDP: encode/score live on the module
+        return shapegf_loss(module, inputs, targets, self.data.weight_power, generator)
+
+    def validate(self, model, device: torch.device) -> dict[str, float]:
+        """Metrics of the module docstring; call in eval mode under no_grad."""
+        d = self.data
+        generator = torch.Generator(device=device).manual_seed(VALIDATION_SEED)
+        sums = {"chamfer": 0.0, "chamfer_input": 0.0, "dsm": 0.0}
+        if d.val_denoise:
+            sums["chamfer_denoise"] = 0.0
+        count = len(self.val_inputs)
+        levels = len(model.sigmas)
+        for start in range(0, count, self.batch_size):
+            inputs = self.val_inputs[start:start + self.batch_size].to(device)
+            truth = self.val_truth[start:start + self.batch_size]
+            out = model.upsample(inputs, d.val_output_points, d.val_steps_per_level,
+                                 generator=generator).cpu().numpy()
+            runs = {"chamfer": out, "chamfer_input": inputs.cpu().numpy()}
+            if d.val_denoise:
+                runs["chamfer_denoise"] = model.upsample(
+                    inputs, d.val_output_points, d.val_steps_per_level, generator=generator,
+                    denoise_from_input=True).cpu().numpy()
+            for key, clouds in runs.items():
+                sums[key] += sum(chamfer_distance(a, b) for a, b in zip(clouds, truth.numpy()))
+            code = model.encode(inputs)
+            clean = code.to_model_frame(truth.to(device))
+            sigma = model.sigmas[(torch.arange(start, start + len(inputs)) % levels).to(device)]
+            noise = torch.randn(clean.shape, generator=generator, device=device)
+            _, per_shape = score_matching_loss(lambda x, s: model.score(x, code.z, s), clean,
+                                               sigma, noise, d.weight_power)
+            sums["dsm"] += float(per_shape.sum())
+        metrics = {f"val_{key}": value / count for key, value in sums.items()}
+        return {"val_loss": metrics["val_chamfer"], **metrics}

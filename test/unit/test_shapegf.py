@@ -1,0 +1,257 @@
+"""ShapeGF (Cai et al., ECCV 2020): the fitted score against the closed form of a Gaussian-smoothed
+point set (eq. 2-3), the annealed Langevin sampler (eq. 9-10) against the exact statistics of a
+Gaussian field, the input-frame mapping, the denoising score-matching loss, a training smoke test
+through the upsampling task, and the registry round trip."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gmm_perception.data.procedural import procedural_meshes, procedural_shapes
+from gmm_perception.models.checkpoint import save_checkpoint
+from gmm_perception.models.registry import MODELS, build_model, load_model
+from gmm_perception.models.shapegf import ShapeGf, ShapeGfConfig, annealed_langevin, \
+    geometric_sigmas, normalise_points
+from gmm_perception.models.shapegf_loss import score_matching_loss
+from gmm_perception.train.run import TASKS, load_config
+from gmm_perception.train.upsampling import UpsamplingData, UpsamplingTask
+
+TINY = dict(latent=8, encoder_widths=(16, 32), encoder_fc=(16,), blocks=2, width=32)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def smoothed_point_set_score(x: torch.Tensor, points: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Closed form, eq. 2-3: sigma^2 grad log (1/m) sum_i N(x; x_i, sigma^2 I)
+    = -x + sum_i w_i(x) x_i, w = softmax_i(-|x - x_i|^2 / (2 sigma^2)). x (Q, 3), points (m, 3)."""
+    logits = -torch.cdist(x, points).pow(2) / (2 * sigma ** 2)
+    return torch.softmax(logits, dim=1) @ points - x
+
+
+# ----------------------------------------------------------------------------- schedule
+def test_sigmas_are_the_geometric_schedule():
+    model = ShapeGf(ShapeGfConfig(**TINY))
+    sigmas = model.sigmas
+    assert len(sigmas) == 10 and float(sigmas[0]) == pytest.approx(1.0)
+    assert float(sigmas[-1]) == pytest.approx(0.01)
+    ratios = sigmas[1:] / sigmas[:-1]
+    torch.testing.assert_close(ratios, torch.full_like(ratios, 0.01 ** (1 / 9)))
+    assert "sigmas" in model.state_dict()
+    assert len(geometric_sigmas(0.5, 0.5, 1)) == 1
+    kept = model.sigma_schedule(0.1)
+    assert float(kept.max()) <= 0.1 and len(kept) == 5
+    with pytest.raises(ValueError):
+        ShapeGfConfig(norm="group")
+
+
+# ----------------------------------------------------------------------------- (a) closed form
+def test_decoder_fitted_to_a_tiny_shape_matches_the_closed_form_score():
+    """Denoising score matching on 8 points: its minimiser is the score of the smoothed point set,
+    so a small decoder fitted for 300 steps must reproduce eq. 2-3 where it was trained."""
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    points = torch.rand(8, 3, generator=generator) * 1.2 - 0.6  # one tiny shape
+    sigmas = torch.tensor([0.4, 0.2])
+    model = ShapeGf(ShapeGfConfig(**{**TINY, "blocks": 3, "width": 64}))
+    z = torch.zeros(2, model.config.latent)  # one shape, its latent held fixed
+    decoder = model.decoder
+    optimiser = torch.optim.Adam(decoder.parameters(), lr=3e-3)
+    clean = points.repeat(128, 1).expand(2, -1, -1)  # (2 levels, 1024, 3)
+    model.train()
+    for _ in range(300):
+        loss, _ = score_matching_loss(lambda x, s: decoder(x, z, s), clean, sigmas,
+                                      generator=generator)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    model.eval()
+    with torch.no_grad():
+        for level, sigma in enumerate(sigmas.tolist()):
+            # query points where the field was trained: samples of Q_sigma
+            query = points[torch.randint(8, (2000,), generator=generator)] \
+                + sigma * torch.randn(2000, 3, generator=generator)
+            truth = smoothed_point_set_score(query, points, sigma)
+            fitted = model.score(query.unsqueeze(0), z[:1], sigma)[0]
+            cosine = torch.nn.functional.cosine_similarity(fitted, truth, dim=1)
+            relative = (fitted - truth).norm() / truth.norm()
+            # Tolerances: mean cosine >= 0.95 and relative L2 error <= 0.25 over the queries.
+            assert float(cosine.mean()) >= 0.95, (sigma, float(cosine.mean()))
+            assert float(relative) <= 0.25, (sigma, float(relative))
+
+
+# ----------------------------------------------------------------------------- (b) sampler
+def _gaussian_chain_moments(prior_mean, prior_var, mu, v, sigmas, steps, step_lr):
+    """Exact mean and variance per axis of the sampler on the field of N(mu, v I) smoothed by
+    sigma (Q_sigma = N(mu, (v + sigma^2) I)): noise then gradient step is linear, so
+    y' = y + sqrt(alpha) eps, y'' = (1 - a) y' with a = step_lr sigma^2 / (v + sigma^2)."""
+    m, var = prior_mean - mu, prior_var
+    for sigma in sigmas:
+        alpha = 2 * step_lr * sigma ** 2
+        a = step_lr * sigma ** 2 / (v + sigma ** 2)
+        for _ in range(steps):
+            m, var = (1 - a) * m, (1 - a) ** 2 * (var + alpha)
+    return m + mu, var
+
+
+@pytest.mark.parametrize("step_lr, steps", [(1.0, 10), (0.5, 5)])
+def test_langevin_reproduces_the_statistics_of_an_analytic_gaussian_field(step_lr, steps):
+    """The exact score of N(mu, v I) in place of the network: the chain's samples must have the
+    mean and variance that eq. 9-10 (noise step first, alpha = 2 step_lr sigma^2) predict in
+    closed form, and, at the end of the schedule, close to the target's own."""
+    mu = torch.tensor([0.2, -0.1, 0.3], dtype=torch.float64)
+    v = 0.09
+    sigmas = geometric_sigmas(1.0, 0.01, 10).double().tolist()
+
+    def exact_score(x, sigma):  # s = sigma^2 grad log N(x; mu, (v + sigma^2) I)
+        return -sigma ** 2 * (x - mu) / (v + sigma ** 2)
+
+    generator = torch.Generator().manual_seed(0)
+    bound = 1.5
+    x0 = (torch.rand(20000, 3, generator=generator, dtype=torch.float64) * 2 - 1) * bound
+    samples = annealed_langevin(exact_score, x0, sigmas, steps, step_lr, generator)
+    mean_expected, var_expected = _gaussian_chain_moments(0.0, bound ** 2 / 3, mu.numpy(), v,
+                                                          sigmas, steps, step_lr)
+    mean, var = samples.mean(0).numpy(), samples.var(0).numpy()
+    standard_error = math.sqrt(var_expected / len(samples))
+    np.testing.assert_allclose(mean, mean_expected, atol=5 * standard_error)
+    np.testing.assert_allclose(var, var_expected, rtol=0.05)  # ~1 % sampling error
+    np.testing.assert_allclose(mean, mu.numpy(), atol=0.01)
+    np.testing.assert_allclose(var, v, rtol=0.15)
+
+
+def test_langevin_on_a_point_mass_collapses_onto_it_with_the_reference_step():
+    """step_lr 1 on a single point: every step ends with the exact Tweedie denoising x + s."""
+    target = torch.tensor([0.3, 0.1, -0.2])
+    x0 = torch.rand(500, 3) * 3 - 1.5
+    out = annealed_langevin(lambda x, s: target - x, x0, [1.0, 0.1], 2, 1.0)
+    torch.testing.assert_close(out, target.expand_as(out), atol=1e-6, rtol=0)
+
+
+# ----------------------------------------------------------------------------- (c) frames
+@pytest.mark.parametrize("mode", ["unit_sphere", "bbox"])
+def test_upsampled_points_follow_the_input_frame(mode):
+    torch.manual_seed(0)
+    model = ShapeGf(ShapeGfConfig(**TINY, input_normalisation=mode)).eval()
+    cloud = torch.tensor(procedural_shapes(1, num_points=256, seed=0).points[:2])
+    offset, scale = torch.tensor([3.0, -2.0, 0.5]), 2.5
+    for denoise in (False, True):
+        kwargs = dict(steps_per_level=2, denoise_from_input=denoise)
+        a = model.upsample(cloud, 300, generator=torch.Generator().manual_seed(1), **kwargs)
+        b = model.upsample(cloud * scale + offset, 300,
+                           generator=torch.Generator().manual_seed(1), **kwargs)
+        assert a.shape == (2, 300, 3)
+        torch.testing.assert_close(b, a * scale + offset, atol=2e-4 * scale, rtol=1e-4)
+    single = model.upsample(cloud[0], 100, steps_per_level=1, prior="gaussian")
+    assert single.shape == (100, 3)
+    normalised, centre, s = normalise_points(cloud * scale + offset, mode)
+    torch.testing.assert_close(normalised * s[:, None, None] + centre[:, None],
+                               cloud * scale + offset)
+    if mode == "bbox":
+        assert torch.allclose(normalised.abs().amax(dim=(1, 2)), torch.ones(2))
+
+
+# ----------------------------------------------------------------------------- (d) loss
+def test_loss_is_zero_for_the_exact_score_of_a_single_point_and_positive_otherwise():
+    generator = torch.Generator().manual_seed(0)
+    point = torch.tensor([0.2, -0.4, 0.1])
+    clean = point.expand(3, 50, 3)
+    sigma = torch.tensor([1.0, 0.1, 0.01])
+
+    def exact(noisy, s):  # sigma^2 grad log N(x~; x, sigma^2 I) = x - x~
+        return point - noisy
+
+    loss, per_shape = score_matching_loss(exact, clean, sigma, generator=generator)
+    assert float(loss) == pytest.approx(0.0, abs=1e-10)
+    wrong, per_wrong = score_matching_loss(lambda noisy, s: 0.9 * (point - noisy), clean, sigma,
+                                           generator=generator)
+    assert float(wrong) > 0 and bool((per_wrong > 0).all())
+    # the reference's weight: 1/2 sigma^-1 |0.1 (x~ - x)|^2 = 1/2 sigma^-1 0.01 sigma^2 |eps|^2
+    noise = torch.randn(3, 50, 3, generator=generator)
+    _, per = score_matching_loss(lambda noisy, s: 0.9 * (point - noisy), clean, sigma, noise)
+    expected = 0.5 * 0.01 * sigma * noise.pow(2).sum(-1).mean(-1)
+    torch.testing.assert_close(per, expected)
+    _, per2 = score_matching_loss(lambda noisy, s: 0.9 * (point - noisy), clean, sigma, noise,
+                                  weight_power=2.0)
+    torch.testing.assert_close(per2, expected / sigma)
+
+
+# ----------------------------------------------------------------------------- (e) training
+@pytest.fixture(scope="module")
+def procedural_data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("procedural_shapes")
+    shapes = procedural_shapes(3, num_points=256, seed=0).save(folder / "shapes.npz")
+    meshes = procedural_meshes(3, seed=0).save(folder / "meshes.npz")
+    return UpsamplingData(str(shapes), str(meshes), input_min=32, input_max=64,
+                          target_points=256, partial_fraction=0.5, partial_views_per_mesh=2,
+                          pool_points=128, partial_cache=str(folder / "pool.npz"),
+                          val_max_shapes=3, val_input_points=64, val_output_points=128,
+                          val_steps_per_level=1)
+
+
+def test_training_lowers_the_loss_on_a_fixed_batch_and_validation_reports(procedural_data):
+    task = UpsamplingTask(dict(TINY), procedural_data, batch_size=6, progress=False)
+    assert task.pool is not None and task.pool.shape[:2] == (len(task.train_shapes), 2)
+    torch.manual_seed(0)
+    model = task.build()
+    batch = task.train_batch(np.random.default_rng(0), torch.device("cpu"))
+    assert 32 <= batch[0].shape[1] <= 64 and batch[1].shape == (6, 256, 3)
+
+    def fixed_loss():
+        return float(task.loss(model, batch, torch.Generator().manual_seed(5))[0].detach())
+
+    model.train()
+    before = fixed_loss()
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(40):
+        loss, terms = task.loss(model, batch)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    after = fixed_loss()
+    assert np.isfinite(before) and after < 0.7 * before, (before, after)
+    assert set(terms) == {"dsm", "dsm_coarse", "dsm_fine"}
+    model.eval()
+    with torch.no_grad():
+        metrics = task.validate(model, torch.device("cpu"))
+    assert set(metrics) == {"val_loss", "val_chamfer", "val_chamfer_input", "val_chamfer_denoise",
+                            "val_dsm"}
+    assert all(np.isfinite(v) for v in metrics.values())
+    assert metrics["val_loss"] == metrics["val_chamfer"]
+    assert 0 < metrics["val_chamfer_input"] < 1.0
+    assert task.data_description()["val_models"] == 3
+
+
+# ----------------------------------------------------------------------------- (f) checkpoint
+def test_checkpoint_round_trip_through_the_registry(tmp_path):
+    assert MODELS["shapegf"][0] is ShapeGf
+    torch.manual_seed(0)
+    model = build_model("shapegf", dict(TINY)).eval()
+    path = save_checkpoint(tmp_path / "shapegf.pt", model="shapegf",
+                           state_dict=model.state_dict(),
+                           config={"model": model.config_dict(), "train": {}, "data": {}})
+    loaded, payload = load_model(path, "shapegf")
+    assert payload["model"] == "shapegf" and not loaded.training
+    assert loaded.config == model.config
+    cloud = torch.randn(2, 64, 3)
+    a = model.upsample(cloud, 80, 2, generator=torch.Generator().manual_seed(3))
+    b = loaded.upsample(cloud, 80, 2, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(a, b)
+
+
+def test_training_config_builds_the_model_and_registers_the_task():
+    assert "upsampling" in TASKS
+    config = load_config("config/train/shapegf.yaml")
+    model = build_model("shapegf", config["model"])
+    assert model.config.blocks == 4 and model.config.width == 128
+    assert 3e5 < sum(p.numel() for p in model.parameters()) < 6e5
+    data = UpsamplingData(**config["data"])
+    assert data.pool_points == 2048 and data.partial_views_per_mesh == 8 and data.pool_seed == 0
