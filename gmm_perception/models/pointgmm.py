@@ -53,7 +53,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gmm_perception.models.pointnet import shared_mlp
+from gmm_perception.models.pointnet import PointNetGlobalFeature
 
 MODEL_NAME = "pointgmm"
 NORMALISATIONS = ("unit_sphere", "centre", "none")
@@ -365,24 +365,18 @@ def _mlp(widths: list[int], dropout: float) -> nn.Sequential:
 
 
 class PointNetVaeEncoder(nn.Module):
-    """PointNet features, max pool, fully connected layers, and the VAE head (mean, logvar)."""
+    """PointNet's global feature and the VAE head (mean, log-variance)."""
 
     def __init__(self, config: PointGmmConfig):
         super().__init__()
-        c = config
-        self.features = shared_mlp([3, *c.encoder_widths])
-        fc: list[nn.Module] = []
-        for c_in, c_out in zip([c.encoder_widths[-1], *c.encoder_fc], c.encoder_fc):
-            fc += [nn.Linear(c_in, c_out, bias=False), nn.BatchNorm1d(c_out), nn.ReLU()]
-        self.fc = nn.Sequential(*fc)
-        width = c.encoder_fc[-1] if c.encoder_fc else c.encoder_widths[-1]
-        self.mean = nn.Linear(width, c.latent)
-        self.log_variance = nn.Linear(width, c.latent) if c.variational else None
+        self.global_feature = PointNetGlobalFeature(config.encoder_widths, config.encoder_fc)
+        width = self.global_feature.width
+        self.mean = nn.Linear(width, config.latent)
+        self.log_variance = nn.Linear(width, config.latent) if config.variational else None
 
     def forward(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, N, 3) normalised points -> mean (B, latent), log-variance (B, latent) or None."""
-        pooled = self.features(points.transpose(1, 2)).amax(dim=2)
-        hidden = self.fc(pooled)
+        hidden = self.global_feature(points)
         log_variance = self.log_variance(hidden) if self.log_variance is not None else None
         return self.mean(hidden), log_variance
 

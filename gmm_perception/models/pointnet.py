@@ -33,3 +33,21 @@ class PointNetSegmentation(nn.Module):
         local = self.encoder(features)
         global_feature = local.max(dim=2, keepdim=True).values.expand_as(local)
         return self.head(torch.cat([local, global_feature], dim=1))
+
+
+class PointNetGlobalFeature(nn.Module):
+    """PointNet's global shape feature: per-point layers, max pool, then fully connected layers
+    (linear without bias, batch norm, ReLU). (B, N, 3) -> (B, width). The encoder of the
+    generative models (PointGMM, ShapeGF); each adds its own head."""
+
+    def __init__(self, point_widths: Sequence[int], fc_widths: Sequence[int]):
+        super().__init__()
+        self.features = shared_mlp([3, *point_widths])
+        fc: list[nn.Module] = []
+        for c_in, c_out in zip([point_widths[-1], *fc_widths], fc_widths):
+            fc += [nn.Linear(c_in, c_out, bias=False), nn.BatchNorm1d(c_out), nn.ReLU()]
+        self.fc = nn.Sequential(*fc)
+        self.width = fc_widths[-1] if fc_widths else point_widths[-1]
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(points.transpose(1, 2)).amax(dim=2))

@@ -53,7 +53,7 @@ import torch
 from torch import nn
 
 from gmm_perception.models.pointgmm import normalise_input
-from gmm_perception.models.pointnet import shared_mlp
+from gmm_perception.models.pointnet import PointNetGlobalFeature
 
 MODEL_NAME = "shapegf"
 INPUT_NORMALISATIONS = ("unit_sphere", "bbox", "centre", "none")
@@ -187,21 +187,16 @@ class ScoreDecoder(nn.Module):
 
 
 class PointNetEncoder(nn.Module):
-    """PointNet per-point layers, max pool, fully connected layers, linear map to z."""
+    """PointNet's global feature and a linear map to z."""
 
     def __init__(self, config: ShapeGfConfig):
         super().__init__()
-        c = config
-        self.features = shared_mlp([3, *c.encoder_widths])
-        fc: list[nn.Module] = []
-        for c_in, c_out in zip([c.encoder_widths[-1], *c.encoder_fc], c.encoder_fc):
-            fc += [nn.Linear(c_in, c_out, bias=False), nn.BatchNorm1d(c_out), nn.ReLU()]
-        self.fc = nn.Sequential(*fc)
-        self.out = nn.Linear(c.encoder_fc[-1] if c.encoder_fc else c.encoder_widths[-1], c.latent)
+        self.global_feature = PointNetGlobalFeature(config.encoder_widths, config.encoder_fc)
+        self.out = nn.Linear(self.global_feature.width, config.latent)
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         """(B, N, 3) normalised points -> z (B, latent)."""
-        return self.out(self.fc(self.features(points.transpose(1, 2)).amax(dim=2)))
+        return self.out(self.global_feature(points))
 
 
 @dataclass
