@@ -15,14 +15,14 @@ from gmm_perception.data.partial_scans import scan_pool
 from gmm_perception.data.procedural import procedural_meshes, procedural_shapes
 from gmm_perception.gmm.em_baseline import fit_em, fits_to_level
 from gmm_perception.metrics.gmm import gmm_negative_log_likelihood
-from gmm_perception.models.checkpoint import save_checkpoint
 from gmm_perception.models.pointgmm import GaussianHead, GmmLevel, HierarchicalGmm, PointGmm, \
     PointGmmConfig, component_log_density, gram_schmidt, sample
 from gmm_perception.models.pointgmm_loss import PointGmmLossWeights, eigenvalue_penalty, \
     hierarchical_log_likelihood, hierarchical_nll, kl_divergence, pointgmm_loss
-from gmm_perception.models.registry import MODELS, build_model, load_model
+from gmm_perception.models.registry import build_model
 from gmm_perception.train.run import TASKS, load_config
 from gmm_perception.train.shape_model import ShapeModelData, ShapeModelTask
+from round_trip import checkpoint_round_trip
 
 TINY = dict(latent=16, hidden=32, depth=2, encoder_widths=(16, 32, 64), encoder_fc=(32,))
 
@@ -428,14 +428,7 @@ def test_category_selection_and_the_shared_scan_pool(procedural_data, monkeypatc
 
 
 def test_checkpoint_round_trip_through_the_registry(tmp_path):
-    assert MODELS["pointgmm"][0] is PointGmm
-    torch.manual_seed(0)
-    model = build_model("pointgmm", dict(TINY)).eval()
-    path = save_checkpoint(tmp_path / "pointgmm.pt", model="pointgmm",
-                           state_dict=model.state_dict(),
-                           config={"model": model.config_dict(), "train": {}, "data": {}})
-    loaded, payload = load_model(path, "pointgmm")
-    assert payload["model"] == "pointgmm" and not loaded.training
+    model, loaded = checkpoint_round_trip("pointgmm", TINY, tmp_path)
     points = torch.randn(2, 100, 3)
     a, b = model.predict(points), loaded.predict(points)
     for x, y in zip(a.levels, b.levels):

@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from gmm_perception.data.procedural import procedural_meshes, procedural_shapes
-from gmm_perception.models.checkpoint import save_checkpoint
-from gmm_perception.models.registry import MODELS, build_model, load_model
+from gmm_perception.models.registry import build_model
 from gmm_perception.models.shapegf import ShapeGf, ShapeGfConfig, annealed_langevin, \
     geometric_sigmas, normalise_points
 from gmm_perception.models.shapegf_loss import score_matching_loss
 from gmm_perception.train.run import TASKS, load_config
 from gmm_perception.train.upsampling import UpsamplingData, UpsamplingTask
+from round_trip import checkpoint_round_trip
 
 TINY = dict(latent=8, encoder_widths=(16, 32), encoder_fc=(16,), blocks=2, width=32)
 
@@ -232,14 +232,7 @@ def test_training_lowers_the_loss_on_a_fixed_batch_and_validation_reports(proced
 
 # ----------------------------------------------------------------------------- (f) checkpoint
 def test_checkpoint_round_trip_through_the_registry(tmp_path):
-    assert MODELS["shapegf"][0] is ShapeGf
-    torch.manual_seed(0)
-    model = build_model("shapegf", dict(TINY)).eval()
-    path = save_checkpoint(tmp_path / "shapegf.pt", model="shapegf",
-                           state_dict=model.state_dict(),
-                           config={"model": model.config_dict(), "train": {}, "data": {}})
-    loaded, payload = load_model(path, "shapegf")
-    assert payload["model"] == "shapegf" and not loaded.training
+    model, loaded = checkpoint_round_trip("shapegf", TINY, tmp_path)
     assert loaded.config == model.config
     cloud = torch.randn(2, 64, 3)
     a = model.upsample(cloud, 80, 2, generator=torch.Generator().manual_seed(3))
