@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from gmm_perception.data.registration_pairs import PartialViews, _partial_view
 from gmm_perception.data.shape_set import MeshSet, ShapeSet
+from gmm_perception.geometry.transforms import rotation_z
 
 _CACHE_VERSION = 1
 
@@ -57,3 +58,33 @@ def scan_pool(meshes: MeshSet, shapes: ShapeSet, views: int, num_points: int, se
         np.savez(tmp, pool=pool, key=key)
         tmp.replace(cache)
     return pool
+
+
+def rotate_about_z(clouds: list[np.ndarray], angles: np.ndarray) -> list[np.ndarray]:
+    """The same turn about z per object applied to every (S, n, 3) array of `clouds`."""
+    rotations = rotation_z(angles).transpose(0, 2, 1)
+    return [(c @ rotations).astype(np.float32) for c in clouds]
+
+
+def sample_input_target_pairs(rng: np.random.Generator, points: np.ndarray,
+                              pool: np.ndarray | None, pool_rows: np.ndarray, count: int,
+                              input_points: int, target_points: int, partial_fraction: float,
+                              rotate_z: bool) -> tuple[np.ndarray, np.ndarray]:
+    """`count` (input, target) training pairs of the shapes `points` (S, P, 3): the target is
+    `target_points` of the stored cloud; the input `input_points` of it, or, with probability
+    `partial_fraction`, of a random pooled scan of that shape (pool row `pool_rows[k]`); both
+    turned by the same random angle about z when `rotate_z`."""
+    stored = points.shape[1]
+    index = rng.integers(len(points), size=count)
+    inputs = np.empty((count, input_points, 3), dtype=np.float32)
+    targets = np.empty((count, target_points, 3), dtype=np.float32)
+    for row, k in enumerate(index):
+        targets[row] = points[k, rng.choice(stored, target_points, replace=False)]
+        if pool is not None and rng.random() < partial_fraction:
+            scan = pool[pool_rows[k], rng.integers(pool.shape[1])]
+            inputs[row] = scan[rng.choice(len(scan), input_points, replace=False)]
+        else:
+            inputs[row] = points[k, rng.choice(stored, input_points, replace=False)]
+    if rotate_z:
+        inputs, targets = rotate_about_z([inputs, targets], rng.uniform(0, 2 * np.pi, count))
+    return inputs, targets

@@ -44,7 +44,6 @@ import torch
 
 from gmm_perception.data import partial_scans
 from gmm_perception.data.shape_set import MeshSet, ShapeSet
-from gmm_perception.geometry.transforms import rotation_z
 from gmm_perception.metrics.chamfer import chamfer_distance
 from gmm_perception.models.pointgmm import MODEL_NAME, sample
 from gmm_perception.models.pointgmm_loss import PointGmmLossWeights, \
@@ -82,12 +81,6 @@ class _EvalSet:
     inputs: torch.Tensor  # (S, N, 3) model inputs in the shape frame
     held_out: torch.Tensor  # (S, M, 3) points scored by the NLL
     truth: torch.Tensor  # (S, P, 3) the stored full cloud, for the Chamfer distance
-
-
-def _rotate(clouds: list[np.ndarray], angles: np.ndarray) -> list[np.ndarray]:
-    """The same rotation about z per object applied to every (S, n, 3) array of `clouds`."""
-    rotations = rotation_z(angles).transpose(0, 2, 1)
-    return [(c @ rotations).astype(np.float32) for c in clouds]
 
 
 @dataclass
@@ -151,7 +144,7 @@ class ShapeModelTask:
             full = np.take_along_axis(truth, order[:, :half, None], axis=1)
             held_out = np.take_along_axis(truth, order[:, half:, None], axis=1)
         angles = rng.uniform(0, 2 * np.pi, len(test)) if d.rotate_z else np.zeros(len(test))
-        full, held_rot, truth_rot = _rotate([full, held_out, truth], angles)
+        full, held_rot, truth_rot = partial_scans.rotate_about_z([full, held_out, truth], angles)
         full_set = _EvalSet(*(torch.from_numpy(a) for a in (full, held_rot, truth_rot)))
         if meshes is None or d.val_partial_views == 0:
             return full_set, None
@@ -161,7 +154,7 @@ class ShapeModelTask:
         views = d.val_partial_views
         partial_angles = (rng.uniform(0, 2 * np.pi, (len(test), views)) if d.rotate_z
                           else np.zeros((len(test), views))).reshape(-1)
-        partial, held_p, truth_p = _rotate(
+        partial, held_p, truth_p = partial_scans.rotate_about_z(
             [scans.reshape(-1, d.num_points, 3), np.repeat(held_out, views, axis=0),
              np.repeat(truth, views, axis=0)], partial_angles)
         return full_set, _EvalSet(*(torch.from_numpy(a) for a in (partial, held_p, truth_p)))
@@ -170,21 +163,9 @@ class ShapeModelTask:
                        ) -> tuple[np.ndarray, np.ndarray]:
         """`count` (input, target) pairs: (count, num_points, 3), (count, target_points, 3)."""
         d = self.data
-        points = self.train_shapes.points
-        stored = points.shape[1]
-        index = rng.integers(len(points), size=count)
-        inputs = np.empty((count, d.num_points, 3), dtype=np.float32)
-        targets = np.empty((count, d.target_points, 3), dtype=np.float32)
-        for row, k in enumerate(index):
-            targets[row] = points[k, rng.choice(stored, d.target_points, replace=False)]
-            if self.pool is not None and rng.random() < d.partial_fraction:
-                pool_row = self.train_rows[k]
-                inputs[row] = self.pool[pool_row, rng.integers(self.pool.shape[1])]
-            else:
-                inputs[row] = points[k, rng.choice(stored, d.num_points, replace=False)]
-        if d.rotate_z:
-            inputs, targets = _rotate([inputs, targets], rng.uniform(0, 2 * np.pi, count))
-        return inputs, targets
+        return partial_scans.sample_input_target_pairs(
+            rng, self.train_shapes.points, self.pool, self.train_rows, count, d.num_points,
+            d.target_points, d.partial_fraction, d.rotate_z)
 
     # ----------------------------------------------------------------------------- protocol
     def build(self) -> torch.nn.Module:

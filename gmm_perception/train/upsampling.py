@@ -38,8 +38,8 @@ from gmm_perception.models.registry import build_model
 from gmm_perception.models.shapegf import MODEL_NAME
 from gmm_perception.models.shapegf_loss import REFERENCE_WEIGHT_POWER, score_matching_loss, \
     shapegf_loss
-from gmm_perception.data.partial_scans import scan_pool
-from gmm_perception.train.shape_model import _rotate
+from gmm_perception.data.partial_scans import rotate_about_z, sample_input_target_pairs, \
+    scan_pool
 
 VALIDATION_SEED = 1_000_003
 
@@ -120,7 +120,7 @@ class UpsamplingTask:
         inputs = np.stack([c[rng.choice(len(c), d.val_input_points, replace=False)]
                            for c in truth])
         angles = rng.uniform(0, 2 * np.pi, len(test)) if d.rotate_z else np.zeros(len(test))
-        inputs, truth = _rotate([inputs, truth], angles)
+        inputs, truth = rotate_about_z([inputs, truth], angles)
         return torch.from_numpy(inputs), torch.from_numpy(truth)
 
     def _sample_clouds(self, rng: np.random.Generator, count: int
@@ -128,22 +128,10 @@ class UpsamplingTask:
         """`count` (input, target) pairs: (count, N_in, 3) with one random N_in, and
         (count, target_points, 3)."""
         d = self.data
-        points = self.train_shapes.points
-        stored = points.shape[1]
         n_in = int(rng.integers(d.input_min, d.input_max + 1))
-        index = rng.integers(len(points), size=count)
-        inputs = np.empty((count, n_in, 3), dtype=np.float32)
-        targets = np.empty((count, d.target_points, 3), dtype=np.float32)
-        for row, k in enumerate(index):
-            targets[row] = points[k, rng.permutation(stored)[:d.target_points]]
-            if self.pool is not None and rng.random() < d.partial_fraction:
-                scan = self.pool[self.train_rows[k], rng.integers(self.pool.shape[1])]
-                inputs[row] = scan[rng.choice(len(scan), n_in, replace=False)]
-            else:
-                inputs[row] = points[k, rng.choice(stored, n_in, replace=False)]
-        if d.rotate_z:
-            inputs, targets = _rotate([inputs, targets], rng.uniform(0, 2 * np.pi, count))
-        return inputs, targets
+        return sample_input_target_pairs(
+            rng, self.train_shapes.points, self.pool, self.train_rows, count, n_in,
+            d.target_points, d.partial_fraction, d.rotate_z)
 
     # ----------------------------------------------------------------------------- protocol
     def build(self) -> torch.nn.Module:
