@@ -36,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def evaluate(args: argparse.Namespace) -> dict[str, dict]:
     """Run the requested modes; returns mode -> metrics (and writes one report per mode)."""
     from gmm_perception.evaluation.bag import read_bag
+    from gmm_perception.evaluation.offline import sensor_path
     from gmm_perception.evaluation.report import write_report
     from gmm_perception.evaluation.scene_metrics import scene_metrics
     from gmm_perception.pipeline.register import load_library
@@ -45,12 +46,12 @@ def evaluate(args: argparse.Namespace) -> dict[str, dict]:
     output = args.output or bag.resolve().parent / "evaluation"
     contents = read_bag(bag, args.points_topic)
     library = load_library(library_dir)
-    results = {}
+    results, path = {}, None
     for mode in (("offline", "live") if args.mode == "both" else (args.mode,)):
         run = _run(mode, contents, args, library_dir)
-        from gmm_perception.evaluation.offline import sensor_path
-
-        run.sensor_path = sensor_path(contents, run.world_frame)
+        if path is None:  # the bag's sensor poses: the same for every mode
+            path = sensor_path(contents, run.world_frame)
+        run.sensor_path = path
         metrics, rows = scene_metrics(run, library)
         directory = output / mode if args.mode == "both" else output
         paths = write_report(run, metrics, rows, library, directory,

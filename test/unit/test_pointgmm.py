@@ -12,7 +12,7 @@ import torch
 from scipy.stats import multivariate_normal
 
 from gmm_perception.data.partial_scans import scan_pool
-from gmm_perception.data.procedural import procedural_meshes, procedural_shapes
+from gmm_perception.data.procedural import procedural_shapes
 from gmm_perception.gmm.em_baseline import fit_em, fits_to_level
 from gmm_perception.metrics.gmm import gmm_negative_log_likelihood
 from gmm_perception.models.pointgmm import GaussianHead, GmmLevel, HierarchicalGmm, PointGmm, \
@@ -22,6 +22,7 @@ from gmm_perception.models.pointgmm_loss import PointGmmLossWeights, eigenvalue_
 from gmm_perception.models.registry import build_model
 from gmm_perception.train.run import TASKS, load_config
 from gmm_perception.train.shape_model import ShapeModelData, ShapeModelTask
+from procedural_files import procedural_dataset
 from round_trip import checkpoint_round_trip
 
 TINY = dict(latent=16, hidden=32, depth=2, encoder_widths=(16, 32, 64), encoder_fc=(32,))
@@ -349,9 +350,8 @@ def test_unit_sphere_normalisation_centres_and_scales_the_input():
 @pytest.fixture(scope="module")
 def procedural_data(tmp_path_factory):
     folder = tmp_path_factory.mktemp("procedural_shapes")
-    shapes = procedural_shapes(3, num_points=256, seed=0).save(folder / "shapes.npz")
-    meshes = procedural_meshes(3, seed=0).save(folder / "meshes.npz")
-    return ShapeModelData(str(shapes), str(meshes), num_points=128, target_points=192,
+    shapes, meshes = procedural_dataset(folder)
+    return ShapeModelData(shapes, meshes, num_points=128, target_points=192,
                           partial_fraction=0.5, partial_views_per_mesh=2, val_partial_views=1,
                           val_held_out_points=160, val_chamfer_points=256,
                           partial_cache=str(folder / "pool.npz"))

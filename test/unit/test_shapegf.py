@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from gmm_perception.data.procedural import procedural_meshes, procedural_shapes
+from gmm_perception.data.procedural import procedural_shapes
 from gmm_perception.models.registry import build_model
 from gmm_perception.models.shapegf import ShapeGf, ShapeGfConfig, annealed_langevin, \
     geometric_sigmas, normalise_points
 from gmm_perception.models.shapegf_loss import score_matching_loss
 from gmm_perception.train.run import TASKS, load_config
 from gmm_perception.train.upsampling import UpsamplingData, UpsamplingTask
+from procedural_files import procedural_dataset
 from round_trip import checkpoint_round_trip
 
 TINY = dict(latent=8, encoder_widths=(16, 32), encoder_fc=(16,), blocks=2, width=32)
@@ -188,9 +189,8 @@ def test_loss_is_zero_for_the_exact_score_of_a_single_point_and_positive_otherwi
 @pytest.fixture(scope="module")
 def procedural_data(tmp_path_factory):
     folder = tmp_path_factory.mktemp("procedural_shapes")
-    shapes = procedural_shapes(3, num_points=256, seed=0).save(folder / "shapes.npz")
-    meshes = procedural_meshes(3, seed=0).save(folder / "meshes.npz")
-    return UpsamplingData(str(shapes), str(meshes), input_min=32, input_max=64,
+    shapes, meshes = procedural_dataset(folder)
+    return UpsamplingData(shapes, meshes, input_min=32, input_max=64,
                           target_points=256, partial_fraction=0.5, partial_views_per_mesh=2,
                           pool_points=128, partial_cache=str(folder / "pool.npz"),
                           val_max_shapes=3, val_input_points=64, val_output_points=128,
