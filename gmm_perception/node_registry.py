@@ -11,6 +11,8 @@ NODES = {
                           "registration"),
     "segmentation_node": ("gmm_perception.ros.segmentation_node", "SegmentationNode",
                           "segmentation"),
+    "upsampling_node": ("gmm_perception.ros.upsampling_node", "UpsamplingNode", "upsampling"),
+    "shape_model_node": ("gmm_perception.ros.shape_model_node", "ShapeModelNode", "shape_model"),
 }
 
 

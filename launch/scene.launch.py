@@ -1,4 +1,5 @@
-"""The scene pipeline (segmentation, then each object registered against a model library).
+"""The scene pipeline (segmentation; per object registration against a model library,
+classification, PointGMM shape model and ShapeGF upsampling).
 
     ros2 launch gmm_perception scene.launch.py library_dir:=<dir> [use_sim_time:=true]
 

@@ -88,3 +88,12 @@ def sample_input_target_pairs(rng: np.random.Generator, points: np.ndarray,
     if rotate_z:
         inputs, targets = rotate_about_z([inputs, targets], rng.uniform(0, 2 * np.pi, count))
     return inputs, targets
+
+
+def sample_mesh(meshes: MeshSet, model_id: str, count: int, seed) -> np.ndarray:
+    """`count` area-weighted samples (float32) of one model's mesh surface: held-out points and
+    ground-truth surfaces independent of the stored clouds."""
+    from gmm_perception.data.mesh_ops import sample_surface
+
+    mesh = meshes.mesh(meshes.index_of(model_id))
+    return sample_surface(mesh, count, np.random.default_rng(seed)).astype(np.float32)

@@ -24,9 +24,9 @@ import yaml
 from gmm_perception.evaluation.bag import BagContents
 from gmm_perception.evaluation.offline import truth_objects
 from gmm_perception.evaluation.records import ClassifiedObject, Detection, EvaluationRun, \
-    FrameRecord
+    FrameRecord, SurfaceCloud
 from gmm_perception.evaluation.stages import CLASSIFICATION, REGISTRATION, SEGMENTATION, \
-    pipeline_entries, resolved_parameters
+    SHAPE_MODEL, UPSAMPLING, pipeline_entries, resolved_parameters
 from gmm_perception.geometry.transforms import invert_transform
 from gmm_perception.pipeline.register import load_library
 
@@ -123,7 +123,26 @@ class _Player:
                 ObjectClassification, _topic(entries[CLASSIFICATION], "classification"),
                 lambda msg: self.classifications[_ns(msg.header.stamp)].append(msg),
                 QoSProfile(depth=1000))
+        # Surface stages: their clouds and, to score against, the segmentation's object clouds.
+        self.surfaces: dict[int, list] = defaultdict(list)
+        topics = {"shape_model": (SHAPE_MODEL, "resampled"), "upsampling": (UPSAMPLING, "dense")}
+        topics = {kind: _topic(entries[node], suffix) for kind, (node, suffix) in topics.items()
+                  if node in entries}
+        if topics:
+            topics["input"] = _topic(entries[SEGMENTATION], "objects")
+        for kind, topic in topics.items():
+            self.node.create_subscription(PointCloud2, topic,
+                                          lambda msg, kind=kind: self._on_surface(kind, msg),
+                                          QoSProfile(depth=1000))
         self._Clock, self._TFMessage = Clock, TFMessage
+
+    def _on_surface(self, kind: str, msg) -> None:
+        from gmm_perception.ros.pointcloud import read_xyz
+        from gmm_perception.ros.segmentation_node import object_id_of
+
+        object_id = object_id_of(msg)
+        self.surfaces[_ns(msg.header.stamp)].append(SurfaceCloud(
+            -1 if object_id is None else object_id, kind, read_xyz(msg)))
 
     def _on_result(self, msg) -> None:
         stamp = _ns(msg.header.stamp)
@@ -294,6 +313,8 @@ def _frames(contents: BagContents, player: _Player, warnings: list[str]) -> list
             frame.classifications.append(ClassifiedObject(
                 int(msg.object_id) if msg.object_id.isdigit() else -1, msg.label,
                 float(msg.scores[msg.class_id]) if len(msg.scores) > msg.class_id else 0.0))
+        frame.surfaces = sorted(player.surfaces.get(stamp, []),
+                                key=lambda c: (c.object_id, c.kind))
         sent = player.publish_wall.get(stamp)
         if results:
             frame.stage_ms["registration"] = float(sum(r.latency_ms for r in results))

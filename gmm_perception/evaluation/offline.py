@@ -12,7 +12,7 @@ import numpy as np
 
 from gmm_perception.evaluation.bag import BagContents
 from gmm_perception.evaluation.records import ClassifiedObject, Detection, EvaluationRun, \
-    FrameRecord, TruthObject
+    FrameRecord, SurfaceCloud, TruthObject
 from gmm_perception.evaluation.stages import SceneStages
 from gmm_perception.geometry.tf_tree import TransformCache, TransformError
 from gmm_perception.geometry.transforms import invert_transform, transform_points
@@ -105,7 +105,20 @@ def run_offline(contents: BagContents, stages: SceneStages, progress: bool = Tru
         frame.stage_ms["registration"] = 0.0
         if stages.classifier is not None:
             frame.stage_ms["classification"] = 0.0
+        surface_stages = stages.surfaces
+        for name in surface_stages:
+            frame.stage_ms[name] = 0.0
         for obj in segmentation.objects:
+            if surface_stages:
+                frame.surfaces.append(SurfaceCloud(obj.id, "input", obj.points))
+            for name, (preprocess, stage) in surface_stages.items():
+                tick = time.perf_counter()
+                try:
+                    frame.surfaces.append(SurfaceCloud(obj.id, name,
+                                                       stage(preprocess(obj.points))))
+                except (EmptyCloudError, ValueError):
+                    pass  # too few points: the node rejects such a cloud the same way
+                frame.stage_ms[name] += _ms_since(tick)
             if stages.classifier is not None:
                 tick = time.perf_counter()
                 try:

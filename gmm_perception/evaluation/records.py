@@ -35,6 +35,24 @@ class ClassifiedObject:
     score: float  # the winning class's probability
 
 
+# What a surface cloud of an object is: the segmented input, PointGMM's resampled mixture, or
+# ShapeGF's upsampled cloud.
+SURFACE_KINDS = ("input", "shape_model", "upsampling")
+
+
+@dataclass(frozen=True)
+class SurfaceCloud:
+    """One object's cloud of one kind in one frame, in the fixed frame."""
+
+    object_id: int
+    kind: str  # one of SURFACE_KINDS
+    points: np.ndarray  # (M, 3) float32
+
+    def __post_init__(self):
+        if self.kind not in SURFACE_KINDS:
+            raise ValueError(f"kind must be one of {SURFACE_KINDS}, got {self.kind!r}")
+
+
 @dataclass
 class FrameRecord:
     index: int
@@ -42,6 +60,9 @@ class FrameRecord:
     status: str = "ok"
     detections: list[Detection] = field(default_factory=list)
     classifications: list[ClassifiedObject] = field(default_factory=list)
+    # Object clouds of the surface stages (shape model, upsampling) and their inputs; empty
+    # when the pipeline has neither.
+    surfaces: list[SurfaceCloud] = field(default_factory=list)
     stage_ms: dict[str, float] = field(default_factory=dict)  # stage -> milliseconds
     message: str = ""  # why the frame was not "ok"
 

@@ -22,11 +22,14 @@ import numpy as np  # noqa: E402
 
 from gmm_perception.evaluation.records import EvaluationRun  # noqa: E402
 from gmm_perception.evaluation.scene_metrics import EVALUATED, MatchRow  # noqa: E402
+from gmm_perception.evaluation.surfaces import KIND_TITLES, last_clouds  # noqa: E402
+from gmm_perception.evaluation.records import SURFACE_KINDS  # noqa: E402
 from gmm_perception.geometry.transforms import transform_points  # noqa: E402
 
 ERROR_PLOT = "error_over_time.png"
 LATENCY_PLOT = "latency.png"
 TOP_DOWN_PLOT = "scene_top_down.png"
+SURFACES_PLOT = "surfaces.png"  # only when the pipeline has a shape-model or upsampling stage
 METRICS_JSON = "metrics.json"
 REPORT_MD = "report.md"
 
@@ -297,6 +300,35 @@ def _plot_top_down(run: EvaluationRun, library: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
+def _plot_surfaces(run: EvaluationRun, path: Path) -> Path:
+    """Per object (rows) the true surface, the input cloud and each surface stage's cloud
+    (columns) of the last evaluated frame, side view (x-z): the unseen far side of the scan and
+    what the stages made of it."""
+    evaluated = [i for i, frame in enumerate(run.frames) if frame.status in EVALUATED]
+    clouds = last_clouds(run, evaluated)
+    kinds = ["truth", *[k for k in SURFACE_KINDS if any(k in c for c in clouds.values())]]
+    fig, axes = plt.subplots(max(len(clouds), 1), len(kinds),
+                             figsize=(2.6 * len(kinds), 2.6 * max(len(clouds), 1)),
+                             squeeze=False)
+    if not clouds:
+        _no_data(axes[0, 0], "no surface clouds matched to ground truth")
+    for r, (name, by_kind) in enumerate(clouds.items()):
+        low, high = by_kind["truth"].min(axis=0) - 0.1, by_kind["truth"].max(axis=0) + 0.1
+        for c, kind in enumerate(kinds):
+            ax = axes[r, c]
+            if kind in by_kind:
+                points = _subsample(by_kind[kind])
+                ax.scatter(points[:, 0], points[:, 2], s=0.5,
+                           c="0.5" if kind == "truth" else "tab:blue")
+            ax.set(xlim=(low[0], high[0]), ylim=(low[2], high[2]), xticks=[], yticks=[])
+            ax.set_aspect("equal")
+            if c == 0:
+                ax.set_ylabel(name, fontsize=8)
+            if r == 0:
+                ax.set_title(KIND_TITLES.get(kind, "true surface"), fontsize=8)
+    return _save(fig, path)
+
+
 def _draw_truth(ax, run: EvaluationRun) -> bool:
     drawn = False
     for truth in run.truth:
@@ -432,6 +464,15 @@ def _markdown(run: EvaluationRun, metrics: dict, title: str, plots: list[Path]) 
         parts += ["", "## Classification", "",
                   _table(["object", "class", "most common label", "classifications", "accuracy"],
                          classified)]
+    surfaces = metrics.get("surfaces") or {}
+    if surfaces:
+        kinds = [k for k in SURFACE_KINDS if k in surfaces["median_chamfer_m"]]
+        rows = [[name, *[_metres((by_kind.get(k) or {}).get("chamfer_m")) for k in kinds]]
+                for name, by_kind in surfaces["final_frame"].items()]
+        rows.append(["median over all frames",
+                     *[_metres(surfaces["median_chamfer_m"][k]) for k in kinds]])
+        parts += ["", "## Surfaces", "", f"{surfaces['rule']}, last evaluated frame per object.",
+                  "", _table(["object", *[KIND_TITLES[k] for k in kinds]], rows)]
     parts += ["", "## Latency (ms)", ""]
     latency = _latency_rows(metrics)
     parts.append(_table(["stage", "frames", "median", "p95", "max"], latency) if latency
@@ -441,7 +482,7 @@ def _markdown(run: EvaluationRun, metrics: dict, title: str, plots: list[Path]) 
     parts += [f"- {w}" for w in warnings] if warnings else ["none"]
     parts += ["", "## Plots", ""]
     captions = {ERROR_PLOT: "ADD-S over time", LATENCY_PLOT: "Stage latency",
-                TOP_DOWN_PLOT: "Scene, top-down"}
+                TOP_DOWN_PLOT: "Scene, top-down", SURFACES_PLOT: "Object surfaces"}
     for plot in plots:
         parts += [f"![{captions.get(plot.name, plot.stem)}]({plot.name})", ""]
     return "\n".join(parts)
@@ -463,6 +504,8 @@ def write_report(run: EvaluationRun, metrics: dict, rows: list[MatchRow], librar
         _plot_latency(run, output_dir / LATENCY_PLOT),
         _plot_top_down(run, library, output_dir / TOP_DOWN_PLOT),
     ]
+    if metrics.get("surfaces"):
+        plots.append(_plot_surfaces(run, output_dir / SURFACES_PLOT))
     markdown = output_dir / REPORT_MD
     markdown.write_text(_markdown(run, metrics, title, plots) + "\n")
     return ReportPaths(markdown=markdown, metrics_json=metrics_json, plots=plots)
@@ -485,6 +528,8 @@ def summary_table(metrics: dict) -> str:
     if (metrics.get("classification") or {}).get("classified"):
         rows.append(["classification accuracy",
                      _fraction(metrics["classification"].get("accuracy"))])
+    for kind, chamfer in ((metrics.get("surfaces") or {}).get("median_chamfer_m") or {}).items():
+        rows.append([f"Chamfer to true surface, {KIND_TITLES[kind]}", _metres(chamfer)])
     stage = _headline_stage(latency)
     if stage is None:
         rows.append(["latency p50 / p95", "n/a"])

@@ -25,6 +25,7 @@ from scipy.spatial import cKDTree
 
 from gmm_perception.evaluation.records import EvaluationRun, TruthObject
 from gmm_perception.geometry.transforms import rotation_error_deg, transform_points
+from gmm_perception.evaluation.surfaces import surface_metrics
 
 EVALUATED = ("ok", "no_objects")
 
@@ -185,6 +186,7 @@ def scene_metrics(run: EvaluationRun, library: dict[str, np.ndarray],
             "translation_error_m": _summary(r.translation_error for r in rows),
         },
         "classification": classification,
+        "surfaces": surface_metrics(run, evaluated, match_distance),
         "per_object": per_object,
         "latency_ms": {stage: _summary(frame.stage_ms[stage] for frame in run.frames
                                        if stage in frame.stage_ms) for stage in stage_names},

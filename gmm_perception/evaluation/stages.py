@@ -6,8 +6,11 @@ and build the stages with the nodes' own config functions, so the two run the sa
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
+
+import numpy as np
 
 from gmm_perception.device import resolve_device
 from gmm_perception.models.deepgmr import MODEL_NAME
@@ -21,6 +24,7 @@ from gmm_perception.pipeline_config import NodeEntry, PipelineConfigError, load_
 
 SEGMENTATION, REGISTRATION = "segmentation_node", "registration_node"
 CLASSIFICATION = "classification_node"  # optional in a scene pipeline
+SHAPE_MODEL, UPSAMPLING = "shape_model_node", "upsampling_node"  # optional surface stages
 
 
 @dataclass
@@ -33,6 +37,9 @@ class SceneStages:
     library: dict  # model name -> (M, 3) points in the model frame
     classifier: Classifier | None = None  # when the pipeline has a classification node
     classify_preprocess: Preprocessor | None = None
+    # Surface stages (shape model, upsampling): kind -> (preprocess, object points -> points)
+    surfaces: dict[str, tuple[Preprocessor, Callable[[np.ndarray], np.ndarray]]] = field(
+        default_factory=dict)
 
 
 def pipeline_entries(path: str | Path) -> dict[str, NodeEntry]:
@@ -80,8 +87,25 @@ def build_stages(pipeline: str | Path, library_dir: str | Path, device: str = "a
         classifier = Classifier(model, payload["config"]["data"]["class_names"], torch_device,
                                 classification("classification_points"))
         classify_preprocess = Preprocessor(config_from_parameters(classification))
+    surfaces = {}
+    if SHAPE_MODEL in entries:
+        from gmm_perception.ros.shape_model_node import modeller_from_parameters
+
+        shape = resolved_parameters(entries[SHAPE_MODEL])
+        model, payload = load_model(shape("checkpoint"), "pointgmm", torch_device)
+        modeller = modeller_from_parameters(shape, model, payload, torch_device)
+        surfaces["shape_model"] = (Preprocessor(config_from_parameters(shape)),
+                                   lambda points: modeller(points).resampled)
+    if UPSAMPLING in entries:
+        from gmm_perception.ros.upsampling_node import upsampler_from_parameters
+
+        upsampling = resolved_parameters(entries[UPSAMPLING])
+        model, _ = load_model(upsampling("checkpoint"), "shapegf", torch_device)
+        upsampler = upsampler_from_parameters(upsampling, model, torch_device)
+        surfaces["upsampling"] = (Preprocessor(config_from_parameters(upsampling)),
+                                  lambda points: upsampler(points).points)
     return SceneStages(
-        classifier=classifier, classify_preprocess=classify_preprocess,
+        surfaces=surfaces, classifier=classifier, classify_preprocess=classify_preprocess,
         world_frame=segmentation("target_frame"),
         preprocess=Preprocessor(config_from_parameters(segmentation)),
         segmenter=Segmenter(segment_config_from_parameters(segmentation)),

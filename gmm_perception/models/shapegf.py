@@ -41,6 +41,16 @@ reference: 1.5) or N(0, sigma_max^2 I). `denoise_from_input` starts instead from
 (default 0.1, about the spacing of 512 points on a unit shape): cheaper, and it keeps the input's
 layout.
 
+Input guide (`input_guide`, not in the paper; off by default, on in config/train/shapegf.yaml):
+a 128-d global latent and a few small blocks (a CPU budget) cannot place points to within 1 % of
+a shape's size, and an hour of CPU training left the fine levels worse than predicting zero. An
+upsampler has the sparse points themselves, so the decoder is also given, per query point, the
+closed-form score of the smoothed input set (eq. 2-3 with the input points as the shape) at
+tau = max(sigma, guide_scale * input spacing), and its output is a correction added to it:
+s = s_in(x; tau) + g([x, s_in(x; tau) / tau], z, sigma).
+The loss, schedule and sampler are unchanged; the learned part only has to turn "towards the
+nearby input points" into "onto the surface through them".
+
 Loss (`models/shapegf_loss.py`): denoising score matching, eq. 6-7 / 13, in the reference's form.
 """
 from __future__ import annotations
@@ -76,7 +86,11 @@ class ShapeGfConfig:
     input_normalisation: str = "unit_sphere"  # unit_sphere | bbox | centre | none
     step_lr: float = 1.0  # alpha = 2 step_lr sigma^2 (reference 1)
     steps_per_level: int = 5  # Langevin steps per sigma (reference 10)
-    prior_bound: float = 1.5  # uniform prior on [-b, b]^3 (reference 1.5)
+    prior_bound: float = 1.5  # uniform prior on [-b, b]^3 (reference 1.5); chains stay inside
+    # Not in the paper (module docstring, "Input guide"): the decoder also sees the closed-form
+    # score of the smoothed *input* points and predicts a correction to it.
+    input_guide: bool = False
+    guide_scale: float = 0.5  # tau = max(sigma, guide_scale * the input's mean point spacing)
 
     def __post_init__(self):
         object.__setattr__(self, "encoder_widths", tuple(int(w) for w in self.encoder_widths))
@@ -91,6 +105,8 @@ class ShapeGfConfig:
             raise ValueError("need 0 < sigma_min <= sigma_max and levels >= 1")
         if self.blocks < 0 or self.width < 1 or self.latent < 1:
             raise ValueError("blocks >= 0, width >= 1 and latent >= 1")
+        if self.guide_scale <= 0:
+            raise ValueError("guide_scale must be positive")
         if self.step_lr <= 0 or self.steps_per_level < 1 or self.prior_bound <= 0:
             raise ValueError("step_lr and prior_bound must be positive, steps_per_level >= 1")
 
@@ -116,18 +132,40 @@ def normalise_points(points: torch.Tensor, mode: str = "unit_sphere"
     return (points - centre.unsqueeze(1)) / scale.reshape(-1, 1, 1), centre, scale
 
 
+def smoothed_set_score(x: torch.Tensor, points: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+    """tau^2 grad log of the point set smoothed by N(0, tau^2 I) (eq. 2-3), at x (B, M, 3), for
+    points (B, N, 3) and tau (B,): the softmax-weighted mean of the points minus x."""
+    d2 = torch.cdist(x, points).pow(2)
+    weights = torch.softmax(-d2 / (2 * tau.reshape(-1, 1, 1) ** 2), dim=-1)
+    return weights @ points - x
+
+
+def mean_spacing(points: torch.Tensor) -> torch.Tensor:
+    """(B, N, 3) -> (B,) mean distance from each point to its nearest other point."""
+    d = torch.cdist(points, points)
+    d.diagonal(dim1=-2, dim2=-1).fill_(float("inf"))
+    return d.amin(dim=-1).mean(dim=-1)
+
+
 def annealed_langevin(score: Callable[[torch.Tensor, float], torch.Tensor], x: torch.Tensor,
                       sigmas, steps_per_level: int, step_lr: float = 1.0,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
+                      generator: torch.Generator | None = None,
+                      bound: float | None = None) -> torch.Tensor:
     """Annealed Langevin dynamics, eq. 9-10 (module docstring): for every sigma (large to small)
     and step, x <- x + sqrt(2 step_lr) sigma eps, then x <- x + step_lr * score(x, sigma), where
-    `score` returns s = sigma^2 grad log Q_sigma. Vectorised over every leading dimension of x."""
+    `score` returns s = sigma^2 grad log Q_sigma. Vectorised over every leading dimension of x.
+
+    `bound` (not in the paper) clamps x to [-bound, bound]^d after every step: a learned score
+    is only trained near shapes, and one wild evaluation far away must not throw a point (and
+    every later step's input) out to infinity."""
     for sigma in [float(s) for s in sigmas]:
         noise_sd = math.sqrt(2.0 * step_lr) * sigma
         for _ in range(steps_per_level):
             eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             x = x + noise_sd * eps
             x = x + step_lr * score(x, sigma)
+            if bound is not None:
+                x = x.clamp(-bound, bound)
     return x
 
 
@@ -150,16 +188,16 @@ class _PointNorm(nn.Module):
 class ScoreBlock(nn.Module):
     """h <- h + fc1(relu(norm1(fc0(relu(norm0(h)))))) + W_x x + W_c [z, sigma] (+ bias)."""
 
-    def __init__(self, width: int, condition: int, norm: str):
+    def __init__(self, width: int, condition: int, norm: str, point_features: int = 3):
         super().__init__()
         self.norm0, self.norm1 = _PointNorm(norm, width), _PointNorm(norm, width)
         self.fc0, self.fc1 = nn.Linear(width, width), nn.Linear(width, width)
         nn.init.zeros_(self.fc1.weight)  # as the reference: the block starts as the identity
         self.condition = nn.Linear(condition, width)
-        self.condition_xyz = nn.Linear(3, width, bias=False)
+        self.condition_xyz = nn.Linear(point_features, width, bias=False)
 
     def forward(self, h: torch.Tensor, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """h (B, N, W), x (B, N, 3), c (B, latent + 1) -> (B, N, W)."""
+        """h (B, N, W), x (B, N, 3 or 6 point features), c (B, latent + 1) -> (B, N, W)."""
         dx = self.fc1(torch.relu(self.norm1(self.fc0(torch.relu(self.norm0(h))))))
         return h + dx + self.condition_xyz(x) + self.condition(c).unsqueeze(1)
 
@@ -171,14 +209,20 @@ class ScoreDecoder(nn.Module):
         super().__init__()
         c = config
         condition = c.latent + 1
-        self.input_xyz = nn.Linear(3, c.width, bias=False)
+        point_features = 6 if c.input_guide else 3  # x, and the guide score / tau
+        self.input_xyz = nn.Linear(point_features, c.width, bias=False)
         self.input_condition = nn.Linear(condition, c.width)
-        self.blocks = nn.ModuleList(ScoreBlock(c.width, condition, c.norm) for _ in range(c.blocks))
+        self.blocks = nn.ModuleList(ScoreBlock(c.width, condition, c.norm, point_features)
+                                    for _ in range(c.blocks))
         self.norm_out = _PointNorm(c.norm, c.width)
         self.out = nn.Linear(c.width, 3)
+        if c.input_guide:  # start as the closed-form guide itself, not guide + noise
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
 
     def forward(self, x: torch.Tensor, z: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        """x (B, N, 3), z (B, latent), sigma (B,) -> (B, N, 3)."""
+        """x (B, N, 3) (or 6 point features with the guide), z (B, latent), sigma (B,)
+        -> (B, N, 3)."""
         c = torch.cat([z, sigma.reshape(-1, 1).to(z)], dim=1)
         h = self.input_xyz(x) + self.input_condition(c).unsqueeze(1)
         for block in self.blocks:
@@ -207,6 +251,8 @@ class ShapeGfCode:
     z: torch.Tensor
     centre: torch.Tensor
     scale: torch.Tensor
+    inputs: torch.Tensor | None = None  # (B, N, 3) normalised input points (input_guide only)
+    spacing: torch.Tensor | None = None  # (B,) their mean nearest-neighbour spacing
 
     def to_model_frame(self, points: torch.Tensor) -> torch.Tensor:
         """Caller's frame (B, M, 3) -> the model's normalised frame."""
@@ -236,20 +282,29 @@ class ShapeGf(nn.Module):
         """Clouds (B, N, 3), caller's frame -> latent and the normalisation to map back."""
         points = points[..., :3].to(self.sigmas.dtype)
         normalised, centre, scale = normalise_points(points, self.config.input_normalisation)
-        return ShapeGfCode(self.encoder(normalised), centre, scale)
+        code = ShapeGfCode(self.encoder(normalised), centre, scale)
+        if self.config.input_guide:
+            code.inputs, code.spacing = normalised, mean_spacing(normalised)
+        return code
 
-    def score(self, x: torch.Tensor, z: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
-        """Predicted s = sigma^2 grad log Q_sigma at x (B, M, 3), model frame; z (B, latent);
-        sigma a float or (B,) -> (B, M, 3)."""
+    def score(self, x: torch.Tensor, code: ShapeGfCode, sigma: torch.Tensor | float
+              ) -> torch.Tensor:
+        """Predicted s = sigma^2 grad log Q_sigma at x (B, M, 3), model frame, for the shapes of
+        `code` (from `encode`); sigma a float or (B,) -> (B, M, 3)."""
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
         if sigma.dim() == 0:
             sigma = sigma.expand(x.shape[0])
-        return self.decoder(x, z, sigma)
+        if not self.config.input_guide:
+            return self.decoder(x, code.z, sigma)
+        tau = torch.maximum(sigma, self.config.guide_scale * code.spacing)
+        guide = smoothed_set_score(x, code.inputs, tau)
+        features = torch.cat([x, guide / tau.reshape(-1, 1, 1)], dim=-1)
+        return guide + self.decoder(features, code.z, sigma)
 
     def forward(self, points: torch.Tensor, x: torch.Tensor, sigma: torch.Tensor | float
                 ) -> torch.Tensor:
         """Score at x (model frame) for the shapes of `points` (caller's frame)."""
-        return self.score(x, self.encode(points).z, sigma)
+        return self.score(x, self.encode(points), sigma)
 
     def sigma_schedule(self, start_sigma: float | None = None) -> torch.Tensor:
         """The levels sigma <= start_sigma (all of them for None; at least the last one)."""
@@ -300,9 +355,8 @@ class ShapeGf(nn.Module):
         else:
             x = self.prior(batch, count, prior, generator)
             sigmas = self.sigma_schedule(start_sigma)
-        z = code.z
-        x = annealed_langevin(lambda y, sigma: self.score(y, z, sigma), x, sigmas.tolist(), steps,
-                              lr, generator)
+        x = annealed_langevin(lambda y, sigma: self.score(y, code, sigma), x, sigmas.tolist(), steps,
+                              lr, generator, bound=self.config.prior_bound)
         out = code.to_input_frame(x)
         return out[0] if single else out
 

@@ -63,7 +63,7 @@ def shapegf_loss(model, inputs: torch.Tensor, targets: torch.Tensor,
     code = model.encode(inputs)
     clean = code.to_model_frame(targets[..., :3].to(code.z.dtype))
     levels, sigma = draw_sigmas(model.sigmas, clean.shape[0], generator)
-    loss, per_shape = score_matching_loss(lambda x, s: model.score(x, code.z, s), clean, sigma,
+    loss, per_shape = score_matching_loss(lambda x, s: model.score(x, code, s), clean, sigma,
                                           weight_power=weight_power, generator=generator)
     half = len(model.sigmas) // 2
     detached = per_shape.detach()

@@ -135,7 +135,8 @@ class ShapeModelTask:
         truth = test.points.astype(np.float32)
         if meshes is not None:
             held_out = np.stack([
-                _sample_mesh(meshes, model_id, d.val_held_out_points, [VALIDATION_SEED, row])
+                partial_scans.sample_mesh(meshes, model_id, d.val_held_out_points,
+                                          [VALIDATION_SEED, row])
                 for row, model_id in enumerate(test.model_ids)])
             full = np.stack([c[rng.choice(stored, d.num_points, replace=False)] for c in truth])
         else:  # no meshes: half of the stored cloud in, the other half held out
@@ -231,10 +232,3 @@ class ShapeModelTask:
         else:
             val_loss = next(iter(finest.values()))
         return {"val_loss": float(val_loss), **metrics}
-
-
-def _sample_mesh(meshes: MeshSet, model_id: str, count: int, seed: list[int]) -> np.ndarray:
-    from gmm_perception.data.mesh_ops import sample_surface
-
-    mesh = meshes.mesh(meshes.index_of(model_id))
-    return sample_surface(mesh, count, np.random.default_rng(seed)).astype(np.float32)

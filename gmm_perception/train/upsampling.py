@@ -17,7 +17,8 @@
   rotations: `val_input_points` (512) of the stored cloud in, `val_output_points` (2048) out by
   `model.upsample` from the prior with `val_steps_per_level` steps per level and a fixed generator:
     val_chamfer        Chamfer (metrics.chamfer: sum of the two mean nearest distances,
-                       unsquared) between the upsampled cloud and the stored 2048 points; this is
+                       unsquared) between the upsampled cloud and `val_output_points` fresh
+                       samples of the mesh surface (the stored points without meshes); this is
                        val_loss;
     val_chamfer_input  the same distance for the sparse input itself (the reference to beat);
     val_chamfer_denoise  the upsampled cloud from `denoise_from_input` (levels <= 0.1);
@@ -39,7 +40,7 @@ from gmm_perception.models.shapegf import MODEL_NAME
 from gmm_perception.models.shapegf_loss import REFERENCE_WEIGHT_POWER, score_matching_loss, \
     shapegf_loss
 from gmm_perception.data.partial_scans import rotate_about_z, sample_input_target_pairs, \
-    scan_pool
+    sample_mesh, scan_pool
 
 VALIDATION_SEED = 1_000_003
 
@@ -105,20 +106,28 @@ class UpsamplingTask:
             raise ValueError("the selected categories leave no train or no test shapes")
         if d.partial_fraction > 0 and not d.meshes:
             raise ValueError("partial scans need data.meshes (or partial_fraction 0)")
-        self.pool = (scan_pool(MeshSet.load(d.meshes), all_train, d.partial_views_per_mesh,
+        meshes = MeshSet.load(d.meshes) if d.meshes else None
+        self.pool = (scan_pool(meshes, all_train, d.partial_views_per_mesh,
                                d.pool_points, d.pool_seed, d.partial_cache, self.progress)
                      if d.partial_fraction > 0 else None)
-        self.val_inputs, self.val_truth = self._validation_set(test)
+        self.val_inputs, self.val_truth = self._validation_set(test, meshes)
 
     # ----------------------------------------------------------------------------- data
-    def _validation_set(self, test: ShapeSet) -> tuple[torch.Tensor, torch.Tensor]:
+    def _validation_set(self, test: ShapeSet, meshes: MeshSet | None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
         d = self.data
         rng = np.random.default_rng(VALIDATION_SEED)
         if d.val_max_shapes and len(test) > d.val_max_shapes:
             test = test.select(np.sort(rng.choice(len(test), d.val_max_shapes, replace=False)))
-        truth = test.points.astype(np.float32)
+        stored = test.points.astype(np.float32)
         inputs = np.stack([c[rng.choice(len(c), d.val_input_points, replace=False)]
-                           for c in truth])
+                           for c in stored])
+        # The truth is a fresh sample of the surface where the meshes are known: the stored
+        # points contain the input itself, which would score the input (and copies of it) as
+        # lying exactly on the surface.
+        truth = stored if meshes is None else np.stack([
+            sample_mesh(meshes, model_id, d.val_output_points, [VALIDATION_SEED, row])
+            for row, model_id in enumerate(test.model_ids)])
         angles = rng.uniform(0, 2 * np.pi, len(test)) if d.rotate_z else np.zeros(len(test))
         inputs, truth = rotate_about_z([inputs, truth], angles)
         return torch.from_numpy(inputs), torch.from_numpy(truth)
@@ -179,7 +188,7 @@ class UpsamplingTask:
             clean = code.to_model_frame(truth.to(device))
             sigma = model.sigmas[(torch.arange(start, start + len(inputs)) % levels).to(device)]
             noise = torch.randn(clean.shape, generator=generator, device=device)
-            _, per_shape = score_matching_loss(lambda x, s: model.score(x, code.z, s), clean,
+            _, per_shape = score_matching_loss(lambda x, s: model.score(x, code, s), clean,
                                                sigma, noise, d.weight_power)
             sums["dsm"] += float(per_shape.sum())
         metrics = {f"val_{key}": value / count for key, value in sums.items()}

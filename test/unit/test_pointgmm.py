@@ -437,19 +437,14 @@ def test_checkpoint_round_trip_through_the_registry(tmp_path):
         torch.testing.assert_close(y.weights, x.weights)
 
 
-def test_training_configs_build_the_model_and_register_the_task():
+def test_training_config_builds_the_model_and_registers_the_task():
     assert "shape_model" in TASKS
-    full = load_config("config/train/pointgmm.yaml")
-    completion = load_config("config/train/pointgmm_completion.yaml")
-    assert full["data"]["partial_fraction"] == 0.0 and completion["data"]["partial_fraction"] == 1
-    for config in (full, completion):
-        model = build_model("pointgmm", config["model"])
-        assert model.config.components == (8, 32, 128, 512)
-        assert 3e6 < sum(p.numel() for p in model.parameters()) < 4e6
-        PointGmmLossWeights(**config["loss"])
-    differing = {key for key in full["data"] if full["data"][key] != completion["data"][key]}
-    assert differing == {"partial_fraction"}
-    assert full["model"] == completion["model"] and full["loss"] == completion["loss"]
+    config = load_config("config/train/pointgmm.yaml")
+    assert 0 < config["data"]["partial_fraction"] < 1  # one model for full and partial inputs
+    model = build_model("pointgmm", config["model"])
+    assert model.config.components == (8, 32, 128, 512)
+    assert sum(p.numel() for p in model.parameters()) < 1e6  # small enough to commit
+    PointGmmLossWeights(**config["loss"])
 
 
 def test_full_loss_is_differentiable_and_weighted_as_documented():

@@ -81,12 +81,36 @@ def test_decoder_fitted_to_a_tiny_shape_matches_the_closed_form_score():
             query = points[torch.randint(8, (2000,), generator=generator)] \
                 + sigma * torch.randn(2000, 3, generator=generator)
             truth = smoothed_point_set_score(query, points, sigma)
-            fitted = model.score(query.unsqueeze(0), z[:1], sigma)[0]
+            fitted = decoder(query.unsqueeze(0), z[:1], torch.tensor([sigma]))[0]
             cosine = torch.nn.functional.cosine_similarity(fitted, truth, dim=1)
             relative = (fitted - truth).norm() / truth.norm()
             # Tolerances: mean cosine >= 0.95 and relative L2 error <= 0.25 over the queries.
             assert float(cosine.mean()) >= 0.95, (sigma, float(cosine.mean()))
             assert float(relative) <= 0.25, (sigma, float(relative))
+
+
+def test_input_guide_is_the_closed_form_score_of_the_input_plus_a_learned_correction():
+    """With input_guide, the decoder's output is added to the smoothed input set's score at
+    tau = max(sigma, guide_scale * spacing): a decoder whose output layer is zero returns
+    exactly the closed form of eq. 2-3 with the input points as the shape."""
+    generator = torch.Generator().manual_seed(3)
+    model = ShapeGf(ShapeGfConfig(**{**TINY, "input_guide": True, "guide_scale": 0.5})).eval()
+    torch.nn.init.zeros_(model.decoder.out.weight)
+    torch.nn.init.zeros_(model.decoder.out.bias)
+    points = torch.rand(2, 40, 3, generator=generator) * 4 - 2  # metres, any frame
+    code = model.encode(points)
+    inputs = code.to_model_frame(points)
+    spacing = torch.stack([torch.cdist(p, p).fill_diagonal_(float("inf")).min(1).values.mean()
+                           for p in inputs])
+    torch.testing.assert_close(code.spacing, spacing)
+    query = torch.randn(2, 50, 3, generator=generator)
+    for sigma in (1.0, 0.01):  # above and below the spacing floor
+        with torch.no_grad():
+            s = model.score(query, code, sigma)
+        for b in range(2):
+            tau = max(sigma, 0.5 * float(spacing[b]))
+            torch.testing.assert_close(s[b], smoothed_point_set_score(query[b], inputs[b], tau),
+                                       atol=1e-5, rtol=1e-4)
 
 
 # ----------------------------------------------------------------------------- (b) sampler

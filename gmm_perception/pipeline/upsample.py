@@ -1,0 +1,80 @@
+"""Upsampling stage: a sparse object cloud -> `output_points` points of its surface, with ShapeGF
+(Cai et al., ECCV 2020; `models/shapegf.py`).
+
+Two samplers of the same learned gradient field:
+* prior: annealed Langevin dynamics from the uniform prior over every noise level (the paper's):
+  the output is a fresh sample of the encoded shape, whatever the input's layout;
+* denoise: the chain starts from the input points (drawn with replacement) and runs only the
+  levels sigma <= start_sigma: about half the network evaluations, and it keeps the input's
+  layout (a partial view stays partial rather than being completed).
+
+The model normalises the input itself (models/shapegf.py: from the input cloud alone), so any
+frame and metric scale works; the output is in the input's frame. Training used 256-1024 input
+points: larger inputs are resampled down to `max_input_points`.
+
+Both random streams (the resampling and the sampler's noise) are reseeded on every call: the
+dense cloud is a function of the input cloud and the seed alone, not of the clouds before it, so
+a replayed bag, or the same object seen twice, gives the same output.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from gmm_perception.pipeline.preprocess import EmptyCloudError, resample
+
+MODES = ("prior", "denoise")
+MIN_POINTS = 16  # fewer say nothing about a shape (and the encoder never saw so few)
+
+
+@dataclass(frozen=True)
+class UpsamplingResult:
+    points: np.ndarray  # (output_points, 3) float32 in the input cloud's frame
+    seconds: float
+
+
+class Upsampler:
+    """Callable stage over a ShapeGf model; `start_sigma` None is the model's default (0.1, in
+    its normalised units) and only applies to the denoise mode."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, output_points: int = 2048,
+                 steps_per_level: int = 5, mode: str = "denoise",
+                 start_sigma: float | None = None, max_input_points: int = 1024, seed: int = 0):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got '{mode}'")
+        if output_points < 1 or steps_per_level < 1:
+            raise ValueError("output_points and steps_per_level must be >= 1")
+        if max_input_points < MIN_POINTS:
+            raise ValueError(f"max_input_points must be >= {MIN_POINTS}")
+        if start_sigma is not None and start_sigma <= 0:
+            raise ValueError("start_sigma must be positive (or None for the model's default)")
+        self.model, self.device = model.eval(), torch.device(device)
+        self.output_points, self.steps_per_level = output_points, steps_per_level
+        self.mode, self.start_sigma = mode, start_sigma
+        self.max_input_points, self.seed = max_input_points, seed
+
+    @torch.no_grad()
+    def __call__(self, points: np.ndarray) -> UpsamplingResult:
+        started = time.perf_counter()
+        points = np.asarray(points, dtype=np.float32)
+        if points.ndim != 2 or points.shape[1] != 3:
+            raise ValueError(f"expected (N, 3) points, got {points.shape}")
+        if not np.isfinite(points).all():
+            # One NaN poisons the normalisation and so every output point: the node's
+            # read_cloud / Preprocessor drop such rows before the stage.
+            raise ValueError("points must be finite (drop NaN rows first: Preprocessor does)")
+        if len(points) < MIN_POINTS:
+            # The sender's problem (a speck of a cluster), not the node's: rejected, not failed.
+            raise EmptyCloudError(f"{len(points)} points are too few to upsample "
+                                  f"(< {MIN_POINTS})")
+        if len(points) > self.max_input_points:
+            points = resample(points, self.max_input_points, np.random.default_rng(self.seed))
+        generator = torch.Generator(device=self.device).manual_seed(self.seed)
+        dense = self.model.upsample(
+            torch.from_numpy(points).to(self.device), self.output_points, self.steps_per_level,
+            prior="uniform", generator=generator, denoise_from_input=self.mode == "denoise",
+            start_sigma=self.start_sigma if self.mode == "denoise" else None)
+        return UpsamplingResult(dense.float().cpu().numpy(), time.perf_counter() - started)

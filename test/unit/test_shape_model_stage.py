@@ -1,0 +1,98 @@
+"""The shape-model stage (PointGMM): a valid hierarchy in the cloud's frame, samples that follow
+the finest level's mixture, equivariance under translation and scaling, and clear errors for
+unusable clouds. A tiny untrained network: the checks hold for any weights."""
+import numpy as np
+import pytest
+import torch
+
+from gmm_perception.models.pointgmm import PointGmm, PointGmmConfig
+from gmm_perception.pipeline.preprocess import EmptyCloudError
+from gmm_perception.pipeline.shape_model import MIN_POINTS, ShapeModeller
+
+TINY = dict(latent=16, hidden=32, depth=2, encoder_widths=(16, 32, 64), encoder_fc=(32,))
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return PointGmm(PointGmmConfig(**TINY)).eval()
+
+
+def cloud(n=512, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(n, 3)) * [0.3, 0.2, 0.4] + [3.0, 0.5, 0.4]).astype(np.float32)
+
+
+def test_levels_form_a_weighted_hierarchy_of_positive_definite_gaussians(model):
+    result = ShapeModeller(model, CPU, num_points=256, resample_points=300)(cloud())
+    assert [len(level["weights"]) for level in result.levels] == [8, 32, 128]
+    assert result.resampled.shape == (300, 3) and result.resampled.dtype == np.float32
+    previous = None
+    for level in result.levels:
+        w, mu, cov, parents = (level[k] for k in ("weights", "means", "covariances", "parents"))
+        assert w.dtype == mu.dtype == cov.dtype == np.float64
+        assert mu.shape == (len(w), 3) and cov.shape == (len(w), 3, 3)
+        assert w.sum() == pytest.approx(1.0, abs=1e-6) and np.all(w >= 0)
+        np.testing.assert_array_equal(cov, cov.transpose(0, 2, 1))
+        assert np.all(np.linalg.eigvalsh(cov) > 0)
+        if previous is None:
+            assert np.all(parents == -1)
+        else:
+            assert parents.min() >= 0 and parents.max() < len(previous)
+            # Each parent's children share out exactly its weight.
+            np.testing.assert_allclose(np.bincount(parents, w, minlength=len(previous)),
+                                       previous, atol=1e-6)
+        previous = w
+
+
+def test_resampled_cloud_follows_the_finest_mixture_moments(model):
+    m = 20000
+    result = ShapeModeller(model, CPU, num_points=256, resample_points=m)(cloud())
+    finest = result.levels[-1]
+    w, mu, cov = finest["weights"], finest["means"], finest["covariances"]
+    mean = w @ mu
+    covariance = np.einsum("k,kij->ij", w, cov + mu[:, :, None] * mu[:, None, :]) \
+        - np.outer(mean, mean)
+    x = result.resampled.astype(np.float64)
+    centred = x - mean
+    products = centred[:, :, None] * centred[:, None, :]
+    # Five standard errors, estimated from the samples themselves (no Gaussian assumption).
+    np.testing.assert_array_less(np.abs(x.mean(0) - mean), 5 * x.std(0) / np.sqrt(m))
+    np.testing.assert_array_less(np.abs(products.mean(0) - covariance),
+                                 5 * products.std(0) / np.sqrt(m) + 1e-12)
+
+
+def test_translating_and_scaling_the_cloud_moves_and_scales_the_mixture(model):
+    points = cloud(n=256, seed=1)
+    shift, scale = np.array([20.0, -15.0, 3.0]), 2.5
+    moved = (points.astype(np.float64) * scale + shift).astype(np.float32)
+    # num_points == len(points): both calls feed the same points in the same order.
+    a = ShapeModeller(model, CPU, num_points=256, resample_points=500, seed=3)(points)
+    b = ShapeModeller(model, CPU, num_points=256, resample_points=500, seed=3)(moved)
+    size = np.ptp(points, axis=0).max()
+    for la, lb in zip(a.levels, b.levels):
+        np.testing.assert_allclose(lb["weights"], la["weights"], atol=1e-5)
+        np.testing.assert_allclose(lb["means"] - shift, la["means"] * scale, atol=1e-4 * size)
+        np.testing.assert_allclose(lb["covariances"], la["covariances"] * scale ** 2,
+                                   atol=1e-4 * size ** 2)
+        np.testing.assert_array_equal(lb["parents"], la["parents"])
+    np.testing.assert_allclose(b.resampled - shift, a.resampled * scale, atol=1e-3 * size)
+
+
+def test_unusable_clouds_are_errors(model):
+    modeller = ShapeModeller(model, CPU, num_points=64)
+    with pytest.raises(EmptyCloudError, match="too few"):
+        modeller(np.zeros((MIN_POINTS - 1, 3), np.float32))
+    with pytest.raises(ValueError, match=r"\(N, 3\)"):
+        modeller(np.zeros((100, 2), np.float32))
+    with pytest.raises(ValueError):
+        ShapeModeller(model, CPU, resample_points=0)
