@@ -46,10 +46,16 @@ a 128-d global latent and a few small blocks (a CPU budget) cannot place points 
 a shape's size, and an hour of CPU training left the fine levels worse than predicting zero. An
 upsampler has the sparse points themselves, so the decoder is also given, per query point, the
 closed-form score of the smoothed input set (eq. 2-3 with the input points as the shape) at
-tau = max(sigma, guide_scale * input spacing), and its output is a correction added to it:
-s = s_in(x; tau) + g([x, s_in(x; tau) / tau], z, sigma).
+tau = max(sigma, guide_scale * input spacing), its length capped at guide_clip * sigma (far from
+the input, e.g. on the unseen side of a partial scan, it pulls across the shape), and its output
+is a correction added to it: s = s_in(x; tau) + g([x, s_in(x; tau) / tau], z, sigma).
 The loss, schedule and sampler are unchanged; the learned part only has to turn "towards the
 nearby input points" into "onto the surface through them".
+
+Output scale (`sigma_scaled_output`, not in the paper; on in the config): the decoder predicts
+s / sigma and s = sigma * output, so its target (x - x~) / sigma = -eps has size 1 at every level
+(Song and Ermon's noise-conditional parameterisation). With the balanced weight sigma^-2 this is
+exactly eps-prediction; predicting s itself (size 1 to 0.01 across the schedule) diverged.
 
 Loss (`models/shapegf_loss.py`): denoising score matching, eq. 6-7 / 13, in the reference's form.
 """
@@ -90,7 +96,12 @@ class ShapeGfConfig:
     # Not in the paper (module docstring, "Input guide"): the decoder also sees the closed-form
     # score of the smoothed *input* points and predicts a correction to it.
     input_guide: bool = False
+    # Not in the paper: the decoder predicts s / sigma (eps-prediction, every level of size 1),
+    # and s = sigma * output. The reference predicts s itself, whose size spans 100x over the
+    # schedule; with the balanced loss weight that made training diverge here.
+    sigma_scaled_output: bool = False
     guide_scale: float = 0.5  # tau = max(sigma, guide_scale * the input's mean point spacing)
+    guide_clip: float = 3.0  # the guide's pull is capped at guide_clip * sigma
 
     def __post_init__(self):
         object.__setattr__(self, "encoder_widths", tuple(int(w) for w in self.encoder_widths))
@@ -105,8 +116,8 @@ class ShapeGfConfig:
             raise ValueError("need 0 < sigma_min <= sigma_max and levels >= 1")
         if self.blocks < 0 or self.width < 1 or self.latent < 1:
             raise ValueError("blocks >= 0, width >= 1 and latent >= 1")
-        if self.guide_scale <= 0:
-            raise ValueError("guide_scale must be positive")
+        if self.guide_scale <= 0 or self.guide_clip <= 0:
+            raise ValueError("guide_scale and guide_clip must be positive")
         if self.step_lr <= 0 or self.steps_per_level < 1 or self.prior_bound <= 0:
             raise ValueError("step_lr and prior_bound must be positive, steps_per_level >= 1")
 
@@ -294,12 +305,17 @@ class ShapeGf(nn.Module):
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
         if sigma.dim() == 0:
             sigma = sigma.expand(x.shape[0])
+        scale = sigma.reshape(-1, 1, 1) if self.config.sigma_scaled_output else 1.0
         if not self.config.input_guide:
-            return self.decoder(x, code.z, sigma)
+            return scale * self.decoder(x, code.z, sigma)
         tau = torch.maximum(sigma, self.config.guide_scale * code.spacing)
         guide = smoothed_set_score(x, code.inputs, tau)
+        # Far from every input point (the unseen side of a partial scan) the guide pulls
+        # across the shape, 100 sigma at the fine levels: capped, the correction stays O(1).
+        cap = self.config.guide_clip * sigma.reshape(-1, 1, 1)
+        guide = guide * (cap / guide.norm(dim=-1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0)
         features = torch.cat([x, guide / tau.reshape(-1, 1, 1)], dim=-1)
-        return guide + self.decoder(features, code.z, sigma)
+        return guide + scale * self.decoder(features, code.z, sigma)
 
     def forward(self, points: torch.Tensor, x: torch.Tensor, sigma: torch.Tensor | float
                 ) -> torch.Tensor:

@@ -33,6 +33,7 @@ class TrainSettings:
     min_lr: float = 1e-6
     seed: int = 0
     max_minutes: float = 0.0  # stop (and save) after this much wall time; 0 = no limit
+    grad_clip: float = 0.0  # clip the gradient's global norm to this; 0 = no clipping
     device: str = "auto"
     threads: int = 0  # torch CPU threads; 0 = torch's default
     init_checkpoint: str = ""  # start from these weights when there is no last.pt to resume
@@ -140,6 +141,8 @@ def train(task: TrainingTask, settings: TrainSettings, resume: bool = True) -> P
             loss, _ = task.loss(wrapped, task.train_batch(rng, device))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
+            if settings.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
             optimiser.step()
             losses.append(loss.item())
             steps.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")

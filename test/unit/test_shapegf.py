@@ -92,9 +92,11 @@ def test_decoder_fitted_to_a_tiny_shape_matches_the_closed_form_score():
 def test_input_guide_is_the_closed_form_score_of_the_input_plus_a_learned_correction():
     """With input_guide, the decoder's output is added to the smoothed input set's score at
     tau = max(sigma, guide_scale * spacing): a decoder whose output layer is zero returns
-    exactly the closed form of eq. 2-3 with the input points as the shape."""
+    exactly the closed form of eq. 2-3 with the input points as the shape (uncapped here; the
+    cap is the next test's)."""
     generator = torch.Generator().manual_seed(3)
-    model = ShapeGf(ShapeGfConfig(**{**TINY, "input_guide": True, "guide_scale": 0.5})).eval()
+    model = ShapeGf(ShapeGfConfig(**{**TINY, "input_guide": True, "guide_scale": 0.5,
+                                     "guide_clip": 1e6})).eval()
     torch.nn.init.zeros_(model.decoder.out.weight)
     torch.nn.init.zeros_(model.decoder.out.bias)
     points = torch.rand(2, 40, 3, generator=generator) * 4 - 2  # metres, any frame
@@ -111,6 +113,35 @@ def test_input_guide_is_the_closed_form_score_of_the_input_plus_a_learned_correc
             tau = max(sigma, 0.5 * float(spacing[b]))
             torch.testing.assert_close(s[b], smoothed_point_set_score(query[b], inputs[b], tau),
                                        atol=1e-5, rtol=1e-4)
+
+
+def test_the_guide_is_capped_at_guide_clip_sigma_far_from_the_input():
+    model = ShapeGf(ShapeGfConfig(**{**TINY, "input_guide": True, "guide_clip": 3.0})).eval()
+    torch.nn.init.zeros_(model.decoder.out.weight)
+    torch.nn.init.zeros_(model.decoder.out.bias)
+    points = torch.zeros(1, 20, 3)
+    points[0, :, 0] = torch.linspace(0, 1, 20)  # a rod along x
+    code = model.encode(points)
+    far = torch.tensor([[[0.0, 1.5, 0.0], [0.0, 0.0, 0.001]]])  # far off; on the rod
+    with torch.no_grad():
+        s = model.score(far, code, 0.01)[0]
+    assert float(s[0].norm()) == pytest.approx(0.03, rel=1e-4)  # capped at 3 sigma
+    assert float(s[0, 1]) < 0  # still towards the rod
+    assert float(s[1].norm()) < 0.03  # near the input: the closed form itself
+
+
+def test_sigma_scaled_output_multiplies_the_decoder_by_sigma():
+    """sigma_scaled_output: the decoder predicts s / sigma (eps-prediction); score = sigma * it."""
+    generator = torch.Generator().manual_seed(4)
+    model = ShapeGf(ShapeGfConfig(**{**TINY, "sigma_scaled_output": True})).eval()
+    points = torch.rand(2, 30, 3, generator=generator)
+    query = torch.randn(2, 20, 3, generator=generator)
+    with torch.no_grad():
+        code = model.encode(points)
+        for sigma in (0.5, 0.02):
+            torch.testing.assert_close(model.score(query, code, sigma),
+                                       sigma * model.decoder(query, code.z,
+                                                             torch.full((2,), sigma)))
 
 
 # ----------------------------------------------------------------------------- (b) sampler
