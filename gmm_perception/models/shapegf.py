@@ -48,7 +48,12 @@ upsampler has the sparse points themselves, so the decoder is also given, per qu
 closed-form score of the smoothed input set (eq. 2-3 with the input points as the shape) at
 tau = max(sigma, guide_scale * input spacing), its length capped at guide_clip * sigma (far from
 the input, e.g. on the unseen side of a partial scan, it pulls across the shape), and its output
-is a correction added to it: s = s_in(x; tau) + g([x, s_in(x; tau) / tau], z, sigma).
+is a correction added to it: s = s_in(x; tau) + g([x, s_in(x; tau) / tau], z, sigma). With
+`guide_normal`, at the levels below the floor only the part of s_in along the local normal of the
+input (weighted covariance) is kept: a moving-least-squares projection onto the local plane. The
+plain guide at those levels pulls points towards the nearest input point, which the decoder
+(seeing no local geometry) could not undo: after 25 min its residual at sigma 0.01 was 5.9 sigma^2
+against 3 for predicting zero.
 The loss, schedule and sampler are unchanged; the learned part only has to turn "towards the
 nearby input points" into "onto the surface through them".
 
@@ -102,6 +107,7 @@ class ShapeGfConfig:
     sigma_scaled_output: bool = False
     guide_scale: float = 0.5  # tau = max(sigma, guide_scale * the input's mean point spacing)
     guide_clip: float = 3.0  # the guide's pull is capped at guide_clip * sigma
+    guide_normal: bool = False  # below the spacing floor, only the guide's normal part
 
     def __post_init__(self):
         object.__setattr__(self, "encoder_widths", tuple(int(w) for w in self.encoder_widths))
@@ -143,12 +149,25 @@ def normalise_points(points: torch.Tensor, mode: str = "unit_sphere"
     return (points - centre.unsqueeze(1)) / scale.reshape(-1, 1, 1), centre, scale
 
 
-def smoothed_set_score(x: torch.Tensor, points: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+def smoothed_set_score(x: torch.Tensor, points: torch.Tensor, tau: torch.Tensor,
+                       normal_projection: bool = False) -> torch.Tensor:
     """tau^2 grad log of the point set smoothed by N(0, tau^2 I) (eq. 2-3), at x (B, M, 3), for
-    points (B, N, 3) and tau (B,): the softmax-weighted mean of the points minus x."""
+    points (B, N, 3) and tau (B,): the softmax-weighted mean c of the points minus x.
+
+    With `normal_projection`, only the part of c - x along the normal of the weighted points
+    (the least eigenvector of their weighted covariance) is kept: a moving-least-squares step
+    onto the local plane through c, which does not slide points towards the nearest input
+    point along the surface."""
     d2 = torch.cdist(x, points).pow(2)
     weights = torch.softmax(-d2 / (2 * tau.reshape(-1, 1, 1) ** 2), dim=-1)
-    return weights @ points - x
+    centre = weights @ points
+    pull = centre - x
+    if not normal_projection:
+        return pull
+    second = weights @ (points.unsqueeze(-1) * points.unsqueeze(-2)).flatten(-2)
+    covariance = second.unflatten(-1, (3, 3)) - centre.unsqueeze(-1) * centre.unsqueeze(-2)
+    normal = torch.linalg.eigh(covariance).eigenvectors[..., 0]
+    return (pull * normal).sum(-1, keepdim=True) * normal
 
 
 def mean_spacing(points: torch.Tensor) -> torch.Tensor:
@@ -308,8 +327,14 @@ class ShapeGf(nn.Module):
         scale = sigma.reshape(-1, 1, 1) if self.config.sigma_scaled_output else 1.0
         if not self.config.input_guide:
             return scale * self.decoder(x, code.z, sigma)
-        tau = torch.maximum(sigma, self.config.guide_scale * code.spacing)
+        floor = self.config.guide_scale * code.spacing
+        tau = torch.maximum(sigma, floor)
         guide = smoothed_set_score(x, code.inputs, tau)
+        if self.config.guide_normal and bool((sigma < floor).any()):
+            # Below the input's spacing the surface is a plane through the nearby points:
+            # the pull along it (towards the nearest input point) is what a denoiser must not do.
+            fine = (sigma < floor).reshape(-1, 1, 1)
+            guide = torch.where(fine, smoothed_set_score(x, code.inputs, tau, True), guide)
         # Far from every input point (the unseen side of a partial scan) the guide pulls
         # across the shape, 100 sigma at the fine levels: capped, the correction stays O(1).
         cap = self.config.guide_clip * sigma.reshape(-1, 1, 1)

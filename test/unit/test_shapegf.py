@@ -13,7 +13,7 @@ import torch
 from gmm_perception.data.procedural import procedural_shapes
 from gmm_perception.models.registry import build_model
 from gmm_perception.models.shapegf import ShapeGf, ShapeGfConfig, annealed_langevin, \
-    geometric_sigmas, normalise_points
+    geometric_sigmas, normalise_points, smoothed_set_score
 from gmm_perception.models.shapegf_loss import score_matching_loss
 from gmm_perception.train.run import TASKS, load_config
 from gmm_perception.train.upsampling import UpsamplingData, UpsamplingTask
@@ -128,6 +128,20 @@ def test_the_guide_is_capped_at_guide_clip_sigma_far_from_the_input():
     assert float(s[0].norm()) == pytest.approx(0.03, rel=1e-4)  # capped at 3 sigma
     assert float(s[0, 1]) < 0  # still towards the rod
     assert float(s[1].norm()) < 0.03  # near the input: the closed form itself
+
+
+def test_normal_projected_guide_moves_points_straight_onto_a_plane():
+    """Scattered input points on the plane z = 0.2: the MLS guide's step is exactly
+    (0, 0, 0.2 - z) (the plain guide also slides the query towards the nearest points)."""
+    grid = torch.rand(150, 2, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    plane = torch.cat([grid, torch.full((len(grid), 1), 0.2)], -1).unsqueeze(0).double()
+    query = torch.tensor([[[0.33, -0.27, 0.25], [0.05, 0.41, 0.17]]], dtype=torch.float64)
+    tau = torch.tensor([0.1], dtype=torch.float64)
+    step = smoothed_set_score(query, plane, tau, normal_projection=True)[0]
+    expected = torch.zeros_like(step)
+    expected[:, 2] = 0.2 - query[0, :, 2]
+    torch.testing.assert_close(step, expected, atol=1e-7, rtol=0)
+    assert float(smoothed_set_score(query, plane, tau)[0, :, :2].abs().max()) > 1e-3
 
 
 def test_sigma_scaled_output_multiplies_the_decoder_by_sigma():
