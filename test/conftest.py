@@ -100,6 +100,18 @@ def pytest_runtest_makereport(item, call):
 
 
 @pytest.fixture
+def one_torch_thread():
+    """Torch on one thread for the test, the previous count restored after: tiny models run
+    faster without thread hand-offs, and tests running beside each other do not oversubscribe."""
+    import torch  # here, not at the top: most tests never load torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def ros_context():
     """An rclpy context of the test process, shut down after the test."""
     import rclpy

@@ -40,6 +40,11 @@ def load_model(path, name: str | None, device: torch.device | str = "cpu"
     """A model in eval mode on `device` from a checked checkpoint, and the checkpoint payload.
     `name` None accepts any registered model (the payload says which)."""
     payload = load_checkpoint(path, expected_model=name, map_location=device)
+    return model_from_payload(payload, device), payload
+
+
+def model_from_payload(payload: dict, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """The model of a loaded checkpoint payload: built, weights loaded, on `device`, eval mode."""
     model = build_model(payload["model"], payload["config"]["model"])
     model.load_state_dict(payload["state_dict"])
-    return model.to(device).eval(), payload
+    return model.to(device).eval()

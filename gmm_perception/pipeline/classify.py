@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from gmm_perception.gmm import mixture as mx
-from gmm_perception.pipeline.preprocess import EmptyCloudError, resample
+from gmm_perception.pipeline.preprocess import MIN_OBJECT_POINTS, object_points, resample
 
-MIN_POINTS = 16  # fewer cannot be fitted with the input components nor say anything about shape
+MIN_POINTS = MIN_OBJECT_POINTS  # re-exported: the least cloud the stage takes
 
 
 @dataclass(frozen=True)
@@ -43,13 +43,7 @@ class Classifier:
     @torch.no_grad()
     def __call__(self, points: np.ndarray) -> Classification:
         started = time.perf_counter()
-        points = np.asarray(points, dtype=np.float32)
-        if points.ndim != 2 or points.shape[1] != 3:
-            raise ValueError(f"expected (N, 3) points, got {points.shape}")
-        if len(points) < MIN_POINTS:
-            # The sender's problem (a speck of a cluster), not the node's: rejected, not failed.
-            raise EmptyCloudError(f"{len(points)} points are too few to classify "
-                                  f"(< {MIN_POINTS})")
+        points = object_points(points, "classify", MIN_POINTS)
         sample = torch.from_numpy(resample(points, self.num_points, self._rng)[None]).to(
             self.device)
         prepared = self.model.prepare(sample)

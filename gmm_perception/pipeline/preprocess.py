@@ -6,6 +6,12 @@ from dataclasses import dataclass
 import numpy as np
 
 
+# The object stages' (classify, shape model, upsample) least input: fewer points say nothing about
+# a shape (they are a segmentation speck), cannot be fitted with GMCN's input components, and
+# are fewer than the encoders ever saw in training.
+MIN_OBJECT_POINTS = 16
+
+
 class EmptyCloudError(ValueError):
     """The input holds no finite point, so there is nothing to process."""
 
@@ -41,6 +47,26 @@ def finite_points(points: np.ndarray) -> np.ndarray:
     if len(finite) == 0:
         raise EmptyCloudError(f"no finite points among {len(points)}")
     return finite
+
+
+def object_points(points: np.ndarray, verb: str, min_points: int = MIN_OBJECT_POINTS,
+                  finite: bool = False) -> np.ndarray:
+    """An object stage's input as (N,3) float32; `verb` names the stage in the error message.
+
+    ValueError for another shape (or, with `finite`, any NaN/inf coordinate); EmptyCloudError
+    for fewer than `min_points` points: the sender's problem (a speck of a cluster), not the
+    node's, so a node rejects the cloud rather than failing.
+    """
+    points = np.asarray(points, dtype=np.float32)
+    if points.ndim != 2 or points.shape[1] != 3:
+        raise ValueError(f"expected (N, 3) points, got {points.shape}")
+    if finite and not np.isfinite(points).all():
+        # One NaN poisons a normalisation and so every output point: the nodes' read_cloud /
+        # Preprocessor drop such rows before the stage.
+        raise ValueError("points must be finite (drop NaN rows first: Preprocessor does)")
+    if len(points) < min_points:
+        raise EmptyCloudError(f"{len(points)} points are too few to {verb} (< {min_points})")
+    return points
 
 
 def crop(points: np.ndarray, config: PreprocessConfig) -> np.ndarray:

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from gmm_perception.models.pointgmm import PointGmm, sample
-from gmm_perception.pipeline.preprocess import EmptyCloudError, resample
+from gmm_perception.pipeline.preprocess import MIN_OBJECT_POINTS, object_points, resample
 
-MIN_POINTS = 16  # fewer say nothing about a shape (and are a segmentation speck)
+MIN_POINTS = MIN_OBJECT_POINTS  # re-exported: the least cloud the stage takes
 
 
 @dataclass(frozen=True)
@@ -44,13 +44,7 @@ class ShapeModeller:
     @torch.no_grad()
     def __call__(self, points: np.ndarray) -> ShapeModelResult:
         started = time.perf_counter()
-        points = np.asarray(points, dtype=np.float32)
-        if points.ndim != 2 or points.shape[1] != 3:
-            raise ValueError(f"expected (N, 3) points, got {points.shape}")
-        if len(points) < MIN_POINTS:
-            # The sender's problem (a speck of a cluster), not the node's: rejected, not failed.
-            raise EmptyCloudError(f"{len(points)} points are too few to model "
-                                  f"(< {MIN_POINTS})")
+        points = object_points(points, "model", MIN_POINTS)
         chosen = torch.from_numpy(resample(points, self.num_points, self._rng)[None])
         hgmm = self.model.predict(chosen.to(self.device))
         levels = []

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from gmm_perception.pipeline.preprocess import EmptyCloudError, resample
+from gmm_perception.pipeline.preprocess import MIN_OBJECT_POINTS, object_points, resample
 
 MODES = ("prior", "denoise")
-MIN_POINTS = 16  # fewer say nothing about a shape (and the encoder never saw so few)
+MIN_POINTS = MIN_OBJECT_POINTS  # re-exported: the least cloud the stage (and its node) takes
 
 
 @dataclass(frozen=True)
@@ -59,17 +59,7 @@ class Upsampler:
     @torch.no_grad()
     def __call__(self, points: np.ndarray) -> UpsamplingResult:
         started = time.perf_counter()
-        points = np.asarray(points, dtype=np.float32)
-        if points.ndim != 2 or points.shape[1] != 3:
-            raise ValueError(f"expected (N, 3) points, got {points.shape}")
-        if not np.isfinite(points).all():
-            # One NaN poisons the normalisation and so every output point: the node's
-            # read_cloud / Preprocessor drop such rows before the stage.
-            raise ValueError("points must be finite (drop NaN rows first: Preprocessor does)")
-        if len(points) < MIN_POINTS:
-            # The sender's problem (a speck of a cluster), not the node's: rejected, not failed.
-            raise EmptyCloudError(f"{len(points)} points are too few to upsample "
-                                  f"(< {MIN_POINTS})")
+        points = object_points(points, "upsample", MIN_POINTS, finite=True)
         if len(points) > self.max_input_points:
             points = resample(points, self.max_input_points, np.random.default_rng(self.seed))
         generator = torch.Generator(device=self.device).manual_seed(self.seed)

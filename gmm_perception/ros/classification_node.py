@@ -11,7 +11,7 @@ from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
 from visualization_msgs.msg import Marker, MarkerArray
 
-from gmm_perception.models.registry import build_model
+from gmm_perception.models.registry import model_from_payload
 from gmm_perception.paths import share_dir
 from gmm_perception.pipeline.classify import Classifier
 from gmm_perception.pipeline.preprocess import Preprocessor
@@ -45,10 +45,11 @@ class ClassificationNode(PerceptionNode):
         if payload["model"] not in CLASSIFIERS:
             raise ValueError(f"{path} holds a '{payload['model']}' model, not a classifier "
                              f"({', '.join(CLASSIFIERS)})")
-        model = build_model(payload["model"], payload["config"]["model"])
-        model.load_state_dict(payload["state_dict"])
+        # Not self.load_model: the kind is checked before building, so that an unregistered
+        # model name is this ValueError (a configure failure), not the registry's KeyError.
+        model = model_from_payload(payload, self.device)
         self.model_name = f"{payload['model']}:{path.rsplit('/', 1)[-1]}"
-        self.classifier = Classifier(model.to(self.device), payload["config"]["data"]["class_names"],
+        self.classifier = Classifier(model, payload["config"]["data"]["class_names"],
                                      self.device, self.param("classification_points"))
         self.preprocess = Preprocessor(config_from_parameters(self.param))
         self.result_pub = self.create_output(ObjectClassification, "~/classification")

@@ -24,7 +24,7 @@ import threading
 import time
 from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
 import rclpy
@@ -45,6 +45,9 @@ from gmm_perception.ros.pointcloud import MalformedCloudError, read_xyz
 from gmm_perception.ros.qos import RELIABILITY_CHOICES, make_qos
 from gmm_perception.geometry.tf_tree import TransformError
 from gmm_perception.ros.tf import TfBuffer
+
+if TYPE_CHECKING:  # torch is imported where a model is loaded: nodes without one never pay for it
+    import torch
 
 # Inputs that are the sender's fault: counted as rejected, logged, and the node carries on.
 REJECTED_INPUT_ERRORS = (MalformedCloudError, EmptyCloudError, TransformError)
@@ -160,6 +163,15 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
         self.checkpoint_note = f"{path} (model {payload['model']}, code " \
                                f"{payload['metadata'].get('code_version', 'unknown')})"
         return payload
+
+    def load_model(self, path: str, expected_model: str | None
+                   ) -> tuple[torch.nn.Module, dict]:
+        """A registry model from a checked checkpoint (load_model_checkpoint: the diagnostics
+        name it), built, weights loaded, on the node's device and in eval mode; and the payload."""
+        from gmm_perception.models.registry import model_from_payload
+
+        payload = self.load_model_checkpoint(path, expected_model=expected_model)
+        return model_from_payload(payload, self.device), payload
 
     def read_cloud(self, msg: PointCloud2) -> Cloud:
         """Validated finite xyz of a PointCloud2, in target_frame when one is set."""

@@ -18,7 +18,6 @@ from std_msgs.msg import Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from gmm_perception.models.pointgmm import MODEL_NAME
-from gmm_perception.models.registry import build_model
 from gmm_perception.paths import share_dir
 from gmm_perception.pipeline.preprocess import Preprocessor
 from gmm_perception.pipeline.shape_model import ShapeModeller
@@ -75,16 +74,12 @@ class ShapeModelNode(PerceptionNode):
 
     def configure_node(self) -> None:
         path = self.param("checkpoint")
-        payload = self.load_model_checkpoint(path, expected_model=MODEL_NAME)
-        model = build_model(payload["model"], payload["config"]["model"])
-        model.load_state_dict(payload["state_dict"])
-        self.model = model.to(self.device).eval()
+        self.model, self.payload = self.load_model(path, expected_model=MODEL_NAME)
         self.model_name = f"{MODEL_NAME}:{Path(path).name}"
-        self.payload = payload
         self.preprocess, self.modeller, self.marker_level = self._stages()
         self._marker_counts: dict[str, int] = {}  # markers last published per namespace
         self.level_pubs = [self.create_output(GaussianMixture, f"~/mixture/level_{level}")
-                           for level in range(model.config.depth + 1)]
+                           for level in range(self.model.config.depth + 1)]
         self.markers_pub = self.create_output(MarkerArray, "~/markers")
         self.resampled_pub = self.create_output(PointCloud2, "~/resampled")
 

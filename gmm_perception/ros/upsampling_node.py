@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from sensor_msgs.msg import PointCloud2
 
-from gmm_perception.models.registry import build_model
 from gmm_perception.models.shapegf import MODEL_NAME
 from gmm_perception.paths import share_dir
 from gmm_perception.pipeline.preprocess import Preprocessor
@@ -52,10 +51,7 @@ class UpsamplingNode(PerceptionNode):
 
     def configure_node(self) -> None:
         path = self.param("checkpoint")
-        payload = self.load_model_checkpoint(path, expected_model=MODEL_NAME)
-        model = build_model(payload["model"], payload["config"]["model"])
-        model.load_state_dict(payload["state_dict"])
-        self.model = model.to(self.device).eval()
+        self.model, _ = self.load_model(path, expected_model=MODEL_NAME)
         self._build_stages()
         self.dense_pub = self.create_output(PointCloud2, "~/dense")
 

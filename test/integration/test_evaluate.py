@@ -96,8 +96,15 @@ def test_offline_and_live_give_the_same_metrics(scene, tmp_path):
     for mode, m in metrics.items():
         assert m["frames"]["total"] == FRAMES, mode
         assert m["truth_objects"] == ["chair", "table"]
-        for name in ("report.md", "error_over_time.png", "latency.png", "scene_top_down.png"):
+        for name in ("report.md", "error_over_time.png", "latency.png", "scene_top_down.png",
+                     "surfaces.png"):
             assert (tmp_path / "out" / mode / name).is_file()
+        # The surface stages of the scene pipeline (PointGMM, ShapeGF) scored against the
+        # true surfaces, beside the segmented input they were given.
+        surfaces = m["surfaces"]
+        assert set(surfaces["clouds"]) == {"input", "shape_model", "upsampling"}, (mode, surfaces)
+        assert set(surfaces["final_frame"]) == {"chair", "table"}, (mode, surfaces)
+        assert all(0 < c < 1.0 for c in surfaces["median_chamfer_m"].values()), surfaces
     offline, live = metrics["offline"], metrics["live"]
     summary = {mode: (m["frames"], m["detection"], m["registration"]["recall"],
                       m["registration"]["model_accuracy"]) for mode, m in metrics.items()}

@@ -24,16 +24,9 @@ from gmm_perception.train.run import TASKS, load_config
 from gmm_perception.train.shape_model import ShapeModelData, ShapeModelTask
 from procedural_files import procedural_dataset
 from round_trip import checkpoint_round_trip
+from tiny_configs import POINTGMM_TINY as TINY
 
-TINY = dict(latent=16, hidden=32, depth=2, encoder_widths=(16, 32, 64), encoder_fc=(32,))
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def random_level(generator: torch.Generator, b: int = 2, k: int = 5, spread: float = 1.0,

@@ -8,23 +8,16 @@ import torch
 from gmm_perception.models.pointgmm import PointGmm, PointGmmConfig
 from gmm_perception.pipeline.preprocess import EmptyCloudError
 from gmm_perception.pipeline.shape_model import MIN_POINTS, ShapeModeller
+from tiny_configs import POINTGMM_TINY
 
-TINY = dict(latent=16, hidden=32, depth=2, encoder_widths=(16, 32, 64), encoder_fc=(32,))
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return PointGmm(PointGmmConfig(**TINY)).eval()
+    return PointGmm(PointGmmConfig(**POINTGMM_TINY)).eval()
 
 
 def cloud(n=512, seed=0):

@@ -22,13 +22,7 @@ from round_trip import checkpoint_round_trip
 
 TINY = dict(latent=8, encoder_widths=(16, 32), encoder_fc=(16,), blocks=2, width=32)
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def smoothed_point_set_score(x: torch.Tensor, points: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -14,13 +14,7 @@ CPU = torch.device("cpu")
 # unit size (0.3 mm at 1e5 its float resolution), so 1e-3 says "the same cloud, moved".
 FRAME_TOLERANCE = 1e-3
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
