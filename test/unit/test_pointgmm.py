@@ -430,6 +430,29 @@ def test_checkpoint_round_trip_through_the_registry(tmp_path):
         torch.testing.assert_close(y.weights, x.weights)
 
 
+def test_canonical_yaw_makes_the_mixture_follow_turns_about_z():
+    """With canonical_yaw the network sees one heading: turning the input about z turns the
+    output mixture with it (means, covariances), weights unchanged."""
+    from gmm_perception.geometry.transforms import rotation_z
+    from gmm_perception.models.pointgmm import canonical_yaw
+
+    torch.manual_seed(0)
+    model = PointGmm(PointGmmConfig(**{**TINY, "canonical_yaw": True})).eval()
+    points = torch.randn(1, 300, 3, dtype=torch.float64).float() * torch.tensor([1.0, 0.4, 0.2])
+    points[..., 0] += 0.3 * points[..., 0] ** 2  # skewed along x: a unique heading
+    turn = torch.from_numpy(rotation_z(0.9)).float()
+    with torch.no_grad():
+        base, turned = model.predict(points), model.predict(points @ turn.T)
+    for a, b in zip(base.levels, turned.levels):
+        torch.testing.assert_close(b.means, a.means @ turn.T, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(b.covariance(), turn @ a.covariance() @ turn.T,
+                                   atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(b.weights, a.weights, atol=1e-5, rtol=1e-4)
+    R = canonical_yaw(points)
+    torch.testing.assert_close(R[0] @ R[0].T, torch.eye(3), atol=1e-5, rtol=0)
+    assert float(torch.linalg.det(R[0])) == pytest.approx(1.0, abs=1e-5)
+
+
 def test_training_config_builds_the_model_and_registers_the_task():
     assert "shape_model" in TASKS
     config = load_config("config/train/pointgmm.yaml")
