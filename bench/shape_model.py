@@ -1,0 +1,228 @@
+"""Shape-model benchmark (issue 7): PointGMM's hierarchical mixture against per-cloud EM.
+
+    python bench/shape_model.py [--checkpoint PATH] [--max-models N] [--em-components 512,128]
+                                [--threads 2] [--json PATH]
+
+Test set (bench/_shape_data.py): every held-out SH3D model (or a fixed subset of --max-models),
+each as two inputs: the full stored cloud (2048 points) and one simulated depth-camera scan
+(2048 points, one view: the rest of the object is unseen). Per input and method:
+  NLL       mean negative log-likelihood per point of 2048 *fresh* samples of the true full mesh
+            surface (not the input points), in the true shape's unit-sphere frame: the quantity
+            of the training's val_nll_{full,partial}_l{level};
+  Chamfer   metrics.chamfer (sum of the two mean nearest distances, unsquared) between 2048
+            points resampled from the mixture and those fresh surface samples; the training's
+            val_chamfer uses the stored cloud instead, which for full inputs is the input itself;
+  ms        per object at batch 1, median and p95, on --threads threads (torch and BLAS/OpenMP),
+            from the raw cloud: PointGMM's forward pass, EM's k-means initialisation and fit;
+  bytes     of the mixture as a message stores it (float32 weight, mean and 6 covariance
+            entries: K * 10 * 4) against the input cloud (N * 3 * 4).
+Methods: PointGMM's finest level (512) and its coarser levels 8/32/128 (the same forward pass, so
+no time of their own), and scikit-learn EM with full covariances fitted to the input cloud
+(gmm.em_baseline.fit_em, its tuned regulariser) with each of --em-components. For a partial input
+PointGMM completes (one view in, the whole shape's mixture out) while EM can only model the view:
+both are scored against the full shape. An EM fit fails when the scan has fewer distinct points
+than components; failures are counted and left out of that method's means.
+Targets: EM-512 time / PointGMM time >= 20x; on partial inputs, PointGMM's Chamfer to the full
+shape below EM's. Also writes a figure of one model (input, resampled clouds, true surface)
+beside the JSON.
+
+Runtime: EM dominates; 512 components on 2048 points take seconds per fit on one idle core
+(tens of seconds when the cores are busy, see _shape_data.limit_threads), so all 74 test models
+with EM-512 and EM-128 on both inputs take of the order of half an hour.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _report import environment, print_table, write_json  # noqa: E402
+from _shape_data import limit_threads, load_test_shapes, plot_clouds, time_summary, \
+    timed  # noqa: E402
+
+from gmm_perception.gmm.em_baseline import fit_em  # noqa: E402
+from gmm_perception.metrics.chamfer import chamfer_distance  # noqa: E402
+from gmm_perception.models.pointgmm import GmmLevel, sample  # noqa: E402
+from gmm_perception.models.registry import load_model  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+POINTS = 2048  # fresh surface samples scored by the NLL, and points resampled for the Chamfer
+TIME_RATIO_TARGET = 20.0
+FLOAT_BYTES = 4
+
+
+def mixture_bytes(components: int) -> int:
+    return components * (1 + 3 + 6) * FLOAT_BYTES
+
+
+def score(level: GmmLevel, truth: np.ndarray, generator: torch.Generator
+          ) -> tuple[float, float, np.ndarray]:
+    """(NLL of the true surface samples, Chamfer of POINTS resampled points to them, those
+    points) for a one-object mixture."""
+    nll = float(level.nll(torch.from_numpy(truth)[None])[0])
+    points = sample(level, count=POINTS, generator=generator)[0].numpy()
+    return nll, chamfer_distance(points, truth), points
+
+
+def empty(count: int, components: int, timed_method: bool = True) -> dict:
+    return {"components": components, "nll": np.full(count, np.nan),
+            "chamfer": np.full(count, np.nan), "ms": np.full(count, np.nan) if timed_method
+            else None, "example": None}
+
+
+def evaluate(model, inputs: np.ndarray, truth: np.ndarray, em_components: list[int],
+             threads: int, generators, tag: str) -> dict[str, dict]:
+    """Per-model scores of every method on one input kind (inputs (M, N, 3), truth (M, P, 3))."""
+    count = len(inputs)
+    levels = model.config.components
+    out = {f"PointGMM-{k}": empty(count, k, l == len(levels) - 1) for l, k in enumerate(levels)}
+    out.update({f"EM-{k}": empty(count, k) for k in em_components})
+    model.predict(torch.from_numpy(inputs[:1]))  # warm-up: first calls allocate
+    for row in tqdm(range(count), desc=f"{tag} inputs", unit="model"):
+        hgmm, ms = timed(model.predict, torch.from_numpy(inputs[row:row + 1]))
+        out[f"PointGMM-{levels[-1]}"]["ms"][row] = ms
+        fitted = {f"PointGMM-{k}": level for k, level in zip(levels, hgmm.levels)}
+        for k in em_components:
+            try:
+                fit, out[f"EM-{k}"]["ms"][row] = timed(fit_em, inputs[row], k, threads=threads)
+            except ValueError:  # fewer distinct points than components: counted as failed
+                continue
+            fitted[f"EM-{k}"] = fit.to_level()
+        for name, level in fitted.items():
+            record = out[name]
+            record["nll"][row], record["chamfer"][row], points = score(level, truth[row],
+                                                                       generators(row))
+            if row == 0:
+                record["example"] = points
+    return out
+
+
+def finest_level(methods: dict) -> str:
+    """The name of PointGMM's finest level: the one level with a time of its own."""
+    return next(name for name, m in methods.items() if name.startswith("PointGMM")
+                and (m.get("ms") is not None or "ms_median" in m))
+
+
+def summarise(records: dict[str, dict], input_points: int) -> dict[str, dict]:
+    """Means, times, bytes and the ratios against PointGMM's finest level on the same inputs."""
+    reference = records[finest_level(records)]
+    summary = {}
+    for name, r in records.items():
+        entry = {"components": r["components"], "models": int(np.isfinite(r["nll"]).sum()),
+                 "failed": int(np.isnan(r["nll"]).sum()),
+                 "nll_mean": float(np.nanmean(r["nll"])),
+                 "chamfer_mean": float(np.nanmean(r["chamfer"])),
+                 "mixture_bytes": mixture_bytes(r["components"]),
+                 "input_bytes": input_points * 3 * FLOAT_BYTES,
+                 "nll_minus_pointgmm": float(np.nanmean(r["nll"] - reference["nll"])),
+                 "chamfer_minus_pointgmm": float(np.nanmean(r["chamfer"] - reference["chamfer"])),
+                 "per_model": {"nll": r["nll"].tolist(), "chamfer": r["chamfer"].tolist()}}
+        if r["ms"] is not None:
+            entry.update(time_summary(r["ms"]))
+            entry["time_over_pointgmm"] = entry["ms_median"] / time_summary(
+                reference["ms"])["ms_median"]
+            entry["per_model"]["ms"] = r["ms"].tolist()
+        summary[name] = entry
+    return summary
+
+
+def fmt(value, spec: str) -> str:
+    return "-" if value is None or not np.isfinite(value) else format(value, spec)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path,
+                        default=ROOT / "checkpoints" / "pointgmm" / "pointgmm_sh3d.pt")
+    parser.add_argument("--data-dir", type=Path, default=ROOT / "data")
+    parser.add_argument("--max-models", type=int, default=0, help="0 = every test model")
+    parser.add_argument("--em-components", default="512,128",
+                        help="comma-separated EM component counts (the first is the target's)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path,
+                        default=ROOT / "bench" / "results" / "shape_model.json")
+    args = parser.parse_args()
+    em_components = [int(k) for k in args.em_components.split(",") if k]
+    model, payload = load_model(args.checkpoint, "pointgmm")
+    num_points = payload["config"]["data"]["num_points"]
+    shapes = load_test_shapes(args.data_dir, args.max_models, (POINTS,), num_points)
+    limit_threads(args.threads)
+
+    def generators(row: int) -> torch.Generator:
+        return torch.Generator().manual_seed(int(shapes.rng(row, 100).integers(2**62)))
+
+    def cut(clouds: np.ndarray) -> np.ndarray:
+        return np.stack([c[shapes.rng(row, 101).choice(len(c), num_points, replace=False)]
+                         for row, c in enumerate(clouds)])
+
+    inputs = {"full": cut(shapes.stored), "partial": shapes.scan}
+    truth = shapes.surfaces[0]
+    report = {"environment": environment(), "threads": args.threads,
+              "checkpoint": str(args.checkpoint), "epoch": payload["metadata"].get("epoch"),
+              "checkpoint_metrics": payload["metadata"].get("metrics", {}),
+              "models": shapes.model_ids.tolist(), "results": {}}
+    rows, figure = [], {}
+    for kind, clouds in inputs.items():
+        records = evaluate(model, clouds, truth, em_components, args.threads, generators, kind)
+        summary = report["results"][kind] = summarise(records, num_points)
+        figure[kind] = {"input": clouds[0], **{name: r["example"] for name, r in records.items()
+                                               if r["example"] is not None
+                                               and (r["ms"] is not None)},
+                        "true surface": truth[0]}
+        for name, s in summary.items():
+            is_reference = name == finest_level(summary)
+            rows.append([kind, name, str(s["components"]), str(s["models"]),
+                         fmt(s["nll_mean"], ".3f"), fmt(s["chamfer_mean"], ".4f"),
+                         fmt(s.get("ms_median"), ".1f"), fmt(s.get("ms_p95"), ".1f"),
+                         f"{s['mixture_bytes']:,}", f"{s['input_bytes']:,}",
+                         "1" if is_reference else fmt(s.get("time_over_pointgmm"), ".1f"),
+                         "0" if is_reference else fmt(s["nll_minus_pointgmm"], "+.3f")])
+    print(f"\n{len(shapes)} held-out models; batch 1, {args.threads} threads; checkpoint epoch "
+          f"{report['epoch']}; load average {report['environment']['load_average_1_5_15'][0]:.1f}"
+          "\n")
+    print_table(["input", "method", "K", "models", "NLL", "Chamfer", "ms median", "ms p95",
+                 "mixture bytes", "input bytes", "time / PointGMM", "NLL - PointGMM"], rows,
+                "llrrrrrrrrrr")
+    report["targets"] = targets(report["results"], em_components[0])
+    print("\ntargets:")
+    for line in report["targets"]:
+        print(f"  {line}")
+    path = plot_clouds(args.json.with_name("shape_model_example.png"), figure,
+                       f"{shapes.model_ids[0]}: input and 2048 points resampled from each mixture")
+    print(f"\nwrote {path}")
+    write_json(args.json, report)
+
+
+def targets(results: dict, em_k: int) -> list[str]:
+    """Met / missed lines with their numbers."""
+    lines = []
+    em = f"EM-{em_k}"
+    for kind, summary in results.items():
+        if em not in summary:
+            continue
+        ratio = summary[em]["time_over_pointgmm"]
+        met = ratio >= TIME_RATIO_TARGET
+        lines.append(f"{kind}: {em} time / PointGMM time = {ratio:.1f}x (target >= "
+                     f"{TIME_RATIO_TARGET:.0f}x): {'met' if met else 'missed'}")
+        gap = summary[em]["nll_minus_pointgmm"]
+        lines.append(f"{kind}: NLL {em} - PointGMM = {gap:+.3f} nats/point "
+                     f"({'PointGMM' if gap > 0 else em} better)")
+    if "partial" in results:
+        partial = results["partial"]
+        ours = partial[finest_level(partial)]["chamfer_mean"]
+        for name, s in partial.items():
+            if name.startswith("EM-"):
+                met = ours < s["chamfer_mean"]
+                lines.append(f"partial: Chamfer to the full shape, PointGMM {ours:.4f} vs {name} "
+                             f"{s['chamfer_mean']:.4f} (target: PointGMM lower): "
+                             f"{'met' if met else 'missed'}")
+    return lines
+
+
+if __name__ == "__main__":
+    main()
