@@ -33,3 +33,10 @@ def write_json(path: Path, report: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwrote {path}")
+
+
+def print_targets(lines: list[str]) -> None:
+    """The issue's targets, one 'met' / 'missed' line each with its numbers."""
+    print("\ntargets:")
+    for line in lines:
+        print(f"  {line}")

@@ -41,7 +41,7 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _report import environment, print_table, write_json  # noqa: E402
+from _report import environment, print_table, print_targets, write_json  # noqa: E402
 from _shape_data import limit_threads, load_test_shapes, plot_clouds, time_summary, \
     timed  # noqa: E402
 
@@ -189,9 +189,7 @@ def main() -> None:
                  "mixture bytes", "input bytes", "time / PointGMM", "NLL - PointGMM"], rows,
                 "llrrrrrrrrrr")
     report["targets"] = targets(report["results"], em_components[0])
-    print("\ntargets:")
-    for line in report["targets"]:
-        print(f"  {line}")
+    print_targets(report["targets"])
     path = plot_clouds(args.json.with_name("shape_model_example.png"), figure,
                        f"{shapes.model_ids[0]}: input and 2048 points resampled from each mixture")
     print(f"\nwrote {path}")

@@ -54,7 +54,7 @@ from scipy.spatial import cKDTree
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _report import environment, print_table, write_json  # noqa: E402
+from _report import environment, print_table, print_targets, write_json  # noqa: E402
 from _shape_data import limit_threads, load_test_shapes, plot_clouds, time_summary, \
     timed  # noqa: E402
 
@@ -271,9 +271,7 @@ def main() -> None:
                 "llrrrrr")
     print(f"\nfailures, jitter output used instead: {report['failures']}")
     report["targets"] = targets(report["results"])
-    print("\ntargets:")
-    for line in report["targets"]:
-        print(f"  {line}")
+    print_targets(report["targets"])
     path = plot_clouds(args.json.with_name("upsampling_example.png"), figure,
                        f"{shapes.model_ids[0]}: {INPUT_POINTS} points in, {OUTPUT_POINTS} out")
     print(f"\nwrote {path}")
