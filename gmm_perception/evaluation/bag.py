@@ -29,6 +29,8 @@ with ``--clock``, exclude /clock (the player then publishes its own).
 Reading is tolerant: `BagReader` reports defects (missing topics, unexpected types, messages
 that fail to decode, malformed clouds, invalid rotations) as warnings and skips the message,
 so one bad message does not end an evaluation. It streams: records are decoded one at a time.
+Clouds are decoded by `gmm_perception.data.pointcloud2`, the decoder the live nodes use, so a
+cloud a node would reject is skipped here with the same MalformedCloudError and reason.
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, Qo
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
+from gmm_perception.data.pointcloud2 import FLOAT32, MalformedCloudError, read_xyz
 from gmm_perception.geometry.transforms import make_transform, matrix_to_quat, quat_to_matrix
 
 if TYPE_CHECKING:  # scene imports Open3D (seconds); reading a bag needs none of it
@@ -65,10 +68,6 @@ CLOCK = "rosgraph_msgs/msg/Clock"
 EXPECTED_TYPES = {POINTS_TOPIC: POINTCLOUD2, TF_TOPIC: TFMESSAGE, TF_STATIC_TOPIC: TFMESSAGE,
                   CLOCK_TOPIC: CLOCK}
 
-# PointField datatype codes (sensor_msgs/msg/PointField constants).
-_FLOAT32, _FLOAT64 = 7, 8
-_FLOAT_CODES = {_FLOAT32: "f4", _FLOAT64: "f8"}
-_POINTFIELD_SIZES = {1: 1, 2: 1, 3: 2, 4: 2, 5: 4, 6: 4, 7: 4, 8: 8}
 _XYZ = ("x", "y", "z")
 
 _ZERO_TIME = QosTime(0, 0)  # rmw "unspecified": the default, compatible with any request
@@ -136,7 +135,7 @@ class _Messages:
         self.Quaternion = t["geometry_msgs/msg/Quaternion"]
         self.TFMessage = t[TFMESSAGE]
         self.Clock = t[CLOCK]
-        self.xyz_fields = [self.PointField(name=a, offset=4 * i, datatype=_FLOAT32, count=1)
+        self.xyz_fields = [self.PointField(name=a, offset=4 * i, datatype=FLOAT32, count=1)
                            for i, a in enumerate(_XYZ)]
 
     def time(self, ns: int):
@@ -230,61 +229,6 @@ def write_demo_bag(path: str | Path, scene: DemoScene, frames: Iterable[Frame],
 
 
 # --------------------------------------------------------------------------------- reading
-
-class MalformedCloudError(ValueError):
-    """A PointCloud2 whose header, fields and data disagree."""
-
-
-def cloud_xyz(msg) -> np.ndarray:
-    """(height*width, 3) float32 x, y, z of a decoded PointCloud2, row-major, NaNs kept.
-
-    Works on any object with PointCloud2's attributes (rosbags' dataclasses here). The same
-    rules as ros/pointcloud.py (which needs rclpy's message classes): fields known and inside
-    point_step, x/y/z FLOAT32 or FLOAT64 with count 1 at any offset, row_step >= width *
-    point_step, and exactly height * row_step bytes of data. Raises MalformedCloudError.
-    """
-    height, width, step, row_step = (int(msg.height), int(msg.width), int(msg.point_step),
-                                     int(msg.row_step))
-    fields = {}
-    for f in msg.fields:
-        if f.name in fields:
-            raise MalformedCloudError(f"duplicate field {f.name!r}")
-        if f.datatype not in _POINTFIELD_SIZES:
-            raise MalformedCloudError(f"field {f.name!r} has unknown datatype {f.datatype}")
-        if f.count < 1:
-            raise MalformedCloudError(f"field {f.name!r} has count {f.count}")
-        extent = f.offset + _POINTFIELD_SIZES[f.datatype] * f.count
-        if extent > step:
-            raise MalformedCloudError(f"field {f.name!r} ends at byte {extent}, beyond "
-                                      f"point_step {step}")
-        fields[f.name] = f
-    missing = [a for a in _XYZ if a not in fields]
-    if missing:
-        raise MalformedCloudError(f"missing field(s) {', '.join(missing)} (fields: "
-                                  f"{', '.join(fields) or 'none'})")
-    for a in _XYZ:
-        if fields[a].datatype not in _FLOAT_CODES or fields[a].count != 1:
-            raise MalformedCloudError(f"field {a!r} must be one FLOAT32 or FLOAT64, got "
-                                      f"datatype {fields[a].datatype} count {fields[a].count}")
-    if row_step < width * step:
-        raise MalformedCloudError(f"row_step {row_step} < width {width} * point_step {step}")
-    data = np.frombuffer(msg.data, dtype=np.uint8) if isinstance(msg.data, (bytes, bytearray)) \
-        else np.asarray(msg.data, dtype=np.uint8).reshape(-1)
-    if len(data) != height * row_step:
-        raise MalformedCloudError(f"data has {len(data)} bytes, height {height} * row_step "
-                                  f"{row_step} = {height * row_step}")
-    if height * width == 0:
-        return np.empty((0, 3), dtype=np.float32)
-    order = ">" if msg.is_bigendian else "<"
-    dtype = np.dtype({"names": list(_XYZ),
-                      "formats": [order + _FLOAT_CODES[fields[a].datatype] for a in _XYZ],
-                      "offsets": [fields[a].offset for a in _XYZ], "itemsize": step})
-    grid = np.ndarray((height, width), dtype=dtype, buffer=data, strides=(row_step, step))
-    xyz = np.empty((height * width, 3), dtype=np.float32)
-    for i, a in enumerate(_XYZ):  # one strided pass per column (see ros/pointcloud.py)
-        xyz[:, i] = grid[a].reshape(-1)
-    return xyz
-
 
 @dataclass
 class CloudRecord:
@@ -410,7 +354,7 @@ class BagReader:
                 continue
             if conn.topic == self.points_topic:
                 try:
-                    points = cloud_xyz(msg)
+                    points = read_xyz(msg, drop_invalid=False)  # the nodes' decoder
                 except MalformedCloudError as exc:
                     self.warnings.append(f"{where} is a malformed cloud ({exc}): skipped")
                     continue

@@ -12,9 +12,10 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from sensor_msgs.msg import PointCloud2
 
 from checkpoint_node import MODEL_NAME, make_model
+from gmm_perception.data.pointcloud2 import read_xyz
 from gmm_perception.models.checkpoint import save_checkpoint
 from ros_probe import Probe
-from gmm_perception.ros.pointcloud import read_xyz, xyz_to_cloud
+from gmm_perception.ros.pointcloud import xyz_to_cloud
 
 pytestmark = pytest.mark.integration
 SCRIPT = str(Path(__file__).parents[1] / "support" / "checkpoint_node.py")

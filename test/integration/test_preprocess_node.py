@@ -12,9 +12,10 @@ from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from sensor_msgs.msg import PointCloud2, PointField
 
+from gmm_perception.data.pointcloud2 import read_xyz
 from gmm_perception.geometry.transforms import euler_to_matrix, make_transform, transform_points
 from ros_probe import Probe
-from gmm_perception.ros.pointcloud import read_xyz, xyz_to_cloud
+from gmm_perception.ros.pointcloud import xyz_to_cloud
 from gmm_perception.ros.tf import TfBroadcaster, make_transform_stamped
 
 pytestmark = pytest.mark.integration

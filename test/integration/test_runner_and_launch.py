@@ -15,9 +15,10 @@ from builtin_interfaces.msg import Time as TimeMsg
 from rclpy.context import Context
 from sensor_msgs.msg import PointCloud2
 
+from gmm_perception.data.pointcloud2 import read_xyz
 from gmm_perception.node_registry import NODES, console_scripts
 from gmm_perception.pipeline_config import load_pipeline, node_parameters
-from gmm_perception.ros.pointcloud import read_xyz, xyz_to_cloud
+from gmm_perception.ros.pointcloud import xyz_to_cloud
 from gmm_perception.ros.runner import create_node
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,9 +7,10 @@ from builtin_interfaces.msg import Time as TimeMsg
 from sensor_msgs.msg import PointCloud2
 from visualization_msgs.msg import Marker, MarkerArray
 
+from gmm_perception.data.pointcloud2 import MalformedCloudError, object_id_of, read_fields
 from gmm_perception.pipeline.segment import SegmentedObject
-from gmm_perception.ros.pointcloud import MalformedCloudError, read_fields, xyz_to_cloud
-from gmm_perception.ros.segmentation_node import object_cloud, object_id_of, object_markers
+from gmm_perception.ros.pointcloud import object_cloud, xyz_to_cloud
+from gmm_perception.ros.segmentation_node import object_markers
 
 pytestmark = pytest.mark.integration
 

@@ -16,13 +16,13 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from gmm_perception.data.mesh_dataset import default_data_dir
 from gmm_perception.data.mesh_ops import sample_surface
+from gmm_perception.data.pointcloud2 import object_id_of, read_xyz
 from gmm_perception.data.shape_set import MeshSet, ShapeSet
 from gmm_perception.geometry.transforms import rotation_z
 from gmm_perception.metrics.chamfer import chamfer_distance
 from gmm_perception.ros.mixture_msgs import msg_to_mixture
 from gmm_perception.ros.node_base import BASE_PARAMETERS
-from gmm_perception.ros.pointcloud import read_xyz
-from gmm_perception.ros.segmentation_node import object_cloud, object_id_of
+from gmm_perception.ros.pointcloud import object_cloud
 from gmm_perception.ros.shape_model_node import ShapeModelNode
 from gmm_perception_msgs.msg import GaussianMixture
 

@@ -11,13 +11,13 @@ from sensor_msgs.msg import PointCloud2
 
 from gmm_perception.data.mesh_dataset import default_data_dir
 from gmm_perception.data.mesh_ops import sample_surface
+from gmm_perception.data.pointcloud2 import object_id_of, read_xyz
 from gmm_perception.data.shape_set import MeshSet, ShapeSet
 from gmm_perception.geometry.transforms import rotation_z
 from gmm_perception.metrics.chamfer import chamfer_distance
 from gmm_perception.paths import config_path
 from gmm_perception.ros.node_base import BASE_PARAMETERS
-from gmm_perception.ros.pointcloud import read_xyz, xyz_to_cloud
-from gmm_perception.ros.segmentation_node import object_cloud, object_id_of
+from gmm_perception.ros.pointcloud import object_cloud, xyz_to_cloud
 from gmm_perception.ros.upsampling_node import UpsamplingNode
 
 pytestmark = pytest.mark.integration

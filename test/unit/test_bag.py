@@ -10,9 +10,9 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 
 from gmm_perception.data.procedural import procedural_meshes
 from gmm_perception.data.sensors import SpinningLidar
+from gmm_perception.data.pointcloud2 import MalformedCloudError, read_xyz
 from gmm_perception.evaluation.bag import CLOCK_TOPIC, EPOCH_NS, POINTS_TOPIC, SCENE_KEY, \
-    TF_STATIC_TOPIC, TF_TOPIC, MalformedCloudError, cloud_xyz, default_typestore, make_demo, \
-    read_bag, stamp_ns, write_demo_bag
+    TF_STATIC_TOPIC, TF_TOPIC, default_typestore, make_demo, read_bag, stamp_ns, write_demo_bag
 from gmm_perception.evaluation.scene import build_demo_scene, scan_frames, sensor_poses
 from gmm_perception.geometry.transforms import quat_to_matrix
 from raw_bag import pointcloud, write_raw_bag
@@ -186,6 +186,81 @@ def test_malformed_clouds_are_skipped_with_warnings(tmp_path):
     assert contents.clock_ns == []
 
 
+def _node_side_malformations():
+    """rclpy messages, as a node's subscription hands them over, each with one defect."""
+    from builtin_interfaces.msg import Time
+    from sensor_msgs.msg import PointField
+
+    from gmm_perception.ros.pointcloud import xyz_to_cloud
+
+    def make(mutate):
+        msg = xyz_to_cloud(np.arange(12, dtype=np.float32).reshape(4, 3), "lidar",
+                           Time(sec=1_700_000_000), fields={"intensity": np.ones(4, np.float32)})
+        mutate(msg)
+        return msg
+
+    def set_field(index, **changes):
+        def mutate(msg):
+            old = msg.fields[index]
+            values = {"name": old.name, "offset": old.offset, "datatype": old.datatype,
+                      "count": old.count, **changes}
+            msg.fields = msg.fields[:index] + [PointField(**values)] + msg.fields[index + 1:]
+        return mutate
+
+    def truncate(msg):
+        msg.data = msg.data[:-5]
+
+    def drop_z(msg):
+        msg.fields = [f for f in msg.fields if f.name != "z"]
+
+    def short_row_step(msg):
+        msg.row_step -= 1
+
+    def duplicate(msg):
+        msg.fields = msg.fields + [PointField(name="x", offset=0, datatype=7, count=1)]
+
+    return {
+        "truncated data": make(truncate),
+        "missing z": make(drop_z),
+        "integer x": make(set_field(0, datatype=PointField.INT32)),
+        "datatype 9": make(set_field(3, datatype=9)),
+        "count 0": make(set_field(3, count=0)),
+        "field past point_step": make(set_field(3, offset=14)),
+        "row_step below width*point_step": make(short_row_step),
+        "duplicate name": make(duplicate),
+    }
+
+
+def test_a_malformed_cloud_is_refused_identically_by_the_bag_reader_and_the_nodes(tmp_path):
+    from rclpy.serialization import deserialize_message, serialize_message
+    from sensor_msgs.msg import PointCloud2
+
+    from gmm_perception.evaluation import bag
+    from gmm_perception.ros import node_base, pointcloud
+
+    # One error class everywhere, and the nodes count it as a rejected input, not a failure.
+    assert bag.MalformedCloudError is MalformedCloudError is pointcloud.MalformedCloudError
+    assert MalformedCloudError in node_base.REJECTED_INPUT_ERRORS
+
+    malformed = _node_side_malformations()
+    raws = {name: serialize_message(msg) for name, msg in malformed.items()}
+    node_reasons = {}
+    for name, raw in raws.items():  # the node path: what a subscription receives, decoded
+        with pytest.raises(MalformedCloudError) as refused:
+            pointcloud.read_xyz(deserialize_message(raw, PointCloud2))
+        node_reasons[name] = str(refused.value)
+    write_raw_bag(tmp_path / "bag", [(POINTS_TOPIC, "sensor_msgs/msg/PointCloud2",
+                                      EPOCH_NS + i, raw) for i, raw in enumerate(raws.values())])
+
+    contents = read_bag(tmp_path / "bag")  # the bag path: the same bytes, recorded
+
+    assert contents.clouds == []
+    bag_reasons = [w for w in contents.warnings if "malformed cloud" in w]
+    assert len(bag_reasons) == len(node_reasons)
+    for (name, reason), warning in zip(node_reasons.items(), bag_reasons):
+        assert f"malformed cloud ({reason})" in warning, name
+
+
 def test_unexpected_topic_type_is_a_warning(tmp_path):
     ts = default_typestore()
     text = ts.types["std_msgs/msg/String"](data="not a cloud")
@@ -242,6 +317,11 @@ def cloud(fields, point_step, data, height=1, width=None, row_step=None, bigendi
         row_step=row_step if row_step is not None else width * point_step,
         fields=[SimpleNamespace(name=n, offset=o, datatype=d, count=1) for n, o, d in fields],
         data=np.frombuffer(data, dtype=np.uint8))
+
+
+def cloud_xyz(msg) -> np.ndarray:
+    """What the bag reader keeps of a cloud: every point, NaNs included."""
+    return read_xyz(msg, drop_invalid=False)
 
 
 def test_cloud_xyz_handles_offsets_padding_rows_and_byte_order():

@@ -1,6 +1,7 @@
-"""Tests for gmm_perception.ros.pointcloud.
+"""Tests for the PointCloud2 decoder (gmm_perception.data.pointcloud2) and the message
+builder (gmm_perception.ros.pointcloud).
 
-Expected values are produced independently of the module under test: clouds
+Expected values are produced independently of the modules under test: clouds
 are packed point by point with ``struct`` and decoded the same way.
 """
 
@@ -9,24 +10,28 @@ from __future__ import annotations
 import math
 import random
 import struct
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
 from rclpy.serialization import deserialize_message, serialize_message
+from rosbags.typesys import Stores, get_typestore
 from sensor_msgs.msg import PointCloud2, PointField
 
-from gmm_perception.ros import pointcloud
-from gmm_perception.ros.pointcloud import (
+from gmm_perception.data import pointcloud2
+from gmm_perception.data.pointcloud2 import (
+    OBJECT_ID_FIELD,
     MalformedCloudError,
     cloud_dtype,
+    object_id_of,
     read_fields,
     read_points,
     read_xyz,
     unpack_rgb,
     validate_cloud,
-    xyz_to_cloud,
 )
+from gmm_perception.ros.pointcloud import object_cloud, xyz_to_cloud
 
 STRUCT_CODES = {
     PointField.INT8: "b", PointField.UINT8: "B", PointField.INT16: "h", PointField.UINT16: "H",
@@ -193,7 +198,7 @@ def test_fields_listed_out_of_offset_order_are_read_by_offset():
 @pytest.mark.parametrize("block_points", [1, 3, 7, 64])
 def test_blocked_xyz_copy_is_seamless_across_block_boundaries(monkeypatch, block_points):
     # Shrink the copy block so that small clouds span many blocks and row boundaries.
-    monkeypatch.setattr(pointcloud, "_BLOCK_POINTS", block_points)
+    monkeypatch.setattr(pointcloud2, "_BLOCK_POINTS", block_points)
     height, width = 4, 5
     points = xyz_points(height * width, intensity=[float(i) for i in range(height * width)])
     points[17]["z"] = math.nan  # only in a late block, after finite ones
@@ -388,6 +393,112 @@ def test_random_header_and_buffer_corruption_never_reads_out_of_bounds():
         # Anything accepted must be consistent with the header and inside the buffer.
         assert xyz.shape == (msg.height * msg.width, 3)
         assert msg.height * msg.row_step == len(msg.data)
+
+
+# --- any PointCloud2-shaped object: rosbags' messages, plain namespaces ------
+
+ROSBAGS_TYPES = get_typestore(Stores.ROS2_KILTED)
+ROSBAGS_CLOUD = "sensor_msgs/msg/PointCloud2"
+
+
+def as_rosbags(msg: PointCloud2):
+    """The same message as rosbags decodes it from a bag (its data a uint8 numpy array)."""
+    return ROSBAGS_TYPES.deserialize_cdr(serialize_message(msg), ROSBAGS_CLOUD)
+
+
+def organised_big_endian_cloud() -> PointCloud2:
+    height, width = 3, 4
+    points = [{"x": float(r) + 0.5, "y": float(c) * -1.25, "z": math.nan if r == c else 2.0 * r,
+               "intensity": float(10 * r + c)} for r in range(height) for c in range(width)]
+    return xyz_intensity_cloud(points, height=height, row_step=width * 16 + 8, big_endian=True)
+
+
+@pytest.mark.parametrize("build", ["xyz_to_cloud with fields", "organised big-endian padded"])
+def test_rosbags_and_rclpy_messages_of_one_cloud_decode_to_identical_arrays(build):
+    if build == "xyz_to_cloud with fields":
+        rng = np.random.default_rng(5)
+        points = rng.normal(size=(257, 3)).astype(np.float32)
+        points[::50, 1] = np.nan
+        rclpy_msg = xyz_to_cloud(points, "lidar", Time(sec=4), fields={
+            "intensity": rng.random(257).astype(np.float32),
+            "ring": rng.integers(0, 128, 257).astype(np.uint16),
+            "normal": rng.normal(size=(257, 3)).astype(np.float64)})
+    else:
+        rclpy_msg = organised_big_endian_cloud()
+    rosbags_msg = as_rosbags(rclpy_msg)
+    assert isinstance(rosbags_msg.data, np.ndarray)  # really the other message type
+
+    for drop_invalid in (True, False):
+        ours, theirs = (read_fields(m, drop_invalid=drop_invalid) for m in (rclpy_msg, rosbags_msg))
+        assert ours.keys() == theirs.keys()
+        for name in ours:
+            assert ours[name].dtype == theirs[name].dtype
+            np.testing.assert_array_equal(ours[name], theirs[name])
+        np.testing.assert_array_equal(read_xyz(rclpy_msg, drop_invalid),
+                                      read_xyz(rosbags_msg, drop_invalid))
+    ours, theirs = read_points(rclpy_msg), read_points(rosbags_msg)
+    assert ours.dtype == theirs.dtype and ours.tobytes() == theirs.tobytes()  # NaN != NaN
+
+
+@pytest.mark.parametrize("container", ["bytes", "bytearray", "array", "numpy", "list"])
+def test_data_may_be_any_byte_container(container):
+    import array
+
+    msg = organised_big_endian_cloud()
+    raw = bytes(msg.data)
+    data = {"bytes": raw, "bytearray": bytearray(raw), "array": array.array("B", raw),
+            "numpy": np.frombuffer(raw, dtype=np.uint8), "list": list(raw)}[container]
+    plain = SimpleNamespace(fields=msg.fields, height=msg.height, width=msg.width,
+                            point_step=msg.point_step, row_step=msg.row_step,
+                            is_bigendian=msg.is_bigendian, data=data)
+
+    np.testing.assert_array_equal(read_xyz(plain, drop_invalid=False),
+                                  read_xyz(msg, drop_invalid=False))
+
+
+@pytest.mark.parametrize("defect, word", [
+    ({"data": np.zeros(12, dtype=np.float32)}, "bytes"),  # 48 bytes, but not a byte sequence
+    ({"data": [0, 1, 256]}, "byte"),
+    ({"width": -1}, "negative"),
+    ({"row_step": -16}, "negative"),
+])
+def test_plain_objects_with_impossible_values_are_malformed(defect, word):
+    msg = xyz_intensity_cloud(xyz_points(3, intensity=[1.0] * 3))
+    plain = SimpleNamespace(fields=msg.fields, height=1, width=3, point_step=16, row_step=48,
+                            is_bigendian=False, data=bytes(msg.data))
+    for name, value in defect.items():
+        setattr(plain, name, value)
+
+    with pytest.raises(MalformedCloudError, match=word):
+        read_xyz(plain)
+
+
+def test_negative_field_offset_is_malformed():
+    fields = [SimpleNamespace(name=n, offset=o, datatype=d, count=c) for n, o, d, c in
+              XYZ_FLOAT32[:2] + [("z", -4, PointField.FLOAT32, 1)]]
+    plain = SimpleNamespace(fields=fields, height=1, width=1, point_step=12, row_step=12,
+                            is_bigendian=False, data=bytes(12))
+
+    with pytest.raises(MalformedCloudError, match="offset"):
+        validate_cloud(plain)
+
+
+def test_object_id_of_reads_rclpy_and_rosbags_clouds_alike():
+    points = np.random.default_rng(6).normal(size=(40, 3)).astype(np.float32)
+    msg = object_cloud(points, 7, "map", Time(sec=3))
+
+    assert object_id_of(msg) == 7 and object_id_of(as_rosbags(msg)) == 7
+    assert [f.name for f in msg.fields][-1] == OBJECT_ID_FIELD
+    assert object_id_of(xyz_to_cloud(points)) is None  # not an object cloud
+    assert object_id_of(object_cloud(points[:0], 7, "map", Time())) is None
+    mixed = xyz_to_cloud(points, fields={OBJECT_ID_FIELD: np.arange(40, dtype=np.uint32)})
+    with pytest.raises(MalformedCloudError, match="mixes"):
+        object_id_of(mixed)
+    with pytest.raises(MalformedCloudError, match="mixes"):
+        object_id_of(as_rosbags(mixed))
+    two_ids = xyz_to_cloud(points, fields={OBJECT_ID_FIELD: np.zeros((40, 2), np.uint32)})
+    with pytest.raises(MalformedCloudError, match="count"):
+        object_id_of(two_ids)
 
 
 # --- writing ----------------------------------------------------------------
