@@ -7,13 +7,13 @@ from pathlib import Path
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from gmm_perception.evaluation.demo import main
+    from gmm_perception.commands.demo import main
 
     return main(args)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from gmm_perception.evaluation.evaluate import main
+    from gmm_perception.commands.evaluate import main
 
     return main(args)
 
@@ -77,8 +77,8 @@ def _make_bag(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gmm-perception", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
-    from gmm_perception.evaluation.demo import add_arguments as add_demo_arguments
-    from gmm_perception.evaluation.evaluate import add_arguments as add_evaluate_arguments
+    from gmm_perception.commands.demo import add_arguments as add_demo_arguments
+    from gmm_perception.commands.evaluate import add_arguments as add_evaluate_arguments
 
     demo = verbs.add_parser("demo", help="write a simulated scene bag, evaluate the scene "
                                          "pipeline on it (live), print the summary")

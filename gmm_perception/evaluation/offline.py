@@ -1,22 +1,17 @@
-"""Offline evaluation: the bag's frames through the ROS-free stages, in order, deterministically.
-
-Each frame takes the nodes' road: transform into the segmentation's fixed frame through the
-bag's TF (as read_cloud does), preprocess, segment; then each object cloud, in id order, through
-the registration node's preprocessing and the registrar. No middleware, no dropped frames.
+"""Offline evaluation: the bag's frames through the ROS-free scene pipeline, in order,
+deterministically (pipeline/scene.py: the nodes' own road, TF lookups from the bag's transforms).
+No middleware, no dropped frames, no rclpy.
 """
 from __future__ import annotations
 
 import time
 
-import numpy as np
-
 from gmm_perception.evaluation.bag import BagContents
 from gmm_perception.evaluation.records import ClassifiedObject, Detection, EvaluationRun, \
     FrameRecord, SurfaceCloud, TruthObject
-from gmm_perception.evaluation.stages import SceneStages
+from gmm_perception.geometry.points import EmptyCloudError
 from gmm_perception.geometry.tf_tree import TransformCache, TransformError
-from gmm_perception.geometry.transforms import invert_transform, transform_points
-from gmm_perception.pipeline.preprocess import EmptyCloudError
+from gmm_perception.pipeline.scene import SceneFrame, ScenePipeline
 
 # The whole bag is in memory: keep every sample (an hour) so any stamp can be looked up.
 _HOUR_NS = 3600 * 10**9
@@ -67,12 +62,13 @@ def sensor_path(contents: BagContents, world_frame: str) -> list[list[float]]:
     return path
 
 
-def run_offline(contents: BagContents, stages: SceneStages, progress: bool = True
-                ) -> EvaluationRun:
+def run_offline(contents: BagContents, scene: ScenePipeline, library: dict,
+                progress: bool = True) -> EvaluationRun:
+    """Every cloud of the bag through `scene.process_frame`, placed by the bag's TF."""
     started = time.perf_counter()
-    run = EvaluationRun("offline", str(contents.path), stages.world_frame,
+    run = EvaluationRun("offline", str(contents.path), scene.world_frame,
                         warnings=list(contents.warnings))
-    run.truth = truth_objects(contents, stages.world_frame, stages.library, run.warnings)
+    run.truth = truth_objects(contents, scene.world_frame, library, run.warnings)
     cache = transform_cache(contents)
     clouds = contents.clouds
     if progress:
@@ -83,67 +79,45 @@ def run_offline(contents: BagContents, stages: SceneStages, progress: bool = Tru
         frame = FrameRecord(index, cloud.stamp_ns)
         run.frames.append(frame)
         try:
-            T = cache.lookup(stages.world_frame, cloud.frame_id, cloud.stamp_ns) \
-                if stages.world_frame and stages.world_frame != cloud.frame_id else np.eye(4)
+            result = scene.process_frame(cloud.points, cloud.frame_id, cloud.stamp_ns,
+                                         cache.lookup)
         except TransformError as exc:
             frame.status, frame.message = "unknown_frame", str(exc)
             continue
-        points = cloud.points[np.isfinite(cloud.points).all(axis=1)]
-        if len(points) == 0:
-            frame.status, frame.message = "empty", "no finite points"
-            continue
-        tick = time.perf_counter()
-        try:
-            scene = stages.preprocess(transform_points(T, points))
         except EmptyCloudError as exc:
             frame.status, frame.message = "empty", str(exc)
             continue
-        frame.stage_ms["preprocess"] = _ms_since(tick)
-        tick = time.perf_counter()
-        segmentation = stages.segmenter(scene)
-        frame.stage_ms["segmentation"] = _ms_since(tick)
-        frame.stage_ms["registration"] = 0.0
-        if stages.classifier is not None:
-            frame.stage_ms["classification"] = 0.0
-        surface_stages = stages.surfaces
-        for name in surface_stages:
-            frame.stage_ms[name] = 0.0
-        for obj in segmentation.objects:
-            if surface_stages:
-                frame.surfaces.append(SurfaceCloud(obj.id, "input", obj.points))
-            for name, (preprocess, stage) in surface_stages.items():
-                tick = time.perf_counter()
-                try:
-                    frame.surfaces.append(SurfaceCloud(obj.id, name,
-                                                       stage(preprocess(obj.points))))
-                except (EmptyCloudError, ValueError):
-                    pass  # too few points: the node rejects such a cloud the same way
-                frame.stage_ms[name] += _ms_since(tick)
-            if stages.classifier is not None:
-                tick = time.perf_counter()
-                try:
-                    result = stages.classifier(stages.classify_preprocess(obj.points))
-                    frame.classifications.append(ClassifiedObject(
-                        obj.id, result.label, float(result.scores[result.class_id])))
-                except (EmptyCloudError, ValueError):
-                    pass  # too few points: the node rejects such a cloud the same way
-                frame.stage_ms["classification"] += _ms_since(tick)
-            tick = time.perf_counter()
-            try:
-                result = stages.registrar.register(stages.object_preprocess(obj.points))
-            except EmptyCloudError:
-                continue
-            elapsed = _ms_since(tick)
-            frame.stage_ms["registration"] += elapsed
-            frame.detections.append(Detection(
-                obj.id, result.reference_name, invert_transform(result.transform),
-                result.fitness, result.inlier_rmse, elapsed))
-        frame.stage_ms["total"] = sum(frame.stage_ms.values())
-        if not frame.detections:
-            frame.status = "no_objects"
+        _record(frame, result)
     run.seconds = time.perf_counter() - started
     return run
 
 
-def _ms_since(tick: float) -> float:
-    return (time.perf_counter() - tick) * 1e3
+def _record(frame: FrameRecord, result: SceneFrame) -> None:
+    """A frame's answers as the evaluation records them (the surface stages' clouds beside
+    the segmented input they were made from)."""
+    frame.stage_ms = dict(result.stage_ms)
+    surfaces = {"shape_model", "upsampling"} & set(frame.stage_ms)
+    for obj in result.segmentation.objects if surfaces else ():
+        frame.surfaces.append(SurfaceCloud(obj.id, "input", obj.points))
+    for answer in result.answers:
+        if answer.result is None:
+            continue  # refused (too few points) or failed: a node publishes nothing either
+        if answer.stage == "registration":
+            registration = answer.result
+            frame.detections.append(Detection(
+                answer.object_id, registration.reference_name, registration.T_cloud_object,
+                registration.fitness, registration.inlier_rmse, answer.milliseconds))
+        elif answer.stage == "classification":
+            classification = answer.result
+            frame.classifications.append(ClassifiedObject(
+                answer.object_id, classification.label,
+                float(classification.scores[classification.class_id])))
+        elif answer.stage == "shape_model":
+            frame.surfaces.append(SurfaceCloud(answer.object_id, "shape_model",
+                                               answer.result.resampled))
+        elif answer.stage == "upsampling":
+            frame.surfaces.append(SurfaceCloud(answer.object_id, "upsampling",
+                                               answer.result.points))
+    frame.stage_ms["total"] = sum(frame.stage_ms.values())
+    if not frame.detections:
+        frame.status = "no_objects"

@@ -60,12 +60,15 @@ def save_checkpoint(path: str | Path, *, model: str, state_dict: Mapping[str, An
     return path
 
 
-def load_checkpoint(path: str | Path, *, expected_model: str | None = None,
+def load_checkpoint(path: str | Path, *, expected_model: str | tuple[str, ...] | None = None,
                     map_location: Any = "cpu") -> dict[str, Any]:
-    """Load and check a checkpoint; every failure is a CheckpointError that names the file."""
+    """Load and check a checkpoint; every failure is a CheckpointError that names the file.
+    `expected_model`: the model name (or names) the file must hold; None accepts any."""
     import torch
 
     path = Path(path).expanduser()
+    if not str(path).strip():
+        raise CheckpointError("the checkpoint path is unset")
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist")
     try:
@@ -77,9 +80,10 @@ def load_checkpoint(path: str | Path, *, expected_model: str | None = None,
     if payload["format"] != CHECKPOINT_FORMAT:
         raise CheckpointError(f"checkpoint '{path}' has format {payload['format']}, "
                               f"this code reads format {CHECKPOINT_FORMAT}")
-    if expected_model is not None and payload["model"] != expected_model:
+    expected = (expected_model,) if isinstance(expected_model, str) else expected_model
+    if expected is not None and payload["model"] not in expected:
         raise CheckpointError(f"checkpoint '{path}' holds model '{payload['model']}', "
-                              f"expected '{expected_model}'")
+                              f"expected {' or '.join(repr(name) for name in expected)}")
     return payload
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from gmm_perception.models.checkpoint import load_checkpoint
+from gmm_perception.models.checkpoint import CheckpointError, load_checkpoint
 from gmm_perception.models.deepgmr import MODEL_NAME as DEEPGMR, DeepGmr, DeepGmrConfig
 from gmm_perception.models.gmcn import MODEL_NAME as GMCN, Gmcn, GmcnConfig
 from gmm_perception.models.pointgmm import MODEL_NAME as POINTGMM, PointGmm, PointGmmConfig
@@ -35,12 +35,18 @@ def build_model(name: str, config: dict[str, Any]) -> torch.nn.Module:
     return model_class(config_class(**config))
 
 
-def load_model(path, name: str | None, device: torch.device | str = "cpu"
+def load_model(path, name: str | tuple[str, ...] | None, device: torch.device | str = "cpu"
                ) -> tuple[torch.nn.Module, dict]:
     """A model in eval mode on `device` from a checked checkpoint, and the checkpoint payload.
-    `name` None accepts any registered model (the payload says which)."""
+    `name`: the registry name (or names) the file must hold; None accepts any registered model.
+    Every failure is a CheckpointError naming the file, including a payload whose config or
+    weights do not build the model it names."""
     payload = load_checkpoint(path, expected_model=name, map_location=device)
-    return model_from_payload(payload, device), payload
+    try:
+        return model_from_payload(payload, device), payload
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"checkpoint '{path}' does not build its '{payload['model']}' "
+                              f"model: {type(exc).__name__}: {exc}") from exc
 
 
 def model_from_payload(payload: dict, device: torch.device | str = "cpu") -> torch.nn.Module:

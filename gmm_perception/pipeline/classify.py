@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from gmm_perception.geometry.points import MIN_OBJECT_POINTS, object_points, resample
 from gmm_perception.gmm import mixture as mx
-from gmm_perception.pipeline.preprocess import MIN_OBJECT_POINTS, object_points, resample
+from gmm_perception.pipeline.configs import ClassifyConfig
 
 MIN_POINTS = MIN_OBJECT_POINTS  # re-exported: the least cloud the stage takes
 
@@ -31,14 +32,15 @@ class Classification:
 
 
 class Classifier:
-    def __init__(self, model: torch.nn.Module, class_names: list[str], device: torch.device,
-                 num_points: int = 2048, seed: int = 0):
+    def __init__(self, config: ClassifyConfig, model: torch.nn.Module, class_names: list[str],
+                 device: torch.device):
         if len(class_names) != model.config.num_classes:
             raise ValueError(f"{len(class_names)} class names for a model of "
                              f"{model.config.num_classes} classes")
+        self.config = config
         self.model, self.class_names, self.device = model.eval(), list(class_names), device
-        self.num_points = num_points
-        self._rng = np.random.default_rng(seed)
+        self.num_points = config.classification_points
+        self._rng = np.random.default_rng(config.seed)
 
     @torch.no_grad()
     def __call__(self, points: np.ndarray) -> Classification:

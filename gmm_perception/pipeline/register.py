@@ -20,11 +20,12 @@ import torch
 from scipy.spatial import cKDTree
 
 from gmm_perception.data.formats import MESH_EXTENSIONS, POINT_EXTENSIONS, load_cloud
-from gmm_perception.geometry.transforms import make_transform
+from gmm_perception.geometry.points import resample
+from gmm_perception.geometry.transforms import invert_transform, make_transform
 from gmm_perception.gmm.registration import IsotropicGmm, align_mixtures
-from gmm_perception.pipeline.preprocess import resample
+from gmm_perception.config import ConfigError
+from gmm_perception.pipeline.configs import RegistrationConfig
 
-ICP_MODES = ("none", "point_to_point", "point_to_plane")
 # A cluster wider than its model by more than this factor cannot be that model (noise margin).
 MAX_SIZE_RATIO = 1.3
 # ICP and the fit statistics use at most this many source points: a random subset this large
@@ -49,6 +50,12 @@ class Registration:
     method: str
     reference_name: str = ""
 
+    @property
+    def T_cloud_object(self) -> np.ndarray:
+        """The pose of the reference model's frame in the source cloud's frame (what TF and
+        the evaluators report): the inverse of `transform`."""
+        return invert_transform(self.transform)
+
 
 @dataclass(frozen=True)
 class Reference:
@@ -64,22 +71,27 @@ class Reference:
 class DeepGmrRegistrar:
     """Registers clouds against a library of reference clouds with a trained DeepGMR."""
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, num_points: int = 1024,
-                 icp: str = "none", icp_max_distance: float = 0.05,
-                 inlier_threshold: float = 0.05, hypotheses: int = 2, seed: int = 0):
-        if icp not in ICP_MODES:
-            raise ValueError(f"icp must be one of {ICP_MODES}, got '{icp}'")
+    def __init__(self, config: RegistrationConfig, model: torch.nn.Module,
+                 device: torch.device):
+        self.config = config
         self.model, self.device = model.eval(), device
-        self.num_points, self.icp = num_points, icp
-        self.icp_max_distance, self.inlier_threshold = icp_max_distance, inlier_threshold
-        if hypotheses not in (1, 2):
-            raise ValueError(f"hypotheses must be 1 (T) or 2 (T and T_hat^-1), got {hypotheses}")
-        self.hypotheses = hypotheses
+        self.num_points = config.registration_points
         # Objects standing on a floor: the source's and the models' `up` agree, so only turns
         # about it are possible (None: unrestricted rotations, the DeepGMR setting).
-        self.upright_axis: np.ndarray | None = None
-        self._rng = np.random.default_rng(seed)
+        self.upright_axis = config.unit_upright_axis
+        self._rng = np.random.default_rng(config.seed)
         self.references: list[Reference] = []
+
+    def with_config(self, config: RegistrationConfig) -> "DeepGmrRegistrar":
+        """A new registrar of `config` around the same model, holding the same references
+        (their mixtures are recomputed when the network's point count changed)."""
+        registrar = DeepGmrRegistrar(config, self.model, self.device)
+        if config.registration_points == self.num_points:
+            registrar.references = list(self.references)
+        else:
+            for ref in self.references:
+                registrar.add_reference(ref.points, ref.name)
+        return registrar
 
     @property
     def reference(self) -> np.ndarray | None:
@@ -132,13 +144,15 @@ class DeepGmrRegistrar:
         if len(source) > MAX_REFINE_POINTS:
             source = source[self._rng.choice(len(source), MAX_REFINE_POINTS, replace=False)]
         hypotheses = [(ref, _metric_transform(T, ref, centre))
-                      for ref, pair in zip(candidates, T_unit) for T in pair[:self.hypotheses]]
+                      for ref, pair in zip(candidates, T_unit)
+                      for T in pair[:self.config.hypotheses]]
         if self.upright_axis is not None:
             hypotheses = [(ref, U) for ref, T in hypotheses
                           for U in _upright_variants(T, self.upright_axis, centre)]
-        if self.icp != "none":
+        if self.config.icp != "none":
             # ICP is the expensive part: refine only the hypotheses that already fit best.
-            hypotheses.sort(key=lambda h: -self._fitness(source, h[0], h[1], self.icp_max_distance))
+            hypotheses.sort(key=lambda h: -self._fitness(source, h[0], h[1],
+                                                         self.config.icp_max_distance))
             hypotheses = [(ref, self._refine(source, ref.cloud, T))
                           for ref, T in self._distinct(hypotheses)[:REFINED_HYPOTHESES]]
         scores = [self._fit(source, ref, T) for ref, T in hypotheses]
@@ -151,8 +165,9 @@ class DeepGmrRegistrar:
         return Registration(
             transform=transform, fitness=fitness, inlier_rmse=inlier_rmse,
             chamfer=float(distances.mean() + reverse.mean()),
-            inlier_threshold=self.inlier_threshold, seconds=time.perf_counter() - started,
-            method="deepgmr" if self.icp == "none" else f"deepgmr+icp_{self.icp}",
+            inlier_threshold=self.config.inlier_threshold,
+            seconds=time.perf_counter() - started,
+            method="deepgmr" if self.config.icp == "none" else f"deepgmr+icp_{self.config.icp}",
             reference_name=ref.name)
 
     def _distinct(self, hypotheses: list) -> list:
@@ -160,7 +175,7 @@ class DeepGmrRegistrar:
         DUPLICATE_DEG and icp_max_distance): ICP would refine both to the same pose."""
         kept = []
         for ref, T in hypotheses:
-            if not any(ref is other and _close(T, U, DUPLICATE_DEG, self.icp_max_distance)
+            if not any(ref is other and _close(T, U, DUPLICATE_DEG, self.config.icp_max_distance)
                        for other, U in kept):
                 kept.append((ref, T))
         return kept
@@ -177,7 +192,7 @@ class DeepGmrRegistrar:
         """(fitness, inlier RMSE, nearest distances) of the source aligned by `transform`."""
         aligned = source @ transform[:3, :3].T + transform[:3, 3]
         distances, _ = ref.tree.query(aligned)
-        inliers = distances < self.inlier_threshold
+        inliers = distances < self.config.inlier_threshold
         rmse = float(np.sqrt(np.mean(distances[inliers] ** 2))) if inliers.any() else 0.0
         return float(inliers.mean()), rmse, distances
 
@@ -186,12 +201,13 @@ class DeepGmrRegistrar:
         pipelines = o3d.pipelines.registration
         src = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(source))
         estimation = (pipelines.TransformationEstimationPointToPlane()
-                      if self.icp == "point_to_plane"
+                      if self.config.icp == "point_to_plane"
                       else pipelines.TransformationEstimationPointToPoint())
         # Coarse to fine: a wide correspondence radius first pulls in a global estimate that is
         # tens of degrees off (common on partial views), the fine one then polishes.
         transform = initial
-        for radius in (ICP_COARSE_FACTOR * self.icp_max_distance, self.icp_max_distance):
+        fine = self.config.icp_max_distance
+        for radius in (ICP_COARSE_FACTOR * fine, fine):
             transform = pipelines.registration_icp(
                 src, reference, radius, transform, estimation,
                 pipelines.ICPConvergenceCriteria(max_iteration=30)).transformation
@@ -249,3 +265,19 @@ def load_library(directory: str | Path, num_points: int = 4096) -> dict[str, np.
         raise FileNotFoundError(f"library '{directory}' holds no model files "
                                 f"({', '.join(extensions)})")
     return {path.stem: load_cloud(path, num_points=num_points) for path in files}
+
+
+def configured_references(config: RegistrationConfig) -> dict[str, np.ndarray]:
+    """The references a 'file' or 'library' config names (name -> points); {} for the modes
+    whose references arrive with the data ('topic', 'previous'). Raises ConfigError for an
+    unset path and FileNotFoundError/ValueError for files that cannot be read."""
+    if config.reference_mode == "file":
+        if not config.reference_file:
+            raise ConfigError("reference_file is unset: reference_mode 'file' needs a model file")
+        name = config.reference_name or Path(config.reference_file).stem
+        return {name: load_cloud(config.reference_file, num_points=4096)}
+    if config.reference_mode == "library":
+        if not config.library_dir:
+            raise ConfigError("library_dir is unset: reference_mode 'library' needs a directory")
+        return load_library(config.library_dir)
+    return {}

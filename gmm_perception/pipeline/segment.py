@@ -28,90 +28,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from gmm_perception.pipeline.preprocess import voxel_downsample
+from gmm_perception.geometry.points import voxel_downsample
+from gmm_perception.pipeline.configs import RANSAC_POINTS, SegmentConfig
 
-# RANSAC draws 3 points per hypothesis: fewer points cannot define a plane.
-RANSAC_POINTS = 3
 # A plane found first but tilted too far (a wall) is set aside and the search repeated on the
 # rest, so a large wall does not hide the floor. Bounded: each attempt costs a full RANSAC.
 PLANE_ATTEMPTS = 3
-
-
-@dataclass(frozen=True)
-class SegmentConfig:
-    """Parameters of :class:`Segmenter`; every value is checked when the config is built.
-
-    Lengths are metres in the frame of the clouds given to the segmenter.
-    """
-
-    plane_distance: float = 0.02  # RANSAC inlier distance: points this close are ground
-    plane_iterations: int = 200  # RANSAC hypotheses per plane search
-    # A plane with fewer inliers than this is not removed: values below 1 are a fraction of the
-    # cloud's points, values of 1 and more a point count. Keeps the top of a large box from being
-    # taken for the floor in a scene where no floor is visible.
-    min_plane_points: float = 0.1
-    # Only a plane whose normal is within this angle of `up` is removed (90 accepts any plane).
-    max_plane_tilt_deg: float = 30.0
-    up: tuple[float, float, float] = (0.0, 0.0, 1.0)  # "up" in the cloud frame
-    cluster_eps: float = 0.05  # DBSCAN neighbourhood radius
-    # DBSCAN density: a point with this many neighbours within cluster_eps (itself included)
-    # grows a cluster. Separate from min_cluster_points, which bounds the cluster's size: a
-    # density of 30 would split sparse (far away) objects into noise.
-    dbscan_min_points: int = 5
-    min_cluster_points: int = 30  # smaller clusters are noise
-    max_cluster_extent: float = 3.0  # clusters with a larger box edge are walls or furniture
-    max_objects: int = 32  # the largest clusters are kept (bounds the output per frame)
-    track_distance: float = 0.3  # a cluster farther than this from every track starts a new one
-    track_timeout_frames: int = 10  # a track unseen for this many frames in a row is dropped
-    accumulate_frames: int = 1  # frames whose non-ground points are clustered together
-    accumulate_voxel: float = 0.0  # voxel of the accumulated cloud; 0 means cluster_eps / 2
-    seed: int = 0  # seed of Open3D's RANSAC sampling, set before every plane search
-
-    def __post_init__(self):
-        positive = {"plane_distance": self.plane_distance, "cluster_eps": self.cluster_eps,
-                    "max_cluster_extent": self.max_cluster_extent,
-                    "track_distance": self.track_distance}
-        for name, value in positive.items():
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive finite length, got {value}")
-        at_least_one = {"plane_iterations": self.plane_iterations,
-                        "dbscan_min_points": self.dbscan_min_points,
-                        "min_cluster_points": self.min_cluster_points,
-                        "max_objects": self.max_objects,
-                        "track_timeout_frames": self.track_timeout_frames,
-                        "accumulate_frames": self.accumulate_frames}
-        for name, value in at_least_one.items():
-            if int(value) != value or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value}")
-        if not (math.isfinite(self.min_plane_points) and self.min_plane_points >= 0):
-            raise ValueError(f"min_plane_points must be >= 0, got {self.min_plane_points}")
-        if not 0.0 <= self.max_plane_tilt_deg <= 90.0:
-            raise ValueError(
-                f"max_plane_tilt_deg must be in [0, 90], got {self.max_plane_tilt_deg}")
-        up = np.asarray(self.up, dtype=np.float64)
-        if up.shape != (3,) or not np.isfinite(up).all() or np.linalg.norm(up) < 1e-9:
-            raise ValueError(f"up must be a non-zero finite 3-vector, got {self.up}")
-        if not (math.isfinite(self.accumulate_voxel) and self.accumulate_voxel >= 0):
-            raise ValueError(f"accumulate_voxel must be >= 0, got {self.accumulate_voxel}")
-        if int(self.seed) != self.seed or self.seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {self.seed}")
-
-    @property
-    def unit_up(self) -> np.ndarray:
-        up = np.asarray(self.up, dtype=np.float64)
-        return up / np.linalg.norm(up)
-
-    @property
-    def voxel(self) -> float:
-        """Voxel edge of the accumulated cloud: fine enough that DBSCAN at cluster_eps still
-        connects neighbouring voxels of one surface."""
-        return self.accumulate_voxel if self.accumulate_voxel > 0 else self.cluster_eps / 2
-
-    def min_plane_inliers(self, point_count: int) -> int:
-        """Inliers a plane needs to be removed from a cloud of `point_count` points."""
-        if self.min_plane_points < 1:
-            return max(RANSAC_POINTS, math.ceil(self.min_plane_points * point_count))
-        return max(RANSAC_POINTS, math.ceil(self.min_plane_points))
 
 
 @dataclass(frozen=True, eq=False)

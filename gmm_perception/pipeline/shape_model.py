@@ -16,8 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from gmm_perception.models.pointgmm import PointGmm, sample
-from gmm_perception.pipeline.preprocess import MIN_OBJECT_POINTS, object_points, resample
+from gmm_perception.geometry.points import MIN_OBJECT_POINTS, object_points, resample
+from gmm_perception.gmm.hierarchical import sample
+from gmm_perception.models.pointgmm import PointGmm
+from gmm_perception.pipeline.configs import ShapeModelConfig
 
 MIN_POINTS = MIN_OBJECT_POINTS  # re-exported: the least cloud the stage takes
 
@@ -32,14 +34,20 @@ class ShapeModelResult:
 
 
 class ShapeModeller:
-    def __init__(self, model: PointGmm, device: torch.device, num_points: int = 2048,
-                 resample_points: int = 2048, seed: int = 0):
-        if num_points < 1 or resample_points < 1:
-            raise ValueError("num_points and resample_points must be >= 1")
+    """`training_points`: the input size the checkpoint was trained with (its data.num_points),
+    used when the config's input_points is 0."""
+
+    def __init__(self, config: ShapeModelConfig, model: PointGmm, device: torch.device,
+                 training_points: int | None = None):
+        num_points = config.input_points or training_points
+        if not num_points:
+            raise ValueError("the checkpoint does not say its training input size "
+                             "(data.num_points): set input_points")
+        self.config = config
         self.model, self.device = model.eval(), torch.device(device)
-        self.num_points, self.resample_points = num_points, resample_points
-        self._rng = np.random.default_rng(seed)
-        self._generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.num_points, self.resample_points = num_points, config.resample_points
+        self._rng = np.random.default_rng(config.seed)
+        self._generator = torch.Generator(device=self.device).manual_seed(config.seed)
 
     @torch.no_grad()
     def __call__(self, points: np.ndarray) -> ShapeModelResult:

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from gmm_perception.pipeline.preprocess import MIN_OBJECT_POINTS, object_points, resample
+from gmm_perception.geometry.points import MIN_OBJECT_POINTS, object_points, resample
+from gmm_perception.pipeline.configs import UpsampleConfig
 
-MODES = ("prior", "denoise")
-MIN_POINTS = MIN_OBJECT_POINTS  # re-exported: the least cloud the stage (and its node) takes
+MIN_POINTS = MIN_OBJECT_POINTS  # re-exported: the least cloud the stage takes
 
 
 @dataclass(frozen=True)
@@ -37,24 +37,15 @@ class UpsamplingResult:
 
 
 class Upsampler:
-    """Callable stage over a ShapeGf model; `start_sigma` None is the model's default (0.1, in
-    its normalised units) and only applies to the denoise mode."""
+    """Callable stage over a ShapeGf model."""
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, output_points: int = 2048,
-                 steps_per_level: int = 5, mode: str = "denoise",
-                 start_sigma: float | None = None, max_input_points: int = 1024, seed: int = 0):
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got '{mode}'")
-        if output_points < 1 or steps_per_level < 1:
-            raise ValueError("output_points and steps_per_level must be >= 1")
-        if max_input_points < MIN_POINTS:
-            raise ValueError(f"max_input_points must be >= {MIN_POINTS}")
-        if start_sigma is not None and start_sigma <= 0:
-            raise ValueError("start_sigma must be positive (or None for the model's default)")
+    def __init__(self, config: UpsampleConfig, model: torch.nn.Module, device: torch.device):
+        self.config = config
         self.model, self.device = model.eval(), torch.device(device)
-        self.output_points, self.steps_per_level = output_points, steps_per_level
-        self.mode, self.start_sigma = mode, start_sigma
-        self.max_input_points, self.seed = max_input_points, seed
+        self.output_points, self.steps_per_level = config.output_points, config.steps_per_level
+        self.mode = config.mode
+        self.start_sigma = config.start_sigma or None  # None: the model's default
+        self.max_input_points, self.seed = config.max_input_points, config.seed
 
     @torch.no_grad()
     def __call__(self, points: np.ndarray) -> UpsamplingResult:

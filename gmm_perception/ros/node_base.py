@@ -1,82 +1,70 @@
-"""The base class of every gmm_perception node: lifecycle, parameters, QoS, hand-over, diagnostics.
+"""The base classes of every gmm_perception node: lifecycle, parameters, QoS, hand-over, health.
 
-A node subclass only declares its parameters, builds its stage, converts messages and publishes:
+A node names its executable (its parameters are the fields of the configs that
+pipeline/node_config.py lists for it), builds its stages from the validated configs and
+converts messages:
 
     class MyNode(PerceptionNode):
-        parameters = [ParameterSpec("voxel_size", 0.05, "...", min_value=0.0, max_value=1.0)]
+        executable = "preprocess_node"
 
-        def configure_node(self):          # load the model, warm up, create outputs
-            self.stage = build_stage(self.param("voxel_size"))
-            self.pub = self.create_output(PointCloud2, "~/points")
+        def configure_node(self):          # build the stage, create outputs (may raise)
+            self.output = self.create_output(PointCloud2, "~/points")
+            self.apply_configs(self.configs)
+
+        def apply_configs(self, configs):  # build the stages from validated configs
+            self.stage = Preprocessor(configs[PreprocessConfig])
 
         def process(self, msg):            # runs on the worker thread, never in a callback
             cloud = self.read_cloud(msg)
-            self.pub.publish(xyz_to_cloud(self.stage(cloud.points), cloud.frame_id, cloud.stamp))
+            self.output.publish(xyz_to_cloud(self.stage(cloud.points), cloud.frame_id, cloud.stamp))
+
+Parameters: a change is validated as a whole new set of configs before it is accepted (a refused
+change says why), and an accepted change is applied: the worker rebuilds the stages from the new
+configs before its next frame. A value refused at start-up leaves the node up, unconfigured,
+with the reason in its log and in /diagnostics.
 
 Incoming messages are handed to one worker thread through a bounded drop-oldest queue: the
 callback returns at once, memory stays bounded under any input rate, and displaced frames are
-counted. Malformed, empty and untransformable inputs are rejected with a log line and counted;
-the next good input is processed as usual.
+counted. Everything a frame does (reconfiguration, processing, statistics) runs inside one
+guard: malformed, empty and untransformable inputs are rejected (WARN) and counted, any other
+error is counted as failed (ERROR) and the next good input is processed as usual. A worker
+that dies, or stays on one frame longer than `stall_timeout`, is reported (ERROR) and replaced.
 """
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.time import Time
 from sensor_msgs.msg import PointCloud2
 
-from gmm_perception.geometry.transforms import transform_points
-from gmm_perception.models.checkpoint import CheckpointError, load_checkpoint
-from gmm_perception.pipeline.preprocess import EmptyCloudError
+from gmm_perception.config import ConfigError
+from gmm_perception.data.pointcloud2 import MalformedCloudError, read_xyz
+from gmm_perception.geometry.points import EmptyCloudError
+from gmm_perception.geometry.tf_tree import TransformError
+from gmm_perception.pipeline.configs import NODE_CONFIGS, NodeConfig, node_configs
+from gmm_perception.pipeline.preprocess import cloud_in_frame
 from gmm_perception.pipeline.stats import StageStats
 from gmm_perception.pipeline.work_queue import DropOldestQueue
 from gmm_perception.ros.middleware import use_default_dds_profile
-from gmm_perception.ros.parameters import ParameterSpec, declare_parameters
-from gmm_perception.ros.pointcloud import MalformedCloudError, read_xyz
-from gmm_perception.ros.qos import RELIABILITY_CHOICES, make_qos
-from gmm_perception.geometry.tf_tree import TransformError
+from gmm_perception.ros.parameters import declare_parameters, parameter_values, \
+    undeclared_overrides
+from gmm_perception.ros.qos import make_qos
 from gmm_perception.ros.tf import TfBuffer
 
-if TYPE_CHECKING:  # torch is imported where a model is loaded: nodes without one never pay for it
-    import torch
-
-# Inputs that are the sender's fault: counted as rejected, logged, and the node carries on.
+# Inputs that are the sender's fault: counted as rejected, logged (WARN), the node carries on.
 REJECTED_INPUT_ERRORS = (MalformedCloudError, EmptyCloudError, TransformError)
-
-BASE_PARAMETERS = [
-    ParameterSpec("autostart", True, "Walk the lifecycle to active at start-up (no lifecycle "
-                  "manager needed); false waits for configure/activate requests.", read_only=True),
-    ParameterSpec("device", "auto", "Torch device for models: auto picks CUDA when present, "
-                  "cpu, or cuda (falls back to the CPU with a warning).", read_only=True,
-                  choices=("auto", "cpu", "cuda")),
-    ParameterSpec("input_reliability", "best_effort", "Reliability QoS of the input "
-                  "subscription (sensor data is best effort).", read_only=True,
-                  choices=RELIABILITY_CHOICES),
-    ParameterSpec("input_depth", 1, "History depth of the input subscription.", read_only=True,
-                  min_value=1, max_value=100),
-    ParameterSpec("output_reliability", "reliable", "Reliability QoS of the outputs.",
-                  read_only=True, choices=RELIABILITY_CHOICES),
-    ParameterSpec("output_depth", 5, "History depth of the outputs.", read_only=True,
-                  min_value=1, max_value=100),
-    ParameterSpec("queue_size", 1, "Frames waiting for the worker; when full the oldest is "
-                  "dropped and counted (1 = always the newest).", read_only=True,
-                  min_value=1, max_value=32),
-    ParameterSpec("target_frame", "", "Frame to transform input clouds into before processing, "
-                  "through TF (empty keeps the input frame).", read_only=True),
-    ParameterSpec("tf_timeout", 0.1, "Seconds to wait for the transform of an input stamp.",
-                  min_value=0.0, max_value=5.0),
-    ParameterSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.",
-                  read_only=True, min_value=0.1, max_value=60.0),
-]
 
 
 @dataclass(frozen=True)
@@ -88,11 +76,20 @@ class Cloud:
     stamp: Any  # builtin_interfaces/Time
 
 
-class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
-    """Lifecycle node with the shared input checks, TF, QoS, worker hand-over and diagnostics."""
+def stamp_problem(stamp) -> str:
+    """Why a header stamp is not a ROS time ('' when it is): ROS time starts at 0."""
+    if stamp.sec < 0:
+        return f"header stamp {stamp.sec} s is negative (ROS time starts at 0)"
+    if not 0 <= stamp.nanosec < 10**9:
+        return f"header stamp nanosec {stamp.nanosec} is outside [0, 1e9)"
+    return ""
 
-    #: Parameters of the subclass, declared after the base ones.
-    parameters: ClassVar[Sequence[ParameterSpec]] = ()
+
+class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
+    """Lifecycle node with the shared input checks, TF, QoS, worker hand-over and health."""
+
+    #: Key of pipeline.node_config.NODE_CONFIGS: which configs the parameters come from.
+    executable: ClassVar[str]
     #: Message type and (relative, remappable) topic of the input.
     input_type: ClassVar[type] = PointCloud2
     input_topic: ClassVar[str] = "points"
@@ -101,7 +98,16 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
 
     def __init__(self, node_name: str, **kwargs):
         super().__init__(node_name, **kwargs)
-        declare_parameters(self, [*BASE_PARAMETERS, *self.parameters])
+        self.config_classes = NODE_CONFIGS[self.executable]
+        # Values refused at start-up (name -> reason): the node stays unconfigured until fixed.
+        self._refused = declare_parameters(self, self.config_classes)
+        undeclared = undeclared_overrides(self)
+        if undeclared:
+            self._refused["(undeclared)"] = (f"{self.executable} declares no parameter(s) "
+                                             f"{undeclared}")
+        for reason in self._refused.values():
+            self.get_logger().error(f"invalid parameter: {reason}")
+        self.configs: dict[type, Any] = self._current_configs(strict=False)
         self.stats = StageStats()
         self.device = None
         self.device_note = ""
@@ -111,37 +117,44 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
         self.tf_buffer: TfBuffer | None = None
         self._outputs: list = []
         self._subscription = None
-        self._queue: DropOldestQueue = DropOldestQueue(self.param("queue_size"))
+        self._queue: DropOldestQueue = DropOldestQueue(self.settings.queue_size)
         self._worker: threading.Thread | None = None
+        self._generation = 0  # the current worker's; a replaced (stalled) worker sees it change
+        self._busy: tuple[int, float] | None = None  # (generation, since) of the frame at work
         self._stop_worker = threading.Event()
-        self._reconfigure_requested = threading.Event()
+        self._pending_configs: dict[type, Any] | None = None
+        self._pending_lock = threading.Lock()
+        self.add_on_set_parameters_callback(self._validate_change)
         self.add_post_set_parameters_callback(self._on_parameters_set)
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(self.param("diagnostics_period"), self.publish_diagnostics)
-        if self.param("autostart"):
+        self.create_timer(self.settings.diagnostics_period, self._on_diagnostics_timer)
+        if self.settings.autostart:
             self._autostart_timer = self.create_timer(0.0, self._autostart)
 
     # ----------------------------------------------------------------- subclass hooks
     def configure_node(self) -> None:
-        """Build the stage, load and warm up the model, create outputs (may raise)."""
+        """Load models, create outputs and build the stages from self.configs (may raise)."""
 
     def cleanup_node(self) -> None:
         """Release what configure_node created (outputs are destroyed by the base)."""
 
-    def reconfigure(self) -> None:
-        """Rebuild what depends on parameters changed at run time (default: nothing)."""
+    def apply_configs(self, configs: dict[type, Any]) -> None:
+        """Rebuild the stages from validated configs (called on the worker thread after an
+        accepted parameter change). Raising keeps the previous stages and reports the error."""
 
     @abstractmethod
     def process(self, msg) -> None:
         """Handle one input message on the worker thread: convert, run the stage, publish."""
 
     # ----------------------------------------------------------------- helpers for subclasses
-    def param(self, name: str) -> Any:
-        return self.get_parameter(name).value
+    @property
+    def settings(self) -> NodeConfig:
+        """The node's own settings (QoS, queue, TF, health) as currently configured."""
+        return self.configs[NodeConfig]
 
-    def create_output(self, msg_type: type, topic: str, *, transient_local: bool = False):
+    def create_output(self, msg_type: type, topic: str, *, depth: int | None = None):
         """A lifecycle publisher with the output QoS; destroyed on cleanup."""
-        qos = make_qos(self.param("output_reliability"), self.param("output_depth"), transient_local)
+        qos = make_qos(self.settings.output_reliability, depth or self.settings.output_depth)
         publisher = self.create_lifecycle_publisher(msg_type, topic, qos)
         self._outputs.append(publisher)
         return publisher
@@ -150,45 +163,25 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
         """The configured torch device, CUDA falling back to the CPU with a logged warning."""
         from gmm_perception.device import describe_device, resolve_device
 
-        choice = resolve_device(self.param("device"))
+        choice = resolve_device(self.settings.device)
         if choice.fallback_reason:
             self.get_logger().warning(f"{choice.fallback_reason}: using {choice.device}")
         self.device, self.device_note = choice.device, describe_device(choice.device)
         return self.device
 
-    def load_model_checkpoint(self, path: str, expected_model: str) -> dict:
-        """A checked checkpoint on the configured device (CheckpointError names the file)."""
-        device = self.device if self.device is not None else self.resolve_torch_device()
-        payload = load_checkpoint(path, expected_model=expected_model, map_location=device)
-        self.checkpoint_note = f"{path} (model {payload['model']}, code " \
-                               f"{payload['metadata'].get('code_version', 'unknown')})"
-        return payload
-
-    def load_model(self, path: str, expected_model: str | None
-                   ) -> tuple[torch.nn.Module, dict]:
-        """A registry model from a checked checkpoint (load_model_checkpoint: the diagnostics
-        name it), built, weights loaded, on the node's device and in eval mode; and the payload."""
-        from gmm_perception.models.registry import model_from_payload
-
-        payload = self.load_model_checkpoint(path, expected_model=expected_model)
-        return model_from_payload(payload, self.device), payload
-
     def read_cloud(self, msg: PointCloud2) -> Cloud:
         """Validated finite xyz of a PointCloud2, in target_frame when one is set."""
-        points = read_xyz(msg)  # drops NaN/inf rows
-        if len(points) == 0:
-            raise EmptyCloudError(f"no finite points among {msg.width * msg.height}")
-        frame_id = msg.header.frame_id
-        target = self.param("target_frame")
-        if target and target != frame_id:
-            points = transform_points(self.lookup(target, frame_id, msg.header.stamp), points)
-            frame_id = target
+        problem = stamp_problem(msg.header.stamp)
+        if problem:
+            raise MalformedCloudError(problem)
+        points, frame_id = cloud_in_frame(read_xyz(msg), msg.header.frame_id, msg.header.stamp,
+                                          self.settings.target_frame, self.lookup)
         return Cloud(points=points, frame_id=frame_id, stamp=msg.header.stamp)
 
     def lookup(self, target_frame: str, source_frame: str, stamp) -> np.ndarray:
         """4x4 transform from source_frame to target_frame at `stamp`, waiting up to tf_timeout."""
         time_at = Time.from_msg(stamp)
-        deadline = time.monotonic() + self.param("tf_timeout")
+        deadline = time.monotonic() + self.settings.tf_timeout
         while True:
             try:
                 return self.tf_buffer.lookup_transform(target_frame, source_frame, time_at)
@@ -196,6 +189,52 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
                 if time.monotonic() >= deadline or self._stop_worker.is_set():
                     raise
                 time.sleep(0.005)
+
+    # ----------------------------------------------------------------- parameters
+    def _current_configs(self, strict: bool = True) -> dict[type, Any]:
+        """Configs from the parameters' current values; with strict=False a broken rule between
+        fields falls back to the defaults (the constructor must not raise: configure reports)."""
+        values = parameter_values(self, self.config_classes)
+        try:
+            return node_configs(self.executable, values)
+        except ConfigError as exc:
+            if strict:
+                raise
+            self._refused.setdefault("(combination)", str(exc))
+            return node_configs(self.executable, {})
+
+    def _validate_change(self, parameters) -> SetParametersResult:
+        """Accept a change only if the whole new set of values makes valid configs."""
+        values = parameter_values(self, self.config_classes)
+        values.update({p.name: p.value for p in parameters if p.name in values})
+        try:
+            node_configs(self.executable, values)
+        except ConfigError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        return SetParametersResult(successful=True)
+
+    def _on_parameters_set(self, parameters) -> None:
+        """An accepted change: the worker applies it before its next frame."""
+        for parameter in parameters:
+            self._refused.pop(parameter.name, None)
+        self._refused.pop("(combination)", None)  # the accepted set is valid as a whole
+        with self._pending_lock:
+            self._pending_configs = node_configs(
+                self.executable, parameter_values(self, self.config_classes))
+
+    def _take_pending_configs(self) -> dict[type, Any] | None:
+        with self._pending_lock:
+            configs, self._pending_configs = self._pending_configs, None
+            return configs
+
+    def _reconfigure(self) -> None:
+        """Apply an accepted parameter change (worker thread, inside the frame guard)."""
+        configs = self._take_pending_configs()
+        if configs is None or configs == self.configs:
+            return
+        self.apply_configs(configs)
+        self.configs = configs
+        self.get_logger().info("parameters applied")
 
     # ----------------------------------------------------------------- lifecycle
     def _autostart(self) -> None:
@@ -206,14 +245,18 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         started = time.perf_counter()
-        if self.tf_buffer is None and (self.param("target_frame") or self.uses_tf):
-            self.tf_buffer = TfBuffer(self)  # created here, on the executor's thread
         try:
+            if self._refused:
+                raise ConfigError("invalid parameter(s): " + "; ".join(self._refused.values()))
+            self._take_pending_configs()  # configure reads the current values itself
+            self.configs = self._current_configs()
+            if self.tf_buffer is None and (self.settings.target_frame or self.uses_tf):
+                self.tf_buffer = TfBuffer(self)  # created here, on the executor's thread
             self.configure_node()
-        except (CheckpointError, ValueError, OSError, RuntimeError) as exc:
+        except Exception as exc:  # any failure: logged with its reason, shown in diagnostics
             self._destroy_outputs()
-            self.model_status, self.last_error = "error", str(exc)
-            self.get_logger().error(f"configure failed: {exc}")
+            self.model_status, self.last_error = "error", f"{type(exc).__name__}: {exc}"
+            self.get_logger().error(f"configure failed: {self.last_error}")
             self.publish_diagnostics()
             return TransitionCallbackReturn.FAILURE
         self.model_status, self.last_error = "ready", ""
@@ -222,18 +265,16 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
         return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        qos = make_qos(self.param("input_reliability"), self.param("input_depth"))
+        qos = make_qos(self.settings.input_reliability, self.settings.input_depth)
         self._subscription = self.create_subscription(
             self.input_type, self.input_topic, self._on_input, qos)
         self._queue.reopen()
         self._stop_worker.clear()
-        self._worker = threading.Thread(target=self._work, name=f"{self.get_name()}-worker",
-                                        daemon=True)
-        self._worker.start()
+        self._start_worker()
         self.model_status = "active"
         self.get_logger().info(
             f"active: '{self.resolve_topic_name(self.input_topic)}' "
-            f"({self.param('input_reliability')}, depth {self.param('input_depth')})")
+            f"({self.settings.input_reliability}, depth {self.settings.input_depth})")
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -264,8 +305,10 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
             self._subscription = None
         self._stop_worker.set()
         self._queue.close()
-        if self._worker is not None and self._worker is not threading.current_thread():
-            self._worker.join()
+        worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            # A stalled frame must not hold the process: the thread is a daemon.
+            worker.join(timeout=max(5.0, self.settings.tf_timeout + 1.0))
         self._worker = None
         self._queue.clear()
 
@@ -281,51 +324,82 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
         if self._queue.put(msg) is not None:
             self.stats.count("dropped")
 
-    def _work(self) -> None:
-        while not self._stop_worker.is_set():
+    def _start_worker(self) -> None:
+        self._generation += 1
+        self._busy = None
+        self._worker = threading.Thread(target=self._work, args=(self._generation,),
+                                        name=f"{self.get_name()}-worker-{self._generation}",
+                                        daemon=True)
+        self._worker.start()
+
+    def _work(self, generation: int) -> None:
+        while not self._stop_worker.is_set() and generation == self._generation:
             msg = self._queue.get(timeout=0.2)
-            if msg is not None:
+            if msg is not None and generation == self._generation:
+                self._busy = (generation, time.monotonic())
                 self._process_one(msg)
+                if self._busy is not None and self._busy[0] == generation:
+                    self._busy = None
 
     def _process_one(self, msg) -> None:
-        if self._reconfigure_requested.is_set():
-            self._reconfigure_requested.clear()
-            self.reconfigure()
+        """One frame, everything it does inside one guard: no input can stop the worker."""
         started = time.perf_counter()
         try:
+            self._reconfigure()
             self.process(msg)
+            processing_ms = (time.perf_counter() - started) * 1e3
+            self.stats.record_processed(processing_ms, self._latency_ms(msg))
+            self.last_error = ""  # recovered: the diagnostics stop showing the old error
         except REJECTED_INPUT_ERRORS as exc:
             self.stats.count("rejected")
-            self.get_logger().warning(
-                f"rejected input from frame '{getattr(msg.header, 'frame_id', '?')}': "
-                f"{type(exc).__name__}: {exc}", throttle_duration_sec=1.0)
-            return
+            frame = getattr(getattr(msg, "header", None), "frame_id", "?")
+            self.get_logger().warning(f"rejected input from frame '{frame}': "
+                                      f"{type(exc).__name__}: {exc}", throttle_duration_sec=1.0)
         except Exception as exc:  # a bug or a model failure must not kill the worker
             self.stats.count("failed")
             self.last_error = f"{type(exc).__name__}: {exc}"
             self.get_logger().error(f"processing failed: {self.last_error}",
                                     throttle_duration_sec=1.0)
-            return
-        processing_ms = (time.perf_counter() - started) * 1e3
-        self.stats.record_processed(processing_ms, self._latency_ms(msg))
 
     def _latency_ms(self, msg) -> float | None:
-        """Stamp-to-publish latency on the node's clock (sim time when use_sim_time)."""
-        stamp = getattr(getattr(msg, "header", None), "stamp", None)
-        if stamp is None or (stamp.sec == 0 and stamp.nanosec == 0):
+        """Stamp-to-publish latency on the node's clock (sim time when use_sim_time); None for
+        a zero stamp."""
+        stamp = msg.header.stamp
+        if stamp.sec == 0 and stamp.nanosec == 0:
             return None
-        return (self.get_clock().now().nanoseconds - Time.from_msg(stamp).nanoseconds) / 1e6
+        now = self.get_clock().now().nanoseconds
+        return (now - (stamp.sec * 10**9 + stamp.nanosec)) / 1e6
 
-    def _on_parameters_set(self, parameters) -> None:
-        self._reconfigure_requested.set()
+    # ----------------------------------------------------------------- health
+    def _on_diagnostics_timer(self) -> None:
+        self._check_worker()
+        self.publish_diagnostics()
 
-    # ----------------------------------------------------------------- diagnostics
+    def _check_worker(self) -> None:
+        """Replace a worker that died or is stuck on one frame, and say so (ERROR)."""
+        if self.model_status != "active":
+            return
+        worker, busy = self._worker, self._busy
+        if worker is None or not worker.is_alive():
+            problem = "the worker thread died"
+        elif (self.settings.stall_timeout > 0 and busy is not None
+              and time.monotonic() - busy[1] > self.settings.stall_timeout):
+            problem = (f"the worker stalled: one frame has taken "
+                       f"{time.monotonic() - busy[1]:.1f} s (stall_timeout "
+                       f"{self.settings.stall_timeout:g} s)")
+        else:
+            return
+        self.stats.count("failed")
+        self.last_error = f"{problem}; a new worker was started"
+        self.get_logger().error(self.last_error)
+        self._start_worker()  # a stalled one sees the new generation and ends after its frame
+
     def publish_diagnostics(self) -> None:
         snap = self.stats.snapshot()
         level, message = self._health(snap)
         values = {
             "lifecycle_state": self.model_status,
-            "device": self.device_note or str(self.param("device")),
+            "device": self.device_note or str(self.settings.device),
             "checkpoint": self.checkpoint_note,
             "input_rate_hz": f"{snap.input_rate_hz:.2f}",
             "processed_rate_hz": f"{snap.processed_rate_hz:.2f}",
@@ -353,24 +427,67 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
         summary = (f"{snap.input_rate_hz:.1f} Hz in, {snap.processed_rate_hz:.1f} Hz out, "
                    f"{snap.window_dropped} dropped, {snap.window_rejected} rejected")
         if snap.window_failed:
-            return DiagnosticStatus.ERROR, f"{snap.window_failed} frame(s) failed; {summary}"
+            return DiagnosticStatus.ERROR, (f"{snap.window_failed} frame(s) failed "
+                                            f"({self.last_error}); {summary}")
         if snap.window_rejected:
             return DiagnosticStatus.WARN, summary
         return DiagnosticStatus.OK, summary
 
 
-def run_node(node_class: type[PerceptionNode], node_name: str, args: list[str] | None = None) -> None:
-    """Console-script body: one node in its own process until Ctrl-C or shutdown."""
+class ModelNode(PerceptionNode):
+    """A node whose stage wraps a trained model: the stage config's read-only `checkpoint`,
+    loaded on the configured device with the model kind checked (pipeline.scene's loaders),
+    named in the diagnostics. A missing, corrupt or mismatched file fails configure (ERROR,
+    naming the file) and the process stays up."""
+
+    def load_stage(self, loader, config):
+        """`loader(config, device)` -> (stage, checkpoint payload); returns the stage and sets
+        `model_name` ('<registry name>:<file name>', what the outputs report)."""
+        device = self.device if self.device is not None else self.resolve_torch_device()
+        stage, payload = loader(config, device)
+        self.model_name = f"{payload['model']}:{Path(config.checkpoint).name}"
+        self.checkpoint_note = (f"{config.checkpoint} (model {payload['model']}, code "
+                                f"{payload['metadata'].get('code_version', 'unknown')})")
+        return stage
+
+
+def run_node(node_class: type[PerceptionNode], node_name: str, args: list[str] | None = None
+             ) -> None:
+    """Console-script body: one node in its own process until Ctrl-C or shutdown; exits 0
+    without a traceback on SIGINT (a user's Ctrl-C, or `ros2 launch` ending)."""
     use_default_dds_profile()
+    stop_on_first_sigint()
     rclpy.init(args=args)
-    node = node_class(node_name)
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
+    node = None
     try:
+        node = node_class(node_name)
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        node.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
+        close_nodes([node] if node is not None else [])
+
+
+def stop_on_first_sigint() -> None:
+    """The first SIGINT (Ctrl-C, or `ros2 launch` ending: a terminal's Ctrl-C reaches the nodes
+    twice, from the terminal and from launch) raises KeyboardInterrupt; later ones are ignored
+    while the process cleans up, so it exits 0 without a traceback. Call before rclpy.init,
+    whose own handler then passes SIGINT on to this one."""
+    def handler(signum, frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+
+
+def close_nodes(nodes: Sequence[PerceptionNode]) -> None:
+    """Stop workers and destroy nodes, then shut rclpy down, ignoring a second Ctrl-C."""
+    for node in nodes:
+        try:
+            node.shutdown()
+            node.destroy_node()
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+    rclpy.try_shutdown()

@@ -1,75 +1,75 @@
-"""Parameters declared with descriptors (description, range, read-only) and validated on change."""
+"""A node's ROS parameters, derived from the configs of the core (pipeline/node_config.py).
+
+Nothing here lists a parameter: each config field becomes one declaration with its description,
+range or choices and read-only flag. A value is checked by the same function the core's configs
+use (config.py), so a node and the offline evaluator refuse the same values with the same words.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Sequence
+import dataclasses
+from typing import Any
 
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
-                                SetParametersResult)
-from rclpy.parameter import Parameter
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-
-@dataclass(frozen=True)
-class ParameterSpec:
-    """One parameter: its default, what it means, and the values it accepts."""
-
-    name: str
-    default: Any
-    description: str
-    read_only: bool = False
-    min_value: float | int | None = None
-    max_value: float | int | None = None
-    choices: Sequence[str] = ()
-    length: int | None = None  # exact length for array parameters
-
-    def __post_init__(self):
-        if (self.min_value is None) != (self.max_value is None):
-            raise TypeError(f"{self.name}: give both min_value and max_value, or neither")
-
-    def descriptor(self) -> ParameterDescriptor:
-        constraints = []
-        if self.choices:
-            constraints.append("one of: " + ", ".join(self.choices))
-        if self.length is not None:
-            constraints.append(f"exactly {self.length} values")
-        descriptor = ParameterDescriptor(description=self.description, read_only=self.read_only,
-                                         additional_constraints="; ".join(constraints))
-        if self.min_value is not None and self.max_value is not None:
-            if isinstance(self.default, bool):
-                raise TypeError(f"{self.name}: ranges do not apply to booleans")
-            if isinstance(self.default, int):
-                descriptor.integer_range = [IntegerRange(from_value=int(self.min_value),
-                                                         to_value=int(self.max_value), step=0)]
-            else:
-                descriptor.floating_point_range = [FloatingPointRange(
-                    from_value=float(self.min_value), to_value=float(self.max_value), step=0.0)]
-        return descriptor
-
-    def check(self, value: Any) -> str:
-        """Why `value` is not acceptable, or '' when it is (rclpy checks ranges and read-only)."""
-        if self.choices and value not in self.choices:
-            return f"{self.name} must be one of {list(self.choices)}, got {value!r}"
-        if self.length is not None and len(value) != self.length:
-            return f"{self.name} needs exactly {self.length} values, got {len(value)}"
-        return ""
+from gmm_perception.config import field_problem
+from gmm_perception.pipeline.configs import declared_settings
 
 
-def declare_parameters(node, specs: Sequence[ParameterSpec]) -> dict[str, ParameterSpec]:
-    """Declare every spec on `node` and install one validating set-parameters callback."""
-    by_name = {spec.name: spec for spec in specs}
-    for spec in specs:
-        node.declare_parameter(spec.name, spec.default, spec.descriptor())
-        problem = spec.check(node.get_parameter(spec.name).value)
-        if problem:  # a bad value from a YAML file or the command line
-            raise ValueError(f"invalid parameter: {problem}")
+def descriptor(field: dataclasses.Field) -> ParameterDescriptor:
+    """The ROS descriptor of one config field (rclpy enforces its range and read-only flag)."""
+    meta, default = field.metadata, field.default
+    constraints = []
+    if meta["choices"]:
+        constraints.append("one of: " + ", ".join(meta["choices"]))
+    if meta["length"] is not None:
+        constraints.append(f"exactly {meta['length']} values")
+    result = ParameterDescriptor(description=meta["description"], read_only=meta["read_only"],
+                                 additional_constraints="; ".join(constraints))
+    if meta["low"] is not None and not isinstance(default, tuple):  # rclpy ranges are scalar
+        if isinstance(default, int) and not isinstance(default, bool):
+            result.integer_range = [IntegerRange(from_value=int(meta["low"]),
+                                                 to_value=int(meta["high"]), step=0)]
+        else:
+            result.floating_point_range = [FloatingPointRange(
+                from_value=float(meta["low"]), to_value=float(meta["high"]), step=0.0)]
+    return result
 
-    def validate(parameters: list[Parameter]) -> SetParametersResult:
-        for parameter in parameters:
-            spec = by_name.get(parameter.name)
-            problem = spec.check(parameter.value) if spec else ""
-            if problem:
-                return SetParametersResult(successful=False, reason=problem)
-        return SetParametersResult(successful=True)
 
-    node.add_on_set_parameters_callback(validate)
-    return by_name
+def _ros_default(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def declare_parameters(node, config_classes: tuple[type, ...]) -> dict[str, str]:
+    """Declare every parameter of `config_classes` on `node`.
+
+    A value from a parameter file or the command line that its field refuses is not applied:
+    the parameter is declared with its default and the refusal is returned (name -> reason), so
+    that the node can stay up and report it instead of dying in its constructor."""
+    overrides = getattr(node, "_parameter_overrides", {})  # rclpy keeps them here
+    refused: dict[str, str] = {}
+    for name, field in declared_settings(config_classes).items():
+        override = overrides.get(name)
+        problem = field_problem(field, override.value) if override is not None else ""
+        if not problem:
+            try:
+                node.declare_parameter(name, _ros_default(field.default), descriptor(field))
+                continue
+            except Exception as exc:  # rclpy's own type/range check of the override
+                problem = f"{name}: {exc}"
+        refused[name] = problem
+        node.declare_parameter(name, _ros_default(field.default), descriptor(field),
+                               ignore_override=True)
+    return refused
+
+
+def undeclared_overrides(node) -> list[str]:
+    """Names a parameter file or the command line set that the node does not declare (a typo
+    would otherwise be ignored silently)."""
+    overrides = getattr(node, "_parameter_overrides", {})
+    return sorted(name for name in overrides
+                  if not node.has_parameter(name) and "." not in name)
+
+
+def parameter_values(node, config_classes: tuple[type, ...]) -> dict[str, Any]:
+    """The node's current value of every parameter of `config_classes`."""
+    return {name: node.get_parameter(name).value for name in declared_settings(config_classes)}

@@ -16,6 +16,7 @@ from rclpy.parameter import Parameter
 from gmm_perception.node_registry import NODES
 from gmm_perception.pipeline_config import NodeEntry, load_pipeline
 from gmm_perception.ros.middleware import use_default_dds_profile
+from gmm_perception.ros.node_base import close_nodes, stop_on_first_sigint
 
 
 def node_class(executable: str):
@@ -43,21 +44,24 @@ def main(argv: list[str] | None = None) -> None:
     entries = load_pipeline(args.pipeline)
 
     use_default_dds_profile()
+    stop_on_first_sigint()
     rclpy.init(args=argv)  # global --ros-args apply to every node
     executor = MultiThreadedExecutor(num_threads=args.threads)
     nodes = []
     try:
         for entry in entries:
-            nodes.append(create_node(entry, args.use_sim_time))
+            try:
+                nodes.append(create_node(entry, args.use_sim_time))
+            except Exception as exc:  # one broken node must not take the others down
+                print(f"[gmm_perception_runner] could not start {entry.executable} "
+                      f"'{entry.name}': {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                continue
             executor.add_node(nodes[-1])
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        for node in nodes:
-            node.shutdown()
-            node.destroy_node()
-        rclpy.try_shutdown()
+        close_nodes(nodes)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import torch
 from gmm_perception.models.gmcn import Gmcn, GmcnConfig
 from gmm_perception.models.pointnet_classifier import PointNetClassifier, \
     PointNetClassifierConfig
+from gmm_perception.pipeline.configs import ClassifyConfig
 from gmm_perception.pipeline.classify import MIN_POINTS, Classifier
 
 NAMES = ["a", "b", "c"]
@@ -27,7 +28,7 @@ def cloud(rng, n=600, centre=(5.0, -2.0, 0.5)):
 def test_gmcn_gives_probabilities_and_its_input_mixture_in_the_cloud_frame(gmcn):
     rng = np.random.default_rng(0)
     points = cloud(rng)
-    result = Classifier(gmcn, NAMES, torch.device("cpu"), num_points=512)(points)
+    result = Classifier(ClassifyConfig(classification_points=512), gmcn, NAMES, torch.device("cpu"))(points)
     assert result.scores.shape == (3,) and result.scores.sum() == pytest.approx(1.0, abs=1e-5)
     assert result.label == NAMES[result.class_id] and result.class_id == result.scores.argmax()
     weights, means, covariances = result.mixture
@@ -41,16 +42,16 @@ def test_gmcn_gives_probabilities_and_its_input_mixture_in_the_cloud_frame(gmcn)
 def test_the_same_cloud_gets_the_same_answer(gmcn):
     rng = np.random.default_rng(1)
     points = cloud(rng, n=512)  # exactly num_points: resampling keeps every point
-    a = Classifier(gmcn, NAMES, torch.device("cpu"), num_points=512)(points)
-    b = Classifier(gmcn, NAMES, torch.device("cpu"), num_points=512)(points[::-1].copy())
+    a = Classifier(ClassifyConfig(classification_points=512), gmcn, NAMES, torch.device("cpu"))(points)
+    b = Classifier(ClassifyConfig(classification_points=512), gmcn, NAMES, torch.device("cpu"))(points[::-1].copy())
     np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
 
 
 def test_pointnet_has_no_mixture_and_unusable_clouds_are_errors():
     model = PointNetClassifier(PointNetClassifierConfig(num_classes=3)).eval()
-    classifier = Classifier(model, NAMES, torch.device("cpu"), num_points=256)
+    classifier = Classifier(ClassifyConfig(classification_points=256), model, NAMES, torch.device("cpu"))
     assert classifier(cloud(np.random.default_rng(2))).mixture is None
     with pytest.raises(ValueError, match="too few"):
         classifier(np.zeros((MIN_POINTS - 1, 3), np.float32))
     with pytest.raises(ValueError, match="class names"):
-        Classifier(model, ["only", "two"], torch.device("cpu"))
+        Classifier(ClassifyConfig(), model, ["only", "two"], torch.device("cpu"))

@@ -5,15 +5,10 @@ reproducibility and config validation."""
 import numpy as np
 import pytest
 
-from gmm_perception.pipeline.preprocess import (
-    EmptyCloudError,
-    PreprocessConfig,
-    Preprocessor,
-    crop,
-    finite_points,
-    resample,
-    voxel_downsample,
-)
+from gmm_perception.geometry.points import EmptyCloudError, finite_points, resample, \
+    voxel_downsample
+from gmm_perception.pipeline.configs import NO_LIMIT, PreprocessConfig
+from gmm_perception.pipeline.preprocess import Preprocessor, crop
 
 
 @pytest.fixture
@@ -91,7 +86,7 @@ def test_crop_box_boundary_not_representable_in_float32_is_still_inclusive():
 
 
 def test_crop_box_with_one_open_side():
-    config = PreprocessConfig(crop_min=(-np.inf, -np.inf, 0.0))
+    config = PreprocessConfig(crop_min=(-NO_LIMIT, -NO_LIMIT, 0.0))
     points = np.array([[5, 5, -0.5], [-50, 80, 0.0], [1, 1, 1e6]], dtype=np.float32)
     np.testing.assert_array_equal(crop(points, config), points[1:])
 
@@ -130,10 +125,11 @@ def test_box_and_range_apply_together():
     np.testing.assert_array_equal(crop(points, config), [[1, 0, 0]])
 
 
-def test_stage_may_crop_everything_away_without_error():
+def test_a_cloud_cropped_away_entirely_is_an_empty_cloud_not_a_failure():
+    """Nothing left after the crop is the input's problem: a node rejects it (WARN)."""
     config = PreprocessConfig(max_range=0.5, voxel_size=0.1, num_points=16)
-    out = Preprocessor(config)(np.array([[10, 0, 0], [0, 10, 0]], dtype=np.float32))
-    assert out.shape == (0, 3)
+    with pytest.raises(EmptyCloudError, match="none of 2 points lies inside"):
+        Preprocessor(config)(np.array([[10, 0, 0], [0, 10, 0]], dtype=np.float32))
 
 
 # ----------------------------------------------------------------------------- voxel grid

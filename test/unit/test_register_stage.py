@@ -13,6 +13,7 @@ from gmm_perception.geometry.transforms import (invert_transform, make_transform
                                                 transform_points)
 from gmm_perception.models.registry import load_model
 from gmm_perception.paths import share_dir
+from gmm_perception.pipeline.configs import RegistrationConfig
 from gmm_perception.pipeline.register import DeepGmrRegistrar
 
 CHECKPOINT = share_dir() / "checkpoints" / "deepgmr" / "deepgmr_sh3d.pt"
@@ -34,7 +35,8 @@ def test_cached_reference_mixture_equals_the_paired_forward_pass(model):
     rng = np.random.default_rng(0)
     reference = shape("chair", 1, 2.0).astype(np.float32)  # radius ~1: no rescaling
     source = transform_points(make_transform(random_rotation(rng), [0.2, 0, 0]), reference)
-    registrar = DeepGmrRegistrar(model, torch.device("cpu"), num_points=4096)
+    registrar = DeepGmrRegistrar(RegistrationConfig(registration_points=4096, icp="none"), model,
+                                 torch.device("cpu"))
     registrar.set_reference(reference)
     registrar._rng = np.random.default_rng(5)  # resampling 4096 of 4096 keeps every point
     cached = model.mixture(torch.from_numpy(((source - source.mean(0))
@@ -58,8 +60,8 @@ def test_the_transform_comes_back_in_metres_and_in_the_callers_frame(model):
     reference = shape("chair", 11, 0.8)
     pose = make_transform(random_rotation(rng), [3.0, -1.0, 0.5])  # reference -> sensor
     scan = transform_points(pose, reference[rng.permutation(4096)[:3000]])
-    registrar = DeepGmrRegistrar(model, torch.device("cpu"), icp="point_to_point",
-                                 icp_max_distance=0.05)
+    registrar = DeepGmrRegistrar(RegistrationConfig(icp="point_to_point", icp_max_distance=0.05),
+                                 model, torch.device("cpu"))
     registrar.set_reference(reference, "chair")
     result = registrar.register(scan + rng.normal(0, 0.002, scan.shape))
     estimate = invert_transform(result.transform)  # pose of the reference in the sensor frame
@@ -72,8 +74,9 @@ def test_the_library_picks_the_model_that_was_scanned(model):
     rng = np.random.default_rng(2)
     library = {"chair": shape("chair", 11, 0.8), "table": shape("table", 12, 1.2),
                "lamp": shape("lamp", 13, 1.5)}
-    registrar = DeepGmrRegistrar(model, torch.device("cpu"), icp="point_to_point",
-                                 icp_max_distance=0.05, inlier_threshold=0.03)
+    registrar = DeepGmrRegistrar(RegistrationConfig(icp="point_to_point", icp_max_distance=0.05,
+                                                    inlier_threshold=0.03),
+                                 model, torch.device("cpu"))
     for name, points in library.items():
         registrar.add_reference(points, name)
     for name, points in library.items():
@@ -86,9 +89,9 @@ def test_the_library_picks_the_model_that_was_scanned(model):
 
 def test_an_empty_library_is_an_error(model):
     with pytest.raises(RuntimeError, match="no reference"):
-        DeepGmrRegistrar(model, torch.device("cpu")).register(np.zeros((10, 3)))
+        DeepGmrRegistrar(RegistrationConfig(), model, torch.device("cpu")).register(np.zeros((10, 3)))
     with pytest.raises(ValueError, match="at least 3 points"):
-        DeepGmrRegistrar(model, torch.device("cpu")).add_reference(np.zeros((2, 3)), "tiny")
+        DeepGmrRegistrar(RegistrationConfig(), model, torch.device("cpu")).add_reference(np.zeros((2, 3)), "tiny")
 
 
 def test_upright_variants_are_turns_about_the_axis_that_keep_the_centroid():

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from gmm_perception.geometry.points import EmptyCloudError
 from gmm_perception.models.pointgmm import PointGmm, PointGmmConfig
-from gmm_perception.pipeline.preprocess import EmptyCloudError
+from gmm_perception.pipeline.configs import ShapeModelConfig
 from gmm_perception.pipeline.shape_model import MIN_POINTS, ShapeModeller
 from tiny_configs import POINTGMM_TINY
 
@@ -26,7 +27,7 @@ def cloud(n=512, seed=0):
 
 
 def test_levels_form_a_weighted_hierarchy_of_positive_definite_gaussians(model):
-    result = ShapeModeller(model, CPU, num_points=256, resample_points=300)(cloud())
+    result = ShapeModeller(ShapeModelConfig(input_points=256, resample_points=300), model, CPU)(cloud())
     assert [len(level["weights"]) for level in result.levels] == [8, 32, 128]
     assert result.resampled.shape == (300, 3) and result.resampled.dtype == np.float32
     previous = None
@@ -49,7 +50,7 @@ def test_levels_form_a_weighted_hierarchy_of_positive_definite_gaussians(model):
 
 def test_resampled_cloud_follows_the_finest_mixture_moments(model):
     m = 20000
-    result = ShapeModeller(model, CPU, num_points=256, resample_points=m)(cloud())
+    result = ShapeModeller(ShapeModelConfig(input_points=256, resample_points=m), model, CPU)(cloud())
     finest = result.levels[-1]
     w, mu, cov = finest["weights"], finest["means"], finest["covariances"]
     mean = w @ mu
@@ -69,8 +70,8 @@ def test_translating_and_scaling_the_cloud_moves_and_scales_the_mixture(model):
     shift, scale = np.array([20.0, -15.0, 3.0]), 2.5
     moved = (points.astype(np.float64) * scale + shift).astype(np.float32)
     # num_points == len(points): both calls feed the same points in the same order.
-    a = ShapeModeller(model, CPU, num_points=256, resample_points=500, seed=3)(points)
-    b = ShapeModeller(model, CPU, num_points=256, resample_points=500, seed=3)(moved)
+    a = ShapeModeller(ShapeModelConfig(input_points=256, resample_points=500, seed=3), model, CPU)(points)
+    b = ShapeModeller(ShapeModelConfig(input_points=256, resample_points=500, seed=3), model, CPU)(moved)
     size = np.ptp(points, axis=0).max()
     for la, lb in zip(a.levels, b.levels):
         np.testing.assert_allclose(lb["weights"], la["weights"], atol=1e-5)
@@ -82,10 +83,10 @@ def test_translating_and_scaling_the_cloud_moves_and_scales_the_mixture(model):
 
 
 def test_unusable_clouds_are_errors(model):
-    modeller = ShapeModeller(model, CPU, num_points=64)
+    modeller = ShapeModeller(ShapeModelConfig(input_points=64), model, CPU)
     with pytest.raises(EmptyCloudError, match="too few"):
         modeller(np.zeros((MIN_POINTS - 1, 3), np.float32))
     with pytest.raises(ValueError, match=r"\(N, 3\)"):
         modeller(np.zeros((100, 2), np.float32))
     with pytest.raises(ValueError):
-        ShapeModeller(model, CPU, resample_points=0)
+        ShapeModelConfig(resample_points=0)

@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+from gmm_perception.geometry.points import EmptyCloudError
 from gmm_perception.models.shapegf import ShapeGf, ShapeGfConfig
-from gmm_perception.pipeline.preprocess import EmptyCloudError, PreprocessConfig, Preprocessor
-from gmm_perception.pipeline.upsample import MIN_POINTS, MODES, Upsampler
+from gmm_perception.pipeline.preprocess import PreprocessConfig, Preprocessor
+from gmm_perception.pipeline.configs import UPSAMPLING_MODES, UpsampleConfig
+from gmm_perception.pipeline.upsample import MIN_POINTS, Upsampler
 
 CPU = torch.device("cpu")
 # Float32 inputs 3 m from the origin are rounded (~2e-7 m) differently from the same cloud at the
@@ -29,9 +31,9 @@ def cloud(n=300, seed=0):
     return (rng.normal(size=(n, 3)) * [0.3, 0.2, 0.4]).astype(np.float32)
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", UPSAMPLING_MODES)
 def test_output_count_type_and_frame(model, mode):
-    upsampler = Upsampler(model, CPU, output_points=700, mode=mode, start_sigma=0.05)
+    upsampler = Upsampler(UpsampleConfig(output_points=700, mode=mode, start_sigma=0.05), model, CPU)
     points = cloud()
     result = upsampler(points)
     assert result.points.shape == (700, 3) and result.points.dtype == np.float32
@@ -43,13 +45,13 @@ def test_output_count_type_and_frame(model, mode):
 
 
 def test_the_same_cloud_gets_the_same_dense_cloud_whatever_came_before(model):
-    a = Upsampler(model, CPU, output_points=256, mode="prior", seed=3)
-    b = Upsampler(model, CPU, output_points=256, mode="prior", seed=3)
+    a = Upsampler(UpsampleConfig(output_points=256, mode="prior", seed=3), model, CPU)
+    b = Upsampler(UpsampleConfig(output_points=256, mode="prior", seed=3), model, CPU)
     first = a(cloud()).points
     a(cloud(seed=1))  # another object in between changes nothing
     np.testing.assert_array_equal(a(cloud()).points, first)
     np.testing.assert_array_equal(b(cloud()).points, first)
-    other_seed = Upsampler(model, CPU, output_points=256, mode="prior", seed=4)(cloud()).points
+    other_seed = Upsampler(UpsampleConfig(output_points=256, mode="prior", seed=4), model, CPU)(cloud()).points
     assert not np.allclose(other_seed, first)
 
 
@@ -58,14 +60,14 @@ def test_large_inputs_are_resampled_to_max_input_points(model, monkeypatch):
     upsample = model.upsample
     monkeypatch.setattr(model, "upsample", lambda points, *a, **k: (
         seen.append(points.shape), upsample(points, *a, **k))[1])
-    upsampler = Upsampler(model, CPU, output_points=64, max_input_points=128)
+    upsampler = Upsampler(UpsampleConfig(output_points=64, max_input_points=128), model, CPU)
     upsampler(cloud(n=5000))
     upsampler(cloud(n=100))
     assert seen == [(128, 3), (100, 3)]
 
 
 def test_too_few_or_non_finite_points_are_errors_and_preprocessing_drops_nan_rows(model):
-    upsampler = Upsampler(model, CPU, output_points=64)
+    upsampler = Upsampler(UpsampleConfig(output_points=64), model, CPU)
     with pytest.raises(EmptyCloudError, match="too few"):
         upsampler(np.zeros((MIN_POINTS - 1, 3), np.float32))
     with pytest.raises(ValueError, match="N, 3"):
@@ -78,4 +80,4 @@ def test_too_few_or_non_finite_points_are_errors_and_preprocessing_drops_nan_row
     assert len(finite) == 150
     assert np.isfinite(upsampler(finite).points).all()
     with pytest.raises(ValueError, match="mode"):
-        Upsampler(model, CPU, mode="completion")
+        UpsampleConfig(mode="completion")

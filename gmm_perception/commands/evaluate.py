@@ -48,7 +48,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, dict]:
     library = load_library(library_dir)
     results, path = {}, None
     for mode in (("offline", "live") if args.mode == "both" else (args.mode,)):
-        run = _run(mode, contents, args, library_dir)
+        run = _run(mode, contents, args, library, library_dir)
         if path is None:  # the bag's sensor poses: the same for every mode
             path = sensor_path(contents, run.world_frame)
         run.sensor_path = path
@@ -61,21 +61,21 @@ def evaluate(args: argparse.Namespace) -> dict[str, dict]:
     return results
 
 
-def _run(mode: str, contents, args, library_dir: Path):
+def _run(mode: str, contents, args, library: dict, library_dir: Path):
     if mode == "offline":
         from gmm_perception.evaluation.offline import run_offline
-        from gmm_perception.evaluation.stages import build_stages
+        from gmm_perception.evaluation.stages import build_scene
 
-        return run_offline(contents, build_stages(args.pipeline, library_dir, args.device),
-                           progress=not args.no_progress)
-    from gmm_perception.evaluation.live import run_live
+        scene = build_scene(args.pipeline, library, library_dir, args.device)
+        return run_offline(contents, scene, library, progress=not args.no_progress)
+    from gmm_perception.ros.live_evaluation import run_live
 
     return run_live(contents, args.pipeline, library_dir, rate=args.rate, device=args.device,
                     progress=not args.no_progress)
 
 
 def main(args: argparse.Namespace) -> int:
-    from gmm_perception.evaluation.live import LiveEvaluationError
+    from gmm_perception.ros.live_evaluation import LiveEvaluationError
     from gmm_perception.evaluation.report import summary_table
     from gmm_perception.pipeline_config import PipelineConfigError
 

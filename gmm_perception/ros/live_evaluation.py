@@ -1,4 +1,5 @@
-"""Live evaluation: the bag played into the real nodes, running as their own process.
+"""Live evaluation: the bag played into the real nodes, running as their own process (the one
+part of the evaluation that needs rclpy; the scoring and the report are evaluation/'s).
 
 The pipeline YAML is started with gmm_perception_runner on simulated time. A player node
 publishes the bag's /clock, /tf_static (latched), /tf and /points at the recorded rate times
@@ -26,8 +27,9 @@ from gmm_perception.evaluation.offline import truth_objects
 from gmm_perception.evaluation.records import ClassifiedObject, Detection, EvaluationRun, \
     FrameRecord, SurfaceCloud
 from gmm_perception.evaluation.stages import CLASSIFICATION, REGISTRATION, SEGMENTATION, \
-    SHAPE_MODEL, UPSAMPLING, pipeline_entries, resolved_parameters
+    SHAPE_MODEL, UPSAMPLING, pipeline_entries, resolved_configs
 from gmm_perception.geometry.transforms import invert_transform
+from gmm_perception.pipeline.configs import NodeConfig
 from gmm_perception.pipeline.register import load_library
 
 # Points far above any scene, in the sensor frame: a warm-up cloud the segmentation processes
@@ -137,8 +139,7 @@ class _Player:
         self._Clock, self._TFMessage = Clock, TFMessage
 
     def _on_surface(self, kind: str, msg) -> None:
-        from gmm_perception.ros.pointcloud import read_xyz
-        from gmm_perception.ros.segmentation_node import object_id_of
+        from gmm_perception.data.pointcloud2 import object_id_of, read_xyz
 
         object_id = object_id_of(msg)
         self.surfaces[_ns(msg.header.stamp)].append(SurfaceCloud(
@@ -198,7 +199,10 @@ def run_live(contents: BagContents, pipeline: str | Path, library_dir: str | Pat
         raise ValueError(f"rate must be positive, got {rate}")
     pipeline = Path(pipeline)
     entries = pipeline_entries(pipeline)
-    world_frame = resolved_parameters(entries[SEGMENTATION])("target_frame")
+    # Validated as the nodes will validate them: a refused value stops here, with its reason.
+    configs = {executable: resolved_configs(entry, {"device": device})
+               for executable, entry in entries.items()}
+    world_frame = configs[SEGMENTATION][NodeConfig].target_frame
     run = EvaluationRun("live", str(contents.path), world_frame, warnings=list(contents.warnings))
     run.truth = truth_objects(contents, world_frame, load_library(library_dir), run.warnings)
     if not contents.clouds:
@@ -303,15 +307,15 @@ def _frames(contents: BagContents, player: _Player, warnings: list[str]) -> list
     for index, cloud in enumerate(contents.clouds):
         stamp = cloud.stamp_ns
         frame = FrameRecord(index, stamp)
-        results = sorted(player.results.get(stamp, []), key=lambda r: r.target_frame)
+        results = sorted(player.results.get(stamp, []), key=lambda r: _object_id(r.object_id))
         for result in results:
             frame.detections.append(Detection(
-                _object_id(result.target_frame), result.reference_name,
+                _object_id(result.object_id), result.reference_name,
                 invert_transform(_matrix(result.transform)), result.fitness,
                 result.inlier_rmse, result.latency_ms))
         for msg in sorted(player.classifications.get(stamp, []), key=lambda m: m.object_id):
             frame.classifications.append(ClassifiedObject(
-                int(msg.object_id) if msg.object_id.isdigit() else -1, msg.label,
+                _object_id(msg.object_id), msg.label,
                 float(msg.scores[msg.class_id]) if len(msg.scores) > msg.class_id else 0.0))
         frame.surfaces = sorted(player.surfaces.get(stamp, []),
                                 key=lambda c: (c.object_id, c.kind))
@@ -332,9 +336,9 @@ def _frames(contents: BagContents, player: _Player, warnings: list[str]) -> list
     return frames
 
 
-def _object_id(child_frame: str) -> int:
-    tail = child_frame.rsplit("_", 1)[-1]
-    return int(tail) if tail.isdigit() else -1
+def _object_id(text: str) -> int:
+    """The segmentation's object id a result names (-1 for a cloud that was not an object)."""
+    return int(text) if text.isdigit() else -1
 
 
 def _matrix(transform) -> np.ndarray:

@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from gmm_perception.data.mesh_dataset import default_data_dir
     from gmm_perception.data.shape_set import MeshSet
-    from gmm_perception.evaluation import evaluate
+    from gmm_perception.commands import evaluate
     from gmm_perception.evaluation.bag import make_demo
 
     meshes = default_data_dir() / "sh3d" / "sh3d_meshes.npz"

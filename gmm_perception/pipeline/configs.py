@@ -1,0 +1,361 @@
+"""Every parameter of the package: one frozen config per stage, the settings every node shares,
+each node's output settings, and the table of which configs make up which node.
+
+This module is the one place a parameter is declared: a stage is built from its config, the ROS
+layer derives each node's parameter declarations from these fields (ros/parameters.py), and the
+offline evaluator validates a pipeline YAML with `node_configs`, so a node and the evaluator
+accept and refuse the same values with the same words. Plain data, cheap to import (no torch,
+no open3d, no rclpy): a node that runs no model never loads one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from gmm_perception.config import ConfigError, from_values, setting, settings, validate
+from gmm_perception.geometry.points import MIN_OBJECT_POINTS
+from gmm_perception.paths import share_dir
+
+# Metres: "no limit" for crop boxes and ranges. A finite number, so that a parameter file can
+# state it and a range can bound it; 1000 km is beyond any sensor.
+NO_LIMIT = 1.0e6
+SEED_DESCRIPTION = "Seed of the stage's random generators (resampling, RANSAC)."
+# RANSAC draws 3 points per hypothesis: fewer points cannot define a plane.
+RANSAC_POINTS = 3
+ICP_MODES = ("none", "point_to_point", "point_to_plane")
+REFERENCE_MODES = ("file", "library", "topic", "previous")
+UPSAMPLING_MODES = ("prior", "denoise")
+
+
+def _seed() -> Any:
+    return setting(0, SEED_DESCRIPTION, low=0, high=2**31 - 1)
+
+
+def _checkpoint(*parts: str, what: str) -> Any:
+    return setting(str(share_dir().joinpath("checkpoints", *parts)), what, read_only=True)
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """The shared preprocessing stage. Every step is off at its default: an all-default stage
+    returns the finite input points. Lengths are metres in the processing frame."""
+
+    crop_min: tuple[float, float, float] = setting(
+        (-NO_LIMIT,) * 3, "Lower corner [x, y, z] of the crop box, metres.",
+        low=-NO_LIMIT, high=NO_LIMIT, length=3)
+    crop_max: tuple[float, float, float] = setting(
+        (NO_LIMIT,) * 3, "Upper corner [x, y, z] of the crop box, metres.",
+        low=-NO_LIMIT, high=NO_LIMIT, length=3)
+    min_range: float = setting(0.0, "Drop points closer than this to the frame origin (the "
+                               "sensor), metres.", low=0.0, high=NO_LIMIT)
+    max_range: float = setting(NO_LIMIT, "Drop points farther than this from the frame origin, "
+                               "metres.", low=0.0, high=NO_LIMIT)
+    voxel_size: float = setting(0.0, "Voxel grid edge in metres (0 disables downsampling).",
+                                low=0.0, high=10.0)
+    num_points: int = setting(0, "Resample the result to exactly this many points (0 keeps the "
+                              "count).", low=0, high=10_000_000)
+    seed: int = _seed()
+
+    def __post_init__(self):
+        validate(self)
+
+    def check(self) -> None:
+        if any(low > high for low, high in zip(self.crop_min, self.crop_max)):
+            raise ConfigError(f"crop_min {list(self.crop_min)} exceeds crop_max "
+                              f"{list(self.crop_max)} on some axis")
+        if self.min_range > self.max_range:
+            raise ConfigError(f"min_range {self.min_range} exceeds max_range {self.max_range}")
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """Ground removal, clustering and tracking (pipeline/segment.py). Lengths are metres in the
+    frame of the clouds given to the segmenter."""
+
+    plane_distance: float = setting(0.02, "RANSAC inlier distance of the ground plane, metres.",
+                                    low=0.001, high=1.0)
+    plane_iterations: int = setting(200, "RANSAC hypotheses per plane search.",
+                                    low=1, high=100_000)
+    # Keeps the top of a large box from being taken for the floor where no floor is visible.
+    min_plane_points: float = setting(0.1, "Inliers a plane needs to be removed: below 1 a "
+                                      "fraction of the cloud, from 1 a point count.",
+                                      low=0.0, high=1e9)
+    max_plane_tilt_deg: float = setting(30.0, "Only remove a plane whose normal is within this "
+                                        "angle of 'up' (90 accepts any plane).",
+                                        low=0.0, high=90.0)
+    up: tuple[float, float, float] = setting((0.0, 0.0, 1.0), "Up direction [x, y, z] in the "
+                                             "processing frame (non-zero).",
+                                             low=-1e6, high=1e6, length=3)
+    cluster_eps: float = setting(0.05, "DBSCAN neighbourhood radius, metres.",
+                                 low=0.001, high=10.0)
+    # Separate from min_cluster_points, which bounds the cluster's size: a density of 30 would
+    # split sparse (far away) objects into noise.
+    dbscan_min_points: int = setting(5, "DBSCAN density: neighbours within cluster_eps (itself "
+                                     "included) that make a core point.", low=1, high=1000)
+    min_cluster_points: int = setting(30, "Smaller clusters are noise.", low=1, high=10_000_000)
+    max_cluster_extent: float = setting(3.0, "Clusters with a longer box edge (walls, furniture) "
+                                        "are discarded, metres.", low=0.01, high=1000.0)
+    max_objects: int = setting(32, "Largest clusters kept per frame (also the history depth of "
+                               "the node's ~/objects).", low=1, high=1000, read_only=True)
+    track_distance: float = setting(0.3, "Farthest centroid motion between frames that keeps "
+                                    "an object's id, metres.", low=0.001, high=100.0)
+    track_timeout_frames: int = setting(10, "Frames an object may go unseen before its id is "
+                                        "dropped.", low=1, high=100_000)
+    accumulate_frames: int = setting(1, "Frames whose non-ground points are clustered together "
+                                     "(1 = per frame; needs a fixed frame).", low=1, high=100)
+    accumulate_voxel: float = setting(0.0, "Voxel of the accumulated cloud, metres "
+                                      "(0 = cluster_eps / 2).", low=0.0, high=1.0)
+    seed: int = _seed()
+
+    def __post_init__(self):
+        validate(self)
+
+    def check(self) -> None:
+        if math.hypot(*self.up) < 1e-9:
+            raise ConfigError(f"up must be a non-zero 3-vector, got {list(self.up)}")
+
+    @property
+    def unit_up(self) -> np.ndarray:
+        up = np.asarray(self.up, dtype=np.float64)
+        return up / np.linalg.norm(up)
+
+    @property
+    def voxel(self) -> float:
+        """Voxel edge of the accumulated cloud: fine enough that DBSCAN at cluster_eps still
+        connects neighbouring voxels of one surface."""
+        return self.accumulate_voxel if self.accumulate_voxel > 0 else self.cluster_eps / 2
+
+    def min_plane_inliers(self, point_count: int) -> int:
+        """Inliers a plane needs to be removed from a cloud of `point_count` points."""
+        if self.min_plane_points < 1:
+            return max(RANSAC_POINTS, math.ceil(self.min_plane_points * point_count))
+        return max(RANSAC_POINTS, math.ceil(self.min_plane_points))
+
+
+@dataclass(frozen=True)
+class RegistrationConfig:
+    """The registration stage: which network, which references, how hypotheses are refined and
+    scored. Lengths are metres."""
+
+    checkpoint: str = _checkpoint("deepgmr", "deepgmr_sh3d.pt", what="DeepGMR checkpoint file.")
+    reference_mode: str = setting("file", "Where the reference comes from: a model file, every "
+                                  "model file of a directory (library: best match wins), the "
+                                  "'reference' topic, or the previous frame (scan-to-scan).",
+                                  choices=REFERENCE_MODES, read_only=True)
+    reference_file: str = setting("", "Reference model (PLY/PCD/OBJ/OFF/STL/NPY/XYZ) in metres, "
+                                  "for reference_mode 'file'.", read_only=True)
+    library_dir: str = setting("", "Directory of reference models (same formats), for "
+                               "reference_mode 'library'; each file's stem names its model.",
+                               read_only=True)
+    reference_name: str = setting("", "Name reported in results (default: the file's stem).",
+                                  read_only=True)
+    registration_points: int = setting(1024, "Points per cloud given to the network (as in "
+                                       "training).", low=64, high=8192, read_only=True)
+    hypotheses: int = setting(2, "Pose hypotheses per reference kept by fitness: 1 = DeepGMR's T "
+                              "only, 2 = also the inverse of its independent reverse estimate "
+                              "T_hat.", low=1, high=2)
+    upright_axis: tuple[float, float, float] = setting(
+        (0.0, 0.0, 0.0), "Objects stand upright: the 'up' direction [x, y, z] shared by the "
+        "cloud frame and the models, so only turns about it are tried (zeros: any rotation).",
+        low=-1e6, high=1e6, length=3)
+    icp: str = setting("point_to_point", "Refinement after the global estimate.",
+                       choices=ICP_MODES)
+    icp_max_distance: float = setting(0.05, "ICP correspondence distance, metres.",
+                                      low=0.001, high=10.0)
+    inlier_threshold: float = setting(0.05, "Distance for fitness and inlier RMSE, metres.",
+                                      low=0.001, high=10.0)
+    seed: int = _seed()
+
+    def __post_init__(self):
+        validate(self)
+
+    @property
+    def unit_upright_axis(self) -> np.ndarray | None:
+        up = np.asarray(self.upright_axis, dtype=np.float64)
+        norm = float(np.linalg.norm(up))
+        return up / norm if norm > 0 else None
+
+
+@dataclass(frozen=True)
+class ClassifyConfig:
+    """The classification stage (GMCN or the PointNet baseline)."""
+
+    checkpoint: str = _checkpoint("gmcn", "gmcn_sh3d.pt",
+                                  what="Classifier checkpoint (GMCN or pointnet_cls).")
+    classification_points: int = setting(2048, "Points per object given to the model (as in "
+                                         "training).", low=64, high=16384, read_only=True)
+    seed: int = _seed()
+
+    def __post_init__(self):
+        validate(self)
+
+
+@dataclass(frozen=True)
+class ShapeModelConfig:
+    """The shape-model stage (PointGMM)."""
+
+    checkpoint: str = _checkpoint("pointgmm", "pointgmm_sh3d.pt", what="PointGMM checkpoint.")
+    input_points: int = setting(0, "Points per object given to the model; 0 = as in training "
+                                "(the checkpoint's data.num_points).", low=0, high=16384,
+                                read_only=True)
+    resample_points: int = setting(2048, "Points drawn from the finest level (~/resampled).",
+                                   low=1, high=200_000)
+    seed: int = _seed()
+
+    def __post_init__(self):
+        validate(self)
+
+
+@dataclass(frozen=True)
+class UpsampleConfig:
+    """The upsampling stage (ShapeGF)."""
+
+    checkpoint: str = _checkpoint("shapegf", "shapegf_sh3d.pt", what="ShapeGF checkpoint.")
+    output_points: int = setting(2048, "Points of each dense cloud.", low=1, high=65536)
+    steps_per_level: int = setting(5, "Langevin steps per noise level: the cost is linear in it "
+                                   "(the paper's 10).", low=1, high=50)
+    mode: str = setting("denoise", "prior: annealed Langevin from the uniform prior over every "
+                        "level (the paper's sampler); denoise: from the input points over the "
+                        "levels <= start_sigma (cheaper, keeps the input's layout).",
+                        choices=UPSAMPLING_MODES)
+    start_sigma: float = setting(0.0, "denoise mode: largest noise level run, in the model's "
+                                 "normalised units (shape radius 1); 0 = the model's default "
+                                 "(0.1).", low=0.0, high=1.0)
+    max_input_points: int = setting(1024, "Larger inputs are resampled down to this many points "
+                                    "(the model was trained on 256-1024).",
+                                    low=MIN_OBJECT_POINTS, high=65536)
+    seed: int = _seed()
+
+    def __post_init__(self):
+        validate(self)
+
+
+RELIABILITY_CHOICES = ("best_effort", "reliable")
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """How a node runs: lifecycle, device, QoS, the hand-over queue, TF, health reporting."""
+
+    autostart: bool = setting(True, "Walk the lifecycle to active at start-up (no lifecycle "
+                              "manager needed); false waits for configure/activate requests.",
+                              read_only=True)
+    device: str = setting("auto", "Torch device for models: auto picks CUDA when present, cpu, "
+                          "or cuda (falls back to the CPU with a warning).",
+                          choices=DEVICE_CHOICES, read_only=True)
+    input_reliability: str = setting("best_effort", "Reliability QoS of the input subscription "
+                                     "(sensor data is best effort).",
+                                     choices=RELIABILITY_CHOICES, read_only=True)
+    input_depth: int = setting(1, "History depth of the input subscription.", low=1, high=100,
+                               read_only=True)
+    output_reliability: str = setting("reliable", "Reliability QoS of the outputs.",
+                                      choices=RELIABILITY_CHOICES, read_only=True)
+    output_depth: int = setting(5, "History depth of the outputs.", low=1, high=100,
+                                read_only=True)
+    queue_size: int = setting(1, "Frames waiting for the worker; when full the oldest is "
+                              "dropped and counted (1 = always the newest).", low=1, high=32,
+                              read_only=True)
+    target_frame: str = setting("", "Frame to transform input clouds into before processing, "
+                                "through TF (empty keeps the input frame).", read_only=True)
+    tf_timeout: float = setting(0.1, "Seconds to wait for the transform of an input stamp.",
+                                low=0.0, high=5.0)
+    diagnostics_period: float = setting(1.0, "Seconds between /diagnostics messages.",
+                                        low=0.1, high=60.0, read_only=True)
+    stall_timeout: float = setting(60.0, "Seconds one frame may keep the worker busy before the "
+                                   "worker is reported stalled (ERROR) and replaced "
+                                   "(0 disables the check).", low=0.0, high=3600.0)
+
+    def __post_init__(self):
+        validate(self)
+
+
+@dataclass(frozen=True)
+class RegistrationOutputConfig:
+    """What registration_node publishes besides ~/result."""
+
+    child_frame: str = setting("object", "TF child frame of the registered object "
+                               "(<child_frame>_<id> for segmented objects).")
+    publish_tf: bool = setting(True, "Broadcast the object's pose on /tf.")
+
+    def __post_init__(self):
+        validate(self)
+
+    def check(self) -> None:
+        if not self.child_frame.strip("/ "):
+            raise ConfigError("child_frame must name a frame")
+
+
+@dataclass(frozen=True)
+class ClassificationOutputConfig:
+    """What classification_node publishes besides ~/classification."""
+
+    publish_mixture: bool = setting(False, "Publish GMCN's fitted input mixture on ~/mixture.")
+    marker_height: float = setting(0.15, "Label marker above the object's top, metres.",
+                                   low=0.0, high=10.0)
+
+    def __post_init__(self):
+        validate(self)
+
+
+@dataclass(frozen=True)
+class ShapeModelOutputConfig:
+    """What shape_model_node draws on ~/markers."""
+
+    marker_level: int = setting(-1, "Level drawn as ellipsoids on ~/markers: 0 (the roots) to the "
+                                "model's depth; -1 = the finest.", low=-1, high=16)
+
+    def __post_init__(self):
+        validate(self)
+
+
+# executable -> the configs its parameters come from, in declaration order. Object stages
+# preprocess their input with the shared preprocessing stage first.
+NODE_CONFIGS: dict[str, tuple[type, ...]] = {
+    "preprocess_node": (NodeConfig, PreprocessConfig),
+    "segmentation_node": (NodeConfig, PreprocessConfig, SegmentConfig),
+    "registration_node": (NodeConfig, PreprocessConfig, RegistrationConfig,
+                          RegistrationOutputConfig),
+    "classification_node": (NodeConfig, PreprocessConfig, ClassifyConfig,
+                            ClassificationOutputConfig),
+    "shape_model_node": (NodeConfig, PreprocessConfig, ShapeModelConfig,
+                         ShapeModelOutputConfig),
+    "upsampling_node": (NodeConfig, PreprocessConfig, UpsampleConfig),
+}
+
+
+def declared_settings(config_classes: tuple[type, ...]) -> dict[str, dataclasses.Field]:
+    """Parameter name -> its field, over the configs of one node. A name in several configs
+    (`seed`) is one parameter feeding all of them, so it must mean the same in each."""
+    merged: dict[str, dataclasses.Field] = {}
+    for config_class in config_classes:
+        for field in settings(config_class):
+            known = merged.get(field.name)
+            if known is not None and (known.default, dict(known.metadata)) != (
+                    field.default, dict(field.metadata)):
+                raise TypeError(f"parameter '{field.name}' is declared differently by two "
+                                f"configs of one node ({config_class.__name__})")
+            merged.setdefault(field.name, field)
+    return merged
+
+
+def default_values(executable: str) -> dict[str, Any]:
+    """The declared defaults of one node's parameters."""
+    return {name: field.default for name, field
+            in declared_settings(NODE_CONFIGS[executable]).items()}
+
+
+def node_configs(executable: str, values: Mapping[str, Any]) -> dict[type, Any]:
+    """Every config of one node from its parameter values (defaults for the missing ones),
+    validated; ConfigError names the first refused value or rule, as the node would."""
+    if executable not in NODE_CONFIGS:
+        raise ConfigError(f"unknown node '{executable}' (known: {sorted(NODE_CONFIGS)})")
+    classes = NODE_CONFIGS[executable]
+    unknown = set(values) - set(declared_settings(classes)) - {"use_sim_time"}
+    if unknown:
+        raise ConfigError(f"{executable} declares no parameter(s) {sorted(unknown)}")
+    return {config_class: from_values(config_class, values) for config_class in classes}
