@@ -350,12 +350,18 @@ def default_values(executable: str) -> dict[str, Any]:
 
 
 def node_configs(executable: str, values: Mapping[str, Any]) -> dict[type, Any]:
-    """Every config of one node from its parameter values (defaults for the missing ones),
-    validated; ConfigError names the first refused value or rule, as the node would."""
+    """Every config of one node of the table from its parameter values (defaults for the
+    missing ones), validated; ConfigError names the first refused value or rule, as the node
+    would."""
     if executable not in NODE_CONFIGS:
         raise ConfigError(f"unknown node '{executable}' (known: {sorted(NODE_CONFIGS)})")
-    classes = NODE_CONFIGS[executable]
+    return build_configs(NODE_CONFIGS[executable], values, executable)
+
+
+def build_configs(classes: tuple[type, ...], values: Mapping[str, Any], owner: str
+                  ) -> dict[type, Any]:
+    """`classes` built from `values`, validated; keys no class declares are refused."""
     unknown = set(values) - set(declared_settings(classes)) - {"use_sim_time"}
     if unknown:
-        raise ConfigError(f"{executable} declares no parameter(s) {sorted(unknown)}")
+        raise ConfigError(f"{owner} declares no parameter(s) {sorted(unknown)}")
     return {config_class: from_values(config_class, values) for config_class in classes}

@@ -53,7 +53,7 @@ from gmm_perception.config import ConfigError
 from gmm_perception.data.pointcloud2 import MalformedCloudError, read_xyz
 from gmm_perception.geometry.points import EmptyCloudError
 from gmm_perception.geometry.tf_tree import TransformError
-from gmm_perception.pipeline.configs import NODE_CONFIGS, NodeConfig, node_configs
+from gmm_perception.pipeline.configs import NODE_CONFIGS, NodeConfig, build_configs
 from gmm_perception.pipeline.preprocess import cloud_in_frame
 from gmm_perception.pipeline.stats import StageStats
 from gmm_perception.pipeline.work_queue import DropOldestQueue
@@ -88,8 +88,10 @@ def stamp_problem(stamp) -> str:
 class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
     """Lifecycle node with the shared input checks, TF, QoS, worker hand-over and health."""
 
-    #: Key of pipeline.node_config.NODE_CONFIGS: which configs the parameters come from.
+    #: Key of pipeline.configs.NODE_CONFIGS: which configs the parameters come from.
     executable: ClassVar[str]
+    #: The configs themselves: NODE_CONFIGS[executable] unless a node (a test's) names others.
+    config_classes: ClassVar[tuple[type, ...] | None] = None
     #: Message type and (relative, remappable) topic of the input.
     input_type: ClassVar[type] = PointCloud2
     input_topic: ClassVar[str] = "points"
@@ -98,7 +100,8 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
 
     def __init__(self, node_name: str, **kwargs):
         super().__init__(node_name, **kwargs)
-        self.config_classes = NODE_CONFIGS[self.executable]
+        if self.config_classes is None:
+            self.config_classes = NODE_CONFIGS[self.executable]
         # Values refused at start-up (name -> reason): the node stays unconfigured until fixed.
         self._refused = declare_parameters(self, self.config_classes)
         undeclared = undeclared_overrides(self)
@@ -174,7 +177,10 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
         problem = stamp_problem(msg.header.stamp)
         if problem:
             raise MalformedCloudError(problem)
-        points, frame_id = cloud_in_frame(read_xyz(msg), msg.header.frame_id, msg.header.stamp,
+        points = read_xyz(msg)  # drops NaN/inf rows
+        if len(points) == 0:
+            raise EmptyCloudError(f"no finite points among {msg.width * msg.height}")
+        points, frame_id = cloud_in_frame(points, msg.header.frame_id, msg.header.stamp,
                                           self.settings.target_frame, self.lookup)
         return Cloud(points=points, frame_id=frame_id, stamp=msg.header.stamp)
 
@@ -196,19 +202,22 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
         fields falls back to the defaults (the constructor must not raise: configure reports)."""
         values = parameter_values(self, self.config_classes)
         try:
-            return node_configs(self.executable, values)
+            return self._build_configs(values)
         except ConfigError as exc:
             if strict:
                 raise
             self._refused.setdefault("(combination)", str(exc))
-            return node_configs(self.executable, {})
+            return self._build_configs({})
+
+    def _build_configs(self, values: dict[str, Any]) -> dict[type, Any]:
+        return build_configs(self.config_classes, values, self.executable)
 
     def _validate_change(self, parameters) -> SetParametersResult:
         """Accept a change only if the whole new set of values makes valid configs."""
         values = parameter_values(self, self.config_classes)
         values.update({p.name: p.value for p in parameters if p.name in values})
         try:
-            node_configs(self.executable, values)
+            self._build_configs(values)
         except ConfigError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         return SetParametersResult(successful=True)
@@ -219,8 +228,8 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
             self._refused.pop(parameter.name, None)
         self._refused.pop("(combination)", None)  # the accepted set is valid as a whole
         with self._pending_lock:
-            self._pending_configs = node_configs(
-                self.executable, parameter_values(self, self.config_classes))
+            self._pending_configs = self._build_configs(
+                parameter_values(self, self.config_classes))
 
     def _take_pending_configs(self) -> dict[type, Any] | None:
         with self._pending_lock:

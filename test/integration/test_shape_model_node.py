@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from builtin_interfaces.msg import Time as TimeMsg
 from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
@@ -21,9 +20,7 @@ from gmm_perception.data.shape_set import MeshSet, ShapeSet
 from gmm_perception.geometry.transforms import rotation_z
 from gmm_perception.metrics.chamfer import chamfer_distance
 from gmm_perception.ros.mixture_msgs import msg_to_mixture
-from gmm_perception.ros.node_base import BASE_PARAMETERS
 from gmm_perception.ros.pointcloud import object_cloud
-from gmm_perception.ros.shape_model_node import ShapeModelNode
 from gmm_perception_msgs.msg import GaussianMixture
 
 pytestmark = pytest.mark.integration
@@ -68,7 +65,7 @@ def held_out():
 
 def start(start_node, *args):
     return start_node("shape_model_node", "-r", "__node:=shape_model_it", "-r", f"points:={IN}",
-                      "--params-file", str(ROOT / "config" / "shape_model.yaml"), *args)
+                      *args)
 
 
 def at(messages: list, sec: int):
@@ -78,12 +75,6 @@ def at(messages: list, sec: int):
 
 def _stamp(msg):
     return msg.markers[0].header.stamp if isinstance(msg, MarkerArray) else msg.header.stamp
-
-
-def test_config_file_sets_only_declared_parameters():
-    data = yaml.safe_load((ROOT / "config" / "shape_model.yaml").read_text())
-    declared = {spec.name for spec in [*BASE_PARAMETERS, *ShapeModelNode.parameters]}
-    assert set(data["/**"]["ros__parameters"]) <= declared
 
 
 def test_held_out_objects_come_back_as_hierarchical_gmms_near_their_surface(probe, start_node,
