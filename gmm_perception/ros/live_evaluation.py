@@ -32,9 +32,10 @@ from gmm_perception.geometry.transforms import invert_transform
 from gmm_perception.pipeline.configs import NodeConfig
 from gmm_perception.pipeline.register import load_library
 
-# Points far above any scene, in the sensor frame: a warm-up cloud the segmentation processes
-# (so we know the nodes hear us) but that can never form a cluster or change a result.
-_WARM_UP_POINTS = np.array([[0.0, 0.0, 50.0 + 2.0 * k] for k in range(8)], dtype=np.float32)
+# A warm-up cloud the segmentation processes (so we know the nodes hear us) but that can never
+# form a cluster or change a result: 8 points 0.3 m apart on a line 3-5 m from the sensor,
+# inside any sensible crop box but far sparser than a cluster (cluster_eps, min_cluster_points).
+_WARM_UP_POINTS = np.array([[0.0, 0.0, 3.0 + 0.3 * k] for k in range(8)], dtype=np.float32)
 _QUIET_SECONDS = 3.0  # after the last frame: this long without new output ends the run
 
 

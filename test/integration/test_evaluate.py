@@ -148,3 +148,45 @@ def test_a_missing_library_is_a_clear_error(scene, tmp_path):
     result = evaluate(bag, tmp_path / "no_library", tmp_path / "out")
     assert result.returncode == 2
     assert "no model files" in result.stdout and "Traceback" not in result.stderr
+
+
+BLOCK_RCLPY = """
+import sys
+class _NoRos:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("rclpy", "rosidl_runtime_py", "gmm_perception_msgs"):
+            raise ImportError(f"{name} is made unimportable by this test")
+sys.meta_path.insert(0, _NoRos())
+from gmm_perception.cli import main
+code = main(sys.argv[1:])
+assert not any(m.split(".")[0] == "rclpy" for m in sys.modules), "rclpy was imported"
+sys.exit(code)
+"""
+
+
+def test_offline_evaluation_runs_where_rclpy_cannot_be_imported(scene, tmp_path):
+    """The offline evaluator is ROS-free: only the live player needs rclpy."""
+    root, library, objects, frames = scene
+    bag = write_bag(tmp_path / "bag", objects, frames[:2])
+    result = subprocess.run([sys.executable, "-c", BLOCK_RCLPY, "evaluate", str(bag),
+                             "--library", str(library), "--output", str(tmp_path / "out"),
+                             "--no-progress"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["frames"]["total"] == 2 and metrics["detection"]["matched"] >= 1, metrics
+
+
+def test_the_evaluator_refuses_a_value_the_node_refuses_with_the_same_words(scene, tmp_path):
+    """The node's refusal of the same value: test_reliability.py (icp: point2plane)."""
+    root, library, objects, frames = scene
+    bag = write_bag(tmp_path / "bag", objects, frames[:1])
+    pipeline = tmp_path / "bad_pipeline.yaml"
+    pipeline.write_text(
+        "nodes:\n"
+        "  - {executable: segmentation_node, parameters: [{target_frame: world}]}\n"
+        "  - {executable: registration_node, parameters: [{icp: point2plane}]}\n")
+    result = evaluate(bag, library, tmp_path / "out", "--pipeline", str(pipeline))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "icp must be one of ['none', 'point_to_point', 'point_to_plane'], got " \
+           "'point2plane'" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
