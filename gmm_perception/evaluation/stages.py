@@ -16,8 +16,8 @@ from gmm_perception.device import resolve_device
 from gmm_perception.pipeline.configs import ClassifyConfig, NodeConfig, PreprocessConfig, \
     RegistrationConfig, SegmentConfig, ShapeModelConfig, UpsampleConfig, default_values, \
     node_configs
-from gmm_perception.pipeline.preprocess import Preprocessor
-from gmm_perception.pipeline.scene import ObjectStep, ScenePipeline, load_classifier, \
+from gmm_perception.pipeline.preprocess import ObjectStep, Preprocessor
+from gmm_perception.pipeline.scene import ScenePipeline, load_classifier, \
     load_registrar, load_shape_modeller, load_upsampler
 from gmm_perception.pipeline_config import NodeEntry, PipelineConfigError, load_pipeline, \
     node_parameters

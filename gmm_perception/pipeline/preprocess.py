@@ -62,3 +62,13 @@ class Preprocessor:
         if self.config.num_points > 0:
             points = resample(points, self.config.num_points, self._rng)
         return np.ascontiguousarray(points, dtype=np.float32)
+
+
+class ObjectStep:
+    """One object node's work: its preprocessing, then its stage, timed."""
+
+    def __init__(self, preprocess: Preprocessor, stage: Callable[[np.ndarray], Any]):
+        self.preprocess, self.stage = preprocess, stage
+
+    def __call__(self, points: np.ndarray) -> Any:
+        return self.stage(self.preprocess(points))

@@ -4,8 +4,8 @@ shape model and upsampling, each built from its validated configs.
 The nodes and the offline evaluator run the same code:
 * `preprocess.cloud_in_frame` is every node's (and the evaluator's) road from a received cloud
   to finite points in the processing frame;
-* an `ObjectStep` is one object node's work (its preprocessing, then its stage); each node
-  calls its step per message, the evaluator calls every step per object;
+* a `preprocess.ObjectStep` is one object node's work (its preprocessing, then its stage);
+  each node calls its step per message, the evaluator calls every step per object;
 * `ScenePipeline.process_frame` is one frame of the whole pipeline, for the offline evaluator.
 Model stages are loaded from their configs here (`load_*`), with the checkpoint checked to hold
 the right kind of model, so a node and the evaluator load them alike.
@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from gmm_perception.geometry.points import EmptyCloudError
 from gmm_perception.pipeline.configs import PreprocessConfig, SegmentConfig
-from gmm_perception.pipeline.preprocess import Lookup, Preprocessor, cloud_in_frame
+from gmm_perception.pipeline.preprocess import Lookup, ObjectStep, Preprocessor, cloud_in_frame
 from gmm_perception.pipeline.segment import Segmentation, Segmenter
 
 # Checkpoint model names each stage accepts.
@@ -31,16 +31,6 @@ UPSAMPLING_MODELS = ("shapegf",)
 
 # Per-object stages of a scene, in the order a frame runs them.
 OBJECT_STAGES = ("registration", "classification", "shape_model", "upsampling")
-
-class ObjectStep:
-    """One object node's work: its preprocessing, then its stage, timed."""
-
-    def __init__(self, preprocess: Preprocessor, stage: Callable[[np.ndarray], Any]):
-        self.preprocess, self.stage = preprocess, stage
-
-    def __call__(self, points: np.ndarray) -> Any:
-        return self.stage(self.preprocess(points))
-
 
 def load_registrar(config, device, references: Mapping[str, np.ndarray] | None = None):
     """(registrar, checkpoint payload) of `config`, holding the references `config` names

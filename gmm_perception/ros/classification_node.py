@@ -15,8 +15,8 @@ from gmm_perception.data.pointcloud2 import object_id_of
 from gmm_perception.pipeline.classify import Classifier
 from gmm_perception.pipeline.configs import ClassificationOutputConfig, ClassifyConfig, \
     PreprocessConfig
-from gmm_perception.pipeline.preprocess import Preprocessor
-from gmm_perception.pipeline.scene import ObjectStep, load_classifier
+from gmm_perception.pipeline.preprocess import ObjectStep, Preprocessor
+from gmm_perception.pipeline.scene import load_classifier
 from gmm_perception.ros.mixture_msgs import mixture_to_msg
 from gmm_perception.ros.node_base import ModelNode, run_node
 from gmm_perception_msgs.msg import GaussianMixture, ObjectClassification

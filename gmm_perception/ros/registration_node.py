@@ -17,9 +17,9 @@ from gmm_perception.data.pointcloud2 import object_id_of, read_xyz
 from gmm_perception.geometry.transforms import transform_points
 from gmm_perception.pipeline.configs import PreprocessConfig, RegistrationConfig, \
     RegistrationOutputConfig
-from gmm_perception.pipeline.preprocess import Preprocessor
 from gmm_perception.pipeline.register import Registration
-from gmm_perception.pipeline.scene import ObjectStep, load_registrar
+from gmm_perception.pipeline.preprocess import ObjectStep, Preprocessor
+from gmm_perception.pipeline.scene import load_registrar
 from gmm_perception.ros.node_base import Cloud, ModelNode, run_node
 from gmm_perception.ros.pointcloud import xyz_to_cloud
 from gmm_perception.ros.tf import TfBroadcaster, make_transform_stamped, matrix_to_transform

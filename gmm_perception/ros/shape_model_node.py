@@ -18,8 +18,8 @@ from visualization_msgs.msg import Marker, MarkerArray
 from gmm_perception.data.pointcloud2 import object_id_of
 from gmm_perception.pipeline.configs import PreprocessConfig, ShapeModelConfig, \
     ShapeModelOutputConfig
-from gmm_perception.pipeline.preprocess import Preprocessor
-from gmm_perception.pipeline.scene import ObjectStep, load_shape_modeller
+from gmm_perception.pipeline.preprocess import ObjectStep, Preprocessor
+from gmm_perception.pipeline.scene import load_shape_modeller
 from gmm_perception.pipeline.shape_model import ShapeModeller
 from gmm_perception.ros.mixture_msgs import ellipsoid_markers, mixture_to_msg
 from gmm_perception.ros.node_base import ModelNode, run_node

@@ -11,8 +11,8 @@ from sensor_msgs.msg import PointCloud2
 
 from gmm_perception.data.pointcloud2 import object_id_of
 from gmm_perception.pipeline.configs import PreprocessConfig, UpsampleConfig
-from gmm_perception.pipeline.preprocess import Preprocessor
-from gmm_perception.pipeline.scene import ObjectStep, load_upsampler
+from gmm_perception.pipeline.preprocess import ObjectStep, Preprocessor
+from gmm_perception.pipeline.scene import load_upsampler
 from gmm_perception.pipeline.upsample import Upsampler
 from gmm_perception.ros.node_base import ModelNode, run_node
 from gmm_perception.ros.pointcloud import object_cloud, xyz_to_cloud
