@@ -1,33 +1,25 @@
-"""The held-out shapes, thread budget, timing and figures shared by bench/shape_model.py and
-bench/upsampling.py, so that both score the same test objects the same way.
+"""The held-out shapes, thread budget, timing and figures shared by the model benchmarks, so that
+they score the same test objects the same way.
 
-Test set: the SH3D test split (models no training ever saw), optionally a fixed seeded subset.
-Per model, all drawn from generators seeded with [SEED, mesh index], so a model's clouds do not
-depend on which other models are in the run (`--max-models` only drops models):
-  * `stored`    the dataset's stored surface cloud (what "full" and "sparse" inputs are cut from);
-  * `scan`      one simulated depth-camera scan (the D435 model of the training tasks,
-                `data.partial_scans.scans`), resampled to `scan_points`;
-  * `surfaces`  independent fresh area-weighted samples of the true mesh surface
-                (`data.mesh_ops.sample_surface`, as the training's validation draws its held-out
-                points): ground truth that no input point is part of.
-Frame: everything is mapped into the unit sphere of the *true* shape (the mesh's bounding-box
-centre, farthest vertex at radius 1: the rule of `mesh_ops.normalize_mesh`), so distances and
-NLLs compare across methods and with the training's validation numbers. The SH3D meshes are
-already stored that way (centres within 0.004, radii 0.995-1.0), so this is nearly the identity;
-it is applied anyway so the claim holds exactly. Each model is then turned about z by one seeded
-angle (all of its clouds alike), as the training's validation does: objects stand upright at any
-heading.
+Test set: `gmm_perception.data.held_out` (the module the training tasks validate through), on the
+SH3D test split (`TEST_SPLIT`: models no training ever saw), optionally a fixed seeded subset, with
+this module's SEED. Per model, all drawn from generators seeded with [SEED, mesh index], so a
+model's clouds do not depend on which other models are in the run (`--max-models` only drops
+models): the stored surface cloud, simulated depth-camera scans (the D435 model of the training
+tasks) and independent fresh area-weighted samples of the true mesh surface (ground truth that no
+input point is part of). With `unit_sphere` (the shape-model and upsampling benchmarks) everything
+is mapped into the unit sphere of the *true* shape, so distances and NLLs compare across methods
+and with the training's validation numbers; each model is turned about z by one seeded angle (all
+of its clouds alike), as the training's validation does.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from gmm_perception.data import partial_scans
-from gmm_perception.data.mesh_ops import sample_surface
+from gmm_perception.data.held_out import TEST_SPLIT, HeldOutSet, held_out_set
 from gmm_perception.data.shape_set import MeshSet, ShapeSet
 
 # Neither the training's pool seed (0) nor its validation seed (1_000_003) nor the
@@ -35,55 +27,16 @@ from gmm_perception.data.shape_set import MeshSet, ShapeSet
 SEED = 20_261_123
 
 
-@dataclass
-class TestShapes:
-    model_ids: np.ndarray  # (M,)
-    labels: np.ndarray  # (M,) indices into class_names
-    class_names: list[str]
-    mesh_index: np.ndarray  # (M,) row in the MeshSet: the per-model seed
-    stored: np.ndarray  # (M, P, 3) float32, the stored cloud
-    scan: np.ndarray  # (M, scan_points, 3) float32, one partial scan
-    surfaces: list[np.ndarray]  # each (M, n_j, 3) float32, independent fresh mesh samples
-
-    def __len__(self) -> int:
-        return len(self.model_ids)
-
-    def rng(self, row: int, stream: int) -> np.random.Generator:
-        """A generator for model `row`, independent of the run's other models; streams 0-99 are
-        this module's, benchmarks use 100 and above."""
-        return np.random.default_rng([SEED, int(self.mesh_index[row]), stream])
-
-
 def load_test_shapes(data_dir: Path, max_models: int = 0, surface_points: tuple[int, ...] = (2048,),
-                     scan_points: int = 2048, progress: bool = True) -> TestShapes:
-    """The held-out set of the module docstring; `max_models` 0 keeps every test model."""
-    shapes = ShapeSet.load(data_dir / "sh3d" / "sh3d_points_2048.npz").subset("test")
+                     scan_points: int = 2048, progress: bool = True, *, seed: int = SEED,
+                     views: int = 1, unit_sphere: bool = True) -> HeldOutSet:
+    """The SH3D test set of the module docstring; `max_models` 0 keeps every test model. Inputs
+    cut from it take `rng(row, stream)` with streams from 100 up."""
+    shapes = ShapeSet.load(data_dir / "sh3d" / "sh3d_points_2048.npz")
     meshes = MeshSet.load(data_dir / "sh3d" / "sh3d_meshes.npz")
-    if 0 < max_models < len(shapes):
-        shapes = shapes.select(np.sort(np.random.default_rng(SEED).choice(
-            len(shapes), max_models, replace=False)))
-    index = np.array([meshes.index_of(m) for m in shapes.model_ids])
-    scan = partial_scans.scans(meshes, shapes, 1, scan_points, SEED, progress,
-                               "partial scans of the test meshes")[:, 0]
-    surfaces = [np.empty((len(shapes), n, 3), np.float32) for n in surface_points]
-    centres, scales, angles = (np.empty((len(shapes), 3)), np.empty(len(shapes)),
-                               np.empty(len(shapes)))
-    for row, k in enumerate(index):
-        mesh = meshes.mesh(k)
-        for j, (out, n) in enumerate(zip(surfaces, surface_points)):
-            out[row] = sample_surface(mesh, n, np.random.default_rng([SEED, k, j]))
-        vertices = np.asarray(mesh.vertices, dtype=np.float64)
-        centres[row] = 0.5 * (vertices.min(0) + vertices.max(0))
-        scales[row] = np.linalg.norm(vertices - centres[row], axis=1).max()
-        angles[row] = np.random.default_rng([SEED, k, 99]).uniform(0, 2 * np.pi)
-
-    def to_unit_sphere(clouds: np.ndarray) -> np.ndarray:
-        return (clouds - centres[:, None]) / scales[:, None, None]
-
-    stored, scan, *surfaces = partial_scans.rotate_about_z(
-        [to_unit_sphere(c) for c in (shapes.points, scan, *surfaces)], angles)
-    return TestShapes(shapes.model_ids, shapes.labels, list(shapes.class_names), index, stored,
-                      scan, surfaces)
+    return held_out_set(shapes, meshes, split=TEST_SPLIT, seed=seed, max_models=max_models,
+                        views=views, scan_points=scan_points, surface_points=surface_points,
+                        unit_sphere=unit_sphere, progress=progress)
 
 
 def limit_threads(threads: int) -> None:

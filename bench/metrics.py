@@ -23,7 +23,8 @@ import numpy as np
 import trimesh
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing the package
+if __package__ in (None, ""):  # run as a file (python bench/<name>.py): import `bench` from here
+    sys.path[0] = str(REPO_ROOT)
 
 from bench._report import environment, print_table, write_json  # noqa: E402
 from gmm_perception.data.mesh_ops import normalize_mesh, sample_surface  # noqa: E402

@@ -23,14 +23,17 @@ import numpy as np
 import open3d as o3d
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _report import environment, print_table, write_json  # noqa: E402
+if __package__ in (None, ""):  # run as a file (python bench/<name>.py): import `bench` from here
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
+from bench._report import environment, print_table, write_json  # noqa: E402
+from gmm_perception.data.held_out import TEST_SPLIT  # noqa: E402
 from gmm_perception.data.registration_pairs import MESH_SETTINGS, cached_pairs, \
     split_categories  # noqa: E402
 from gmm_perception.data.shape_set import MeshSet, ShapeSet  # noqa: E402
 from gmm_perception.metrics.registration import pose_errors, recall, registration_rmse  # noqa: E402
 from gmm_perception.models.registry import load_model  # noqa: E402
+from gmm_perception.pipeline.configs import RegistrationConfig  # noqa: E402
 from gmm_perception.pipeline.register import DeepGmrRegistrar  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,8 +79,10 @@ def ransac_icp(source, target) -> np.ndarray:
 
 
 def deepgmr_method(model, icp_mode: str, hypotheses: int):
-    registrar = DeepGmrRegistrar(model, torch.device("cpu"), num_points=1024, icp=icp_mode,
-                                 icp_max_distance=2 * VOXEL, hypotheses=hypotheses)
+    """The registration node's stage (pipeline.register.DeepGmrRegistrar) around `model`."""
+    config = RegistrationConfig(registration_points=1024, icp=icp_mode,
+                                icp_max_distance=2 * VOXEL, hypotheses=hypotheses)
+    registrar = DeepGmrRegistrar(config, model, torch.device("cpu"))
 
     def run(source, target) -> np.ndarray:
         registrar.set_reference(target)
@@ -128,7 +133,7 @@ def main() -> None:
               "checkpoint_epoch": payload["metadata"].get("epoch"), "results": {}}
     rows = []
     for setting in args.settings.split(","):
-        source = meshes.subset("test") if setting in MESH_SETTINGS else shapes.subset("test")
+        source = (meshes if setting in MESH_SETTINGS else shapes).subset(TEST_SPLIT)
         # scan_to_model is the model-library scenario: every class, whatever a model trained on,
         # so that checkpoints compare on the same pairs.
         categories = {"unseen": unseen, "scan_to_model": None}.get(setting, trained_on)

@@ -21,8 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _report import environment, print_table, write_json  # noqa: E402
+if __package__ in (None, ""):  # run as a file (python bench/<name>.py): import `bench` from here
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from bench._report import environment, print_table, write_json  # noqa: E402
 
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(1, 101)))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")

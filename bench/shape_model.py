@@ -3,9 +3,9 @@
     python bench/shape_model.py [--checkpoint PATH] [--max-models N] [--em-components 512,128]
                                 [--threads 2] [--json PATH]
 
-Test set (bench/_shape_data.py): every held-out SH3D model (or a fixed subset of --max-models),
-each as two inputs: the full stored cloud (2048 points) and one simulated depth-camera scan
-(2048 points, one view: the rest of the object is unseen). Per input and method:
+Test set (bench/_shape_data.py, i.e. gmm_perception.data.held_out): every held-out SH3D model (or
+a fixed subset of --max-models), each as two inputs: the full stored cloud (2048 points) and one
+simulated depth-camera scan (2048 points, one view: the rest of the object is unseen). Per input and method:
   NLL       mean negative log-likelihood per point of 2048 *fresh* samples of the true full mesh
             surface (not the input points), in the true shape's unit-sphere frame: the quantity
             of the training's val_nll_{full,partial}_l{level};
@@ -13,12 +13,15 @@ each as two inputs: the full stored cloud (2048 points) and one simulated depth-
             points resampled from the mixture and those fresh surface samples; the training's
             val_chamfer uses the stored cloud instead, which for full inputs is the input itself;
   ms        per object at batch 1, median and p95, on --threads threads (torch and BLAS/OpenMP),
-            from the raw cloud: PointGMM's forward pass, EM's k-means initialisation and fit;
+            from the raw cloud: PointGMM through the shape-model node's stage
+            (pipeline.shape_model.ShapeModeller: input check, resampling, forward pass, the
+            levels' arrays and the node's 2048 resampled points), EM's k-means initialisation
+            and fit;
   bytes     of the mixture as a message stores it (float32 weight, mean and 6 covariance
             entries: K * 10 * 4) against the input cloud (N * 3 * 4).
 Methods: PointGMM's finest level (512) and its coarser levels 8/32/128 (the same forward pass, so
 no time of their own), and scikit-learn EM with full covariances fitted to the input cloud
-(gmm.em_baseline.fit_em, its tuned regulariser) with each of --em-components. For a partial input
+(bench/em_baseline.fit_em, its tuned regulariser) with each of --em-components. For a partial input
 PointGMM completes (one view in, the whole shape's mixture out) while EM can only model the view:
 both are scored against the full shape. An EM fit fails when the scan has fewer distinct points
 than components; failures are counted and left out of that method's means.
@@ -40,15 +43,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _report import environment, print_table, print_targets, write_json  # noqa: E402
-from _shape_data import limit_threads, load_test_shapes, plot_clouds, time_summary, \
-    timed  # noqa: E402
+if __package__ in (None, ""):  # run as a file (python bench/<name>.py): import `bench` from here
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from gmm_perception.gmm.em_baseline import fit_em  # noqa: E402
+from bench._report import environment, print_table, print_targets, write_json  # noqa: E402
+from bench._shape_data import limit_threads, load_test_shapes, plot_clouds, time_summary, \
+    timed  # noqa: E402
+from bench.em_baseline import fit_em  # noqa: E402
+from gmm_perception.gmm.hierarchical import GmmLevel, sample  # noqa: E402
 from gmm_perception.metrics.chamfer import chamfer_distance  # noqa: E402
-from gmm_perception.models.pointgmm import GmmLevel, sample  # noqa: E402
 from gmm_perception.models.registry import load_model  # noqa: E402
+from gmm_perception.pipeline.configs import ShapeModelConfig  # noqa: E402
+from gmm_perception.pipeline.shape_model import ShapeModeller  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 POINTS = 2048  # fresh surface samples scored by the NLL, and points resampled for the Chamfer
@@ -75,18 +81,19 @@ def empty(count: int, components: int, timed_method: bool = True) -> dict:
             else None, "example": None}
 
 
-def evaluate(model, inputs: np.ndarray, truth: np.ndarray, em_components: list[int],
-             threads: int, generators, tag: str) -> dict[str, dict]:
+def evaluate(modeller: ShapeModeller, inputs: np.ndarray, truth: np.ndarray,
+             em_components: list[int], threads: int, generators, tag: str) -> dict[str, dict]:
     """Per-model scores of every method on one input kind (inputs (M, N, 3), truth (M, P, 3))."""
     count = len(inputs)
-    levels = model.config.components
+    levels = modeller.model.config.components
     out = {f"PointGMM-{k}": empty(count, k, l == len(levels) - 1) for l, k in enumerate(levels)}
     out.update({f"EM-{k}": empty(count, k) for k in em_components})
-    model.predict(torch.from_numpy(inputs[:1]))  # warm-up: first calls allocate
+    modeller(inputs[0])  # warm-up: first calls allocate
     for row in tqdm(range(count), desc=f"{tag} inputs", unit="model"):
-        hgmm, ms = timed(model.predict, torch.from_numpy(inputs[row:row + 1]))
+        result, ms = timed(modeller, inputs[row])
         out[f"PointGMM-{levels[-1]}"]["ms"][row] = ms
-        fitted = {f"PointGMM-{k}": level for k, level in zip(levels, hgmm.levels)}
+        fitted = {f"PointGMM-{k}": GmmLevel.from_arrays(level)
+                  for k, level in zip(levels, result.levels)}
         for k in em_components:
             try:
                 fit, out[f"EM-{k}"]["ms"][row] = timed(fit_em, inputs[row], k, threads=threads)
@@ -152,6 +159,10 @@ def main() -> None:
     num_points = payload["config"]["data"]["num_points"]
     shapes = load_test_shapes(args.data_dir, args.max_models, (POINTS,), num_points)
     limit_threads(args.threads)
+    # The node's stage, as config/shape_model.yaml sets it up: the input resampled to the
+    # training size, POINTS points drawn from the finest level.
+    modeller = ShapeModeller(ShapeModelConfig(resample_points=POINTS), model, torch.device("cpu"),
+                             training_points=num_points)
 
     def generators(row: int) -> torch.Generator:
         return torch.Generator().manual_seed(int(shapes.rng(row, 100).integers(2**62)))
@@ -160,7 +171,7 @@ def main() -> None:
         return np.stack([c[shapes.rng(row, 101).choice(len(c), num_points, replace=False)]
                          for row, c in enumerate(clouds)])
 
-    inputs = {"full": cut(shapes.stored), "partial": shapes.scan}
+    inputs = {"full": cut(shapes.stored), "partial": shapes.scans[:, 0]}
     truth = shapes.surfaces[0]
     report = {"environment": environment(), "threads": args.threads,
               "checkpoint": str(args.checkpoint), "epoch": payload["metadata"].get("epoch"),
@@ -168,7 +179,8 @@ def main() -> None:
               "models": shapes.model_ids.tolist(), "results": {}}
     rows, figure = [], {}
     for kind, clouds in inputs.items():
-        records = evaluate(model, clouds, truth, em_components, args.threads, generators, kind)
+        records = evaluate(modeller, clouds, truth, em_components, args.threads, generators,
+                           kind)
         summary = report["results"][kind] = summarise(records, num_points)
         figure[kind] = {"input": clouds[0], **{name: r["example"] for name, r in records.items()
                                                if r["example"] is not None

@@ -3,7 +3,7 @@
     python bench/upsampling.py [--checkpoint PATH] [--max-models 24] [--steps-per-level N]
                                [--start-sigma 0.1] [--threads 2] [--json PATH]
 
-Test set (bench/_shape_data.py): --max-models held-out SH3D models (a fixed seeded subset; 0 =
+Test set (bench/_shape_data.py, i.e. gmm_perception.data.held_out): --max-models held-out SH3D models (a fixed seeded subset; 0 =
 all 74). The default 24 is meant to keep a run near 10 minutes on 2 idle cores: per model, the
 methods take about 3 s per input and the metrics twice that (an exact 2048-point EMD costs about
 1 s, more for clouds far from the truth, and there are 5 per input plus the oracle's). Measured
@@ -22,7 +22,7 @@ Methods, all 512 -> 2048 on the same inputs:
   jitter           the input, then 3 copies of it with Gaussian noise of standard deviation
                    --jitter-fraction (0.5) times the input's mean nearest-neighbour spacing;
   GMM-64           2048 points drawn from a 64-component full-covariance EM fit to the input
-                   (gmm.em_baseline.fit_em: 8 points per component);
+                   (bench/em_baseline.fit_em: 8 points per component);
   Poisson          Open3D screened Poisson reconstruction (depth 8) from normals estimated on the
                    input (16 neighbours, turned to point away from the centroid: the input has no
                    sensor position), the least supported 10 % of vertices trimmed (the surface
@@ -31,6 +31,8 @@ Methods, all 512 -> 2048 on the same inputs:
   guide only       (checkpoints with input_guide) the denoise chain with the decoder's correction
                    zeroed: the closed-form (MLS) guide alone, to show what the network adds;
   input            the 512 points themselves: Chamfer only (EMD needs equal sizes).
+ShapeGF (prior, denoise, guide only) runs through the upsampling node's stage
+(pipeline.upsample.Upsampler), seeded per model, so its times are what the node spends.
 Metrics against the ground truth: CD (metrics.chamfer: sum of the two mean nearest distances,
 unsquared), EMD (exact Hungarian, mean matched distance, metrics.emd), EM-kD (metrics.emkd, leaf
 1024: an upper bound of the EMD), and milliseconds per cloud (batch 1, median, --threads threads).
@@ -53,19 +55,22 @@ import torch
 from scipy.spatial import cKDTree
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _report import environment, print_table, print_targets, write_json  # noqa: E402
-from _shape_data import limit_threads, load_test_shapes, plot_clouds, time_summary, \
-    timed  # noqa: E402
+if __package__ in (None, ""):  # run as a file (python bench/<name>.py): import `bench` from here
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
+from bench._report import environment, print_table, print_targets, write_json  # noqa: E402
+from bench._shape_data import limit_threads, load_test_shapes, plot_clouds, time_summary, \
+    timed  # noqa: E402
+from bench.em_baseline import fit_em  # noqa: E402
 from gmm_perception.data.mesh_ops import sample_surface  # noqa: E402
-from gmm_perception.gmm.em_baseline import fit_em  # noqa: E402
+from gmm_perception.gmm.hierarchical import sample  # noqa: E402
 from gmm_perception.metrics.chamfer import chamfer_distance  # noqa: E402
 from gmm_perception.metrics.emd import earth_movers_distance  # noqa: E402
 from gmm_perception.metrics.emkd import em_kd  # noqa: E402
-from gmm_perception.models.pointgmm import sample  # noqa: E402
 from gmm_perception.models.registry import load_model  # noqa: E402
 from gmm_perception.models.shapegf import DEFAULT_START_SIGMA  # noqa: E402
+from gmm_perception.pipeline.configs import UpsampleConfig  # noqa: E402
+from gmm_perception.pipeline.upsample import Upsampler  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 INPUT_POINTS = 512
@@ -139,6 +144,14 @@ def guide_only(model):
     return copy
 
 
+def stage(model, mode: str, seed: int, args) -> Upsampler:
+    """The upsampling node's stage around `model`, in `mode`, seeded (the stage takes 31 bits)."""
+    return Upsampler(UpsampleConfig(output_points=OUTPUT_POINTS,
+                                    steps_per_level=args.steps_per_level, mode=mode,
+                                    start_sigma=args.start_sigma, seed=seed % 2**31),
+                     model, torch.device("cpu"))
+
+
 def evaluate(model, inputs: np.ndarray, truth: np.ndarray, args, shapes, stream: int, tag: str
              ) -> tuple[dict[str, dict[str, list]], dict[str, np.ndarray], dict[str, int]]:
     """Per-model distances and times of every method on one input kind, the first model's
@@ -151,17 +164,14 @@ def evaluate(model, inputs: np.ndarray, truth: np.ndarray, args, shapes, stream:
     for row in tqdm(range(len(inputs)), desc=f"{tag} inputs", unit="model"):
         x = inputs[row]
         rng = shapes.rng(row, stream)
-        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        seed = int(rng.integers(2**62))
+        generator = torch.Generator().manual_seed(seed)
+        prior, denoise = (stage(model, mode, seed, args) for mode in ("prior", "denoise"))
+        guided = None if guide is None else stage(guide, "denoise", seed, args)
         runs = {
-            "ShapeGF prior": lambda: model.upsample(
-                torch.from_numpy(x), OUTPUT_POINTS, args.steps_per_level,
-                generator=generator).numpy(),
-            "ShapeGF denoise": lambda: model.upsample(
-                torch.from_numpy(x), OUTPUT_POINTS, args.steps_per_level, generator=generator,
-                denoise_from_input=True, start_sigma=args.start_sigma).numpy(),
-            **({} if guide is None else {"guide only": lambda: guide.upsample(
-                torch.from_numpy(x), OUTPUT_POINTS, args.steps_per_level, generator=generator,
-                denoise_from_input=True, start_sigma=args.start_sigma).numpy()}),
+            "ShapeGF prior": lambda: prior(x).points,
+            "ShapeGF denoise": lambda: denoise(x).points,
+            **({} if guided is None else {"guide only": lambda: guided(x).points}),
             "jitter": lambda: jitter_upsample(x, OUTPUT_POINTS, args.jitter_fraction, rng),
             f"GMM-{GMM_COMPONENTS}": lambda: gmm_upsample(x, OUTPUT_POINTS, args.threads,
                                                           generator),
@@ -240,7 +250,7 @@ def main() -> None:
         return np.stack([c[shapes.rng(row, stream).choice(len(c), INPUT_POINTS, replace=False)]
                          for row, c in enumerate(clouds)])
 
-    inputs = {"sparse": cut(shapes.stored, 100), "partial": cut(shapes.scan, 101)}
+    inputs = {"sparse": cut(shapes.stored, 100), "partial": cut(shapes.scans[:, 0], 101)}
     report = {"environment": environment(), "threads": args.threads,
               "checkpoint": str(args.checkpoint), "epoch": payload["metadata"].get("epoch"),
               "checkpoint_metrics": payload["metadata"].get("metrics", {}),

@@ -9,6 +9,7 @@ from gmm_perception.data.mesh_dataset import default_data_dir
 
 def pairs_main(argv: list[str] | None = None) -> int:
     """Registration pairs of the held-out SH3D models, cached by configuration."""
+    from gmm_perception.data.held_out import TEST_SPLIT
     from gmm_perception.data.registration_pairs import MESH_SETTINGS, SETTINGS, cached_pairs
     from gmm_perception.data.sh3d import output_paths
     from gmm_perception.data.shape_set import MeshSet, ShapeSet
@@ -25,7 +26,7 @@ def pairs_main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{points_path} is missing: run `gmm-perception data sh3d` first")
     shapes = (MeshSet.load(meshes_path) if args.setting in MESH_SETTINGS
               else ShapeSet.load(points_path))
-    test = shapes.subset("test")
+    test = shapes.subset(TEST_SPLIT)
     out = args.data_dir / "pairs" / f"sh3d_{args.setting}_seed{args.seed}_{args.points}.npz"
     pairs = cached_pairs(out, test, args.setting, args.count, args.seed, args.points,
                          progress=True)

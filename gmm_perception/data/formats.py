@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from gmm_perception.data.mesh_ops import sample_surface
-from gmm_perception.pipeline.preprocess import EmptyCloudError, finite_points, resample
+from gmm_perception.geometry.points import EmptyCloudError, finite_points, resample
 
 if TYPE_CHECKING:
     import trimesh

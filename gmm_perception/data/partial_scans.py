@@ -1,4 +1,5 @@
-"""Pools of simulated partial scans of dataset meshes, shared by the training tasks.
+"""Pools of simulated partial scans of dataset meshes, shared by the training tasks (and by the
+held-out sets of `data.held_out`).
 
 View v of shape k is drawn with rng [seed, mesh index] by the default depth camera
 (registration_pairs.PartialViews), so every task that asks for the same shapes, views, points and
@@ -88,12 +89,3 @@ def sample_input_target_pairs(rng: np.random.Generator, points: np.ndarray,
     if rotate_z:
         inputs, targets = rotate_about_z([inputs, targets], rng.uniform(0, 2 * np.pi, count))
     return inputs, targets
-
-
-def sample_mesh(meshes: MeshSet, model_id: str, count: int, seed) -> np.ndarray:
-    """`count` area-weighted samples (float32) of one model's mesh surface: held-out points and
-    ground-truth surfaces independent of the stored clouds."""
-    from gmm_perception.data.mesh_ops import sample_surface
-
-    mesh = meshes.mesh(meshes.index_of(model_id))
-    return sample_surface(mesh, count, np.random.default_rng(seed)).astype(np.float32)

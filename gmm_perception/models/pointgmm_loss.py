@@ -35,8 +35,8 @@ from dataclasses import dataclass
 
 import torch
 
-from gmm_perception.models.pointgmm import GmmLevel, HierarchicalGmm, PointGmmOutput, \
-    component_log_density
+from gmm_perception.gmm.hierarchical import GmmLevel, HierarchicalGmm, component_log_density
+from gmm_perception.models.pointgmm import PointGmmOutput
 
 
 @dataclass(frozen=True)

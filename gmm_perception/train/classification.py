@@ -15,10 +15,12 @@ the same augmentation, so the comparison differs in the model only:
   per batch in batched torch on the training device (about 5-10 ms per object on a busy CPU
   core, a few % of a GMCN training step, so precomputing fits of the pool would save little and
   would freeze the augmentation; validation inputs, which are fixed, are fitted once).
-* validation: the test split's full clouds, and `val_partial_views` partial scans of every test
-  mesh, both with fixed seeded rotations about z: overall accuracy, mean class accuracy and NLL of
-  each, per-class accuracy over both; val_loss (what the scheduler and the best checkpoint follow)
-  is the mean of the two NLLs.
+* validation (`data.held_out`, with VALIDATION_SEED): the models of `VALIDATION_SPLIT` (today the
+  test split: the datasets have no validation split yet, so the best checkpoint is picked on the
+  models the benchmark scores), each as `num_points` of its stored cloud and as
+  `val_partial_views` partial scans of its mesh, every model turned about z by a fixed seeded
+  angle: overall accuracy, mean class accuracy and NLL of each, per-class accuracy over both;
+  val_loss (what the scheduler and the best checkpoint follow) is the mean of the two NLLs.
 * GMCN's data-set weight normalisation (`fitting.dataset_weight_scale`) is computed at task start
   from `weight_scale_samples` augmented training clouds and stored in the model config
   (`input_weight_scale`), unless the config sets it.
@@ -31,7 +33,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from gmm_perception.data.partial_scans import scan_pool, scans as partial_scans
+from gmm_perception.data.held_out import VALIDATION_SPLIT, held_out_set
+from gmm_perception.data.partial_scans import scan_pool
 from gmm_perception.data.shape_set import MeshSet, ShapeSet
 from gmm_perception.geometry.transforms import rotation_z
 from gmm_perception.metrics.classification import accuracy, per_class_accuracy
@@ -40,6 +43,7 @@ from gmm_perception.models.pointnet_classifier import MODEL_NAME as POINTNET_CLS
 from gmm_perception.models.registry import MODELS, build_model
 
 VALIDATION_SEED = 1_000_003
+_FULL_STREAM = 100  # HeldOutSet.rng stream of the full clouds' point subsets
 
 
 @dataclass
@@ -50,7 +54,7 @@ class ClassificationData:
     partial_fraction: float = 0.5  # share of training samples that are partial scans
     partial_views_per_mesh: int = 8  # size of the precomputed pool, per training mesh
     partial_cache: str = ""  # .npz to keep the pool in between runs ("" = rebuild every start)
-    val_partial_views: int = 4  # fixed partial scans per test mesh
+    val_partial_views: int = 4  # fixed partial scans per validation mesh
     rotate_z: bool = True
     scale_low: float = 0.85  # per-axis scale factor range
     scale_high: float = 1.15
@@ -105,7 +109,7 @@ class ClassificationTask:
         if configured != len(self.class_names):
             raise ValueError(f"model num_classes={configured} but the data has "
                              f"{len(self.class_names)} classes")
-        self.train_shapes, self.test_shapes = shapes.subset("train"), shapes.subset("test")
+        self.train_shapes = shapes.subset("train")
 
         needs_meshes = d.partial_fraction > 0 or d.val_partial_views > 0
         if needs_meshes and not d.meshes:
@@ -120,7 +124,7 @@ class ClassificationTask:
         if self.model_name == GMCN and "input_weight_scale" not in self.model:
             self.model["input_weight_scale"] = self._weight_scale()
         self.prepare = _preparer(self.model_name, self.model)
-        self.val_full, self.val_partial = self._validation_sets(meshes)
+        self.val_full, self.val_partial = self._validation_sets(shapes, meshes)
 
     # ----------------------------------------------------------------------------- data
     def _augment(self, clouds: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -172,23 +176,20 @@ class ClassificationTask:
                  for s in range(0, len(clouds), 32)]
         return torch.cat(parts)
 
-    def _validation_sets(self, meshes: MeshSet | None) -> tuple[_EvalSet, _EvalSet | None]:
+    def _validation_sets(self, shapes: ShapeSet, meshes: MeshSet | None
+                         ) -> tuple[_EvalSet, _EvalSet | None]:
         d = self.data
-        rng = np.random.default_rng(VALIDATION_SEED)
-        test = self.test_shapes
-        stored = test.points.shape[1]
-        full = np.stack([test.points[k, rng.choice(stored, d.num_points, replace=False)]
-                         for k in range(len(test))])
-        full = full @ rotation_z(rng.uniform(0, 2 * np.pi, len(full))).transpose(0, 2, 1)
-        full_set = _EvalSet(self._prepared(full.astype(np.float32)), test.labels.copy())
-        if meshes is None or d.val_partial_views == 0:
+        held = held_out_set(shapes, meshes, split=VALIDATION_SPLIT, seed=VALIDATION_SEED,
+                            views=d.val_partial_views if meshes is not None else 0,
+                            scan_points=d.num_points, progress=self.progress)
+        self.val_models = len(held)
+        full = held.cut(held.stored, d.num_points, _FULL_STREAM)
+        full_set = _EvalSet(self._prepared(full), held.labels.copy())
+        if held.scans is None:
             return full_set, None
-        scans = partial_scans(meshes, test, d.val_partial_views, d.num_points,
-                              VALIDATION_SEED, self.progress, "partial scans of the test meshes")
-        partial = scans.reshape(-1, d.num_points, 3)
-        partial = partial @ rotation_z(rng.uniform(0, 2 * np.pi, len(partial))).transpose(0, 2, 1)
-        labels = np.repeat(test.labels, d.val_partial_views)
-        return full_set, _EvalSet(self._prepared(partial.astype(np.float32)), labels)
+        partial = held.scans.reshape(-1, d.num_points, 3)
+        labels = np.repeat(held.labels, d.val_partial_views)
+        return full_set, _EvalSet(self._prepared(partial), labels)
 
     # ----------------------------------------------------------------------------- protocol
     def build(self) -> torch.nn.Module:
@@ -199,7 +200,8 @@ class ClassificationTask:
 
     def data_description(self) -> dict[str, Any]:
         return {**asdict(self.data), "class_names": self.class_names,
-                "train_models": len(self.train_shapes), "test_models": len(self.test_shapes),
+                "train_models": len(self.train_shapes), "val_split": VALIDATION_SPLIT,
+                "val_models": self.val_models,
                 "val_partial_scans": (0 if self.val_partial is None
                                       else len(self.val_partial.labels)),
                 "partial_pool": None if self.pool is None else list(self.pool.shape[:2])}

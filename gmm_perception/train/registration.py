@@ -1,7 +1,9 @@
 """Training task of the registration model (DeepGMR) on DeepGMR-protocol pairs.
 
 Every training batch is a fresh set of pairs (new poses, new point subsets, new jitter)
-drawn from the training shapes; validation uses one fixed, seeded set of held-out pairs.
+drawn from the training shapes; validation uses one fixed, seeded set of held-out pairs, made
+from the models of `data.held_out.VALIDATION_SPLIT` (today the test split, for want of a
+validation split).
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gmm_perception.data.held_out import VALIDATION_SPLIT
 from gmm_perception.data.registration_pairs import MESH_SETTINGS, make_pairs, split_categories
 from gmm_perception.data.shape_set import MeshSet, ShapeSet
 from gmm_perception.metrics.registration import pose_errors, recall, registration_rmse
@@ -46,7 +49,7 @@ class RegistrationTask:
         self.unseen_categories = unseen if self.data.categories == "seen" else []
         self.train_shapes = shapes.subset("train")
         # Validation pairs follow the training setting (noisy for the full-shape ones).
-        self.val = make_pairs(shapes.subset("test"),
+        self.val = make_pairs(shapes.subset(VALIDATION_SPLIT),
                               self.data.setting if mesh_setting else "noisy", self.data.val_pairs,
                               VALIDATION_SEED, self.data.num_points, categories=self.categories,
                               max_translation=self.data.max_translation, progress=False)

@@ -17,12 +17,13 @@
 * Augmentation: with `rotate_z`, one random rotation about z (up) per sample, applied to input
   and target alike. Input and target stay in the shape's frame (unit sphere); the model
   normalises its input itself and returns the mixture in that frame.
-* Validation, on the test split (at most `val_max_shapes` shapes, 0 = all): full inputs (the
-  stored cloud) and `val_partial_views` partial scans per test mesh, with fixed seeded rotations
-  about z when `rotate_z`. Held-out points are `val_held_out_points` fresh area-weighted samples
-  of the test mesh (points the model never saw; without meshes, half of the stored cloud is held
-  out and the other half is the input). Metrics per input kind `tag` (full, partial), averaged
-  over shapes:
+* Validation (`data.held_out`, with VALIDATION_SEED), on the models of `VALIDATION_SPLIT` (today
+  the test split, for want of a validation split) in the selected categories, at most
+  `val_max_shapes` of them (0 = all): full inputs (`num_points` of the stored cloud) and
+  `val_partial_views` partial scans per mesh, each model turned about z by a fixed seeded angle
+  when `rotate_z`. Held-out points are `val_held_out_points` fresh area-weighted samples of the
+  mesh (points the model never saw; without meshes, half of the stored cloud is held out and the
+  other half is the input). Metrics per input kind `tag` (full, partial), averaged over shapes:
     val_nll_{tag}_l{l}   NLL of level l's whole mixture (weights summing to 1 over the level) on
                          the held-out points, in the shape frame (unit sphere): comparable with
                          an EM fit of as many components;
@@ -43,16 +44,17 @@ import numpy as np
 import torch
 
 from gmm_perception.data import partial_scans
+from gmm_perception.data.held_out import VALIDATION_SPLIT, held_out_set, held_out_shapes
 from gmm_perception.data.shape_set import MeshSet, ShapeSet
 from gmm_perception.metrics.chamfer import chamfer_distance
-from gmm_perception.models.pointgmm import MODEL_NAME, sample
+from gmm_perception.gmm.hierarchical import sample
+from gmm_perception.models.pointgmm import MODEL_NAME
 from gmm_perception.models.pointgmm_loss import PointGmmLossWeights, \
     hierarchical_log_likelihood, pointgmm_loss
 from gmm_perception.models.registry import build_model
 
 VALIDATION_SEED = 1_000_003
-# The classification task's pool format and key (train/classification.py): keep them equal so that
-# both tasks read the same cache file instead of overwriting each other's.
+_INPUT_STREAM, _HALVES_STREAM = 100, 101  # HeldOutSet.rng streams of the validation inputs
 
 
 @dataclass
@@ -65,10 +67,10 @@ class ShapeModelData:
     partial_fraction: float = 0.0  # share of training inputs that are partial scans
     partial_views_per_mesh: int = 8  # size of the precomputed scan pool, per training mesh
     partial_cache: str = ""  # .npz keeping the pool between runs ("" = rebuild every start)
-    val_partial_views: int = 2  # fixed partial scans per test mesh (0 = no partial validation)
+    val_partial_views: int = 2  # fixed partial scans per validation mesh (0 = none)
     val_held_out_points: int = 2048  # fresh mesh samples scored by the validation NLL
     val_chamfer_points: int = 2048  # points resampled from the finest level for the Chamfer
-    val_max_shapes: int = 0  # validate on at most this many test shapes (0 = all)
+    val_max_shapes: int = 0  # validate on at most this many shapes (0 = all)
     rotate_z: bool = True
     pool_seed: int = 0
 
@@ -111,7 +113,7 @@ class ShapeModelTask:
         all_train = shapes.subset("train")
         self.train_rows = np.flatnonzero(wanted[shapes.split == "train"])  # rows of all_train
         self.train_shapes = all_train.select(self.train_rows)
-        self.test_shapes = shapes.select(wanted & (shapes.split == "test"))
+        self.test_shapes = held_out_shapes(shapes, VALIDATION_SPLIT, d.categories)
         if len(self.train_shapes) == 0 or len(self.test_shapes) == 0:
             raise ValueError("the selected categories leave no train or no test shapes")
         needs_meshes = d.partial_fraction > 0 or d.val_partial_views > 0
@@ -122,42 +124,35 @@ class ShapeModelTask:
         self.pool = (partial_scans.scan_pool(meshes, all_train, d.partial_views_per_mesh, d.num_points,
                                d.pool_seed, d.partial_cache, self.progress)
                      if d.partial_fraction > 0 else None)
-        self.val_full, self.val_partial = self._validation_sets(meshes)
+        self.val_full, self.val_partial = self._validation_sets(shapes, meshes)
 
     # ----------------------------------------------------------------------------- data
-    def _validation_sets(self, meshes: MeshSet | None) -> tuple[_EvalSet, _EvalSet | None]:
+    def _validation_sets(self, shapes: ShapeSet, meshes: MeshSet | None
+                         ) -> tuple[_EvalSet, _EvalSet | None]:
         d = self.data
-        rng = np.random.default_rng(VALIDATION_SEED)
-        test = self.test_shapes
-        if d.val_max_shapes and len(test) > d.val_max_shapes:
-            test = test.select(np.sort(rng.choice(len(test), d.val_max_shapes, replace=False)))
-        stored = test.points.shape[1]
-        truth = test.points.astype(np.float32)
+        held = held_out_set(shapes, meshes, split=VALIDATION_SPLIT, seed=VALIDATION_SEED,
+                            categories=d.categories, max_models=d.val_max_shapes,
+                            views=d.val_partial_views if meshes is not None else 0,
+                            scan_points=d.num_points,
+                            surface_points=(d.val_held_out_points,) if meshes is not None else (),
+                            rotate=d.rotate_z, progress=self.progress)
+        truth = held.stored
         if meshes is not None:
-            held_out = np.stack([
-                partial_scans.sample_mesh(meshes, model_id, d.val_held_out_points,
-                                          [VALIDATION_SEED, row])
-                for row, model_id in enumerate(test.model_ids)])
-            full = np.stack([c[rng.choice(stored, d.num_points, replace=False)] for c in truth])
+            held_out = held.surfaces[0]
+            full = held.cut(truth, d.num_points, _INPUT_STREAM)
         else:  # no meshes: half of the stored cloud in, the other half held out
-            order = np.stack([rng.permutation(stored) for _ in range(len(test))])
+            stored = truth.shape[1]
+            order = np.stack([held.rng(row, _HALVES_STREAM).permutation(stored)
+                              for row in range(len(held))])
             half = stored // 2
             full = np.take_along_axis(truth, order[:, :half, None], axis=1)
             held_out = np.take_along_axis(truth, order[:, half:, None], axis=1)
-        angles = rng.uniform(0, 2 * np.pi, len(test)) if d.rotate_z else np.zeros(len(test))
-        full, held_rot, truth_rot = partial_scans.rotate_about_z([full, held_out, truth], angles)
-        full_set = _EvalSet(*(torch.from_numpy(a) for a in (full, held_rot, truth_rot)))
-        if meshes is None or d.val_partial_views == 0:
+        full_set = _EvalSet(*(torch.from_numpy(a) for a in (full, held_out, truth)))
+        if held.scans is None:
             return full_set, None
-        scans = partial_scans.scans(meshes, test, d.val_partial_views, d.num_points,
-                                    VALIDATION_SEED, self.progress,
-                                    "partial scans of the test meshes")
         views = d.val_partial_views
-        partial_angles = (rng.uniform(0, 2 * np.pi, (len(test), views)) if d.rotate_z
-                          else np.zeros((len(test), views))).reshape(-1)
-        partial, held_p, truth_p = partial_scans.rotate_about_z(
-            [scans.reshape(-1, d.num_points, 3), np.repeat(held_out, views, axis=0),
-             np.repeat(truth, views, axis=0)], partial_angles)
+        partial = held.scans.reshape(-1, d.num_points, 3)
+        held_p, truth_p = (np.repeat(a, views, axis=0) for a in (held_out, truth))
         return full_set, _EvalSet(*(torch.from_numpy(a) for a in (partial, held_p, truth_p)))
 
     def _sample_clouds(self, rng: np.random.Generator, count: int
@@ -178,7 +173,8 @@ class ShapeModelTask:
     def data_description(self) -> dict[str, Any]:
         return {**asdict(self.data), "loss": asdict(self.weights),
                 "class_names": self.class_names,
-                "train_models": len(self.train_shapes), "test_models": len(self.test_shapes),
+                "train_models": len(self.train_shapes), "val_split": VALIDATION_SPLIT,
+                "val_models": len(self.val_full.inputs),
                 "val_full": len(self.val_full.inputs),
                 "val_partial": 0 if self.val_partial is None else len(self.val_partial.inputs),
                 "partial_pool": None if self.pool is None else list(self.pool.shape[:2])}

@@ -13,8 +13,10 @@
 * Augmentation: with `rotate_z`, one rotation about z (up) per sample, input and target alike.
   Clouds stay in the shape frame; the model normalises the input itself (the target goes to the
   same frame in the loss).
-* Validation, on at most `val_max_shapes` test shapes (fixed, seeded; 0 = all), with fixed
-  rotations: `val_input_points` (512) of the stored cloud in, `val_output_points` (2048) out by
+* Validation (`data.held_out`, with VALIDATION_SEED), on at most `val_max_shapes` models of
+  `VALIDATION_SPLIT` (today the test split, for want of a validation split) in the selected
+  categories (fixed, seeded; 0 = all), each turned about z by a fixed seeded angle when
+  `rotate_z`: `val_input_points` (512) of the stored cloud in, `val_output_points` (2048) out by
   `model.upsample` from the prior with `val_steps_per_level` steps per level and a fixed generator:
     val_chamfer        Chamfer (metrics.chamfer: sum of the two mean nearest distances,
                        unsquared) between the upsampled cloud and `val_output_points` fresh
@@ -33,16 +35,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from gmm_perception.data.held_out import VALIDATION_SPLIT, held_out_set, held_out_shapes
 from gmm_perception.data.shape_set import MeshSet, ShapeSet
 from gmm_perception.metrics.chamfer import chamfer_distance
 from gmm_perception.models.registry import build_model
 from gmm_perception.models.shapegf import MODEL_NAME
 from gmm_perception.models.shapegf_loss import REFERENCE_WEIGHT_POWER, score_matching_loss, \
     shapegf_loss
-from gmm_perception.data.partial_scans import rotate_about_z, sample_input_target_pairs, \
-    sample_mesh, scan_pool
+from gmm_perception.data.partial_scans import sample_input_target_pairs, scan_pool
 
 VALIDATION_SEED = 1_000_003
+_INPUT_STREAM = 100  # HeldOutSet.rng stream of the validation inputs
 
 
 @dataclass
@@ -60,7 +63,7 @@ class UpsamplingData:
     pool_seed: int = 0
     rotate_z: bool = True
     weight_power: float = REFERENCE_WEIGHT_POWER  # loss weight sigma^-p
-    val_max_shapes: int = 8  # fixed held-out shapes to validate on (0 = all test shapes)
+    val_max_shapes: int = 8  # fixed held-out shapes to validate on (0 = all)
     val_input_points: int = 512
     val_output_points: int = 2048
     val_steps_per_level: int = 5
@@ -101,7 +104,7 @@ class UpsamplingTask:
         all_train = shapes.subset("train")
         self.train_rows = np.flatnonzero(wanted[shapes.split == "train"])  # rows of all_train
         self.train_shapes = all_train.select(self.train_rows)
-        test = shapes.select(wanted & (shapes.split == "test"))
+        test = held_out_shapes(shapes, VALIDATION_SPLIT, d.categories)
         if len(self.train_shapes) == 0 or len(test) == 0:
             raise ValueError("the selected categories leave no train or no test shapes")
         if d.partial_fraction > 0 and not d.meshes:
@@ -110,26 +113,21 @@ class UpsamplingTask:
         self.pool = (scan_pool(meshes, all_train, d.partial_views_per_mesh,
                                d.pool_points, d.pool_seed, d.partial_cache, self.progress)
                      if d.partial_fraction > 0 else None)
-        self.val_inputs, self.val_truth = self._validation_set(test, meshes)
+        self.val_inputs, self.val_truth = self._validation_set(shapes, meshes)
 
     # ----------------------------------------------------------------------------- data
-    def _validation_set(self, test: ShapeSet, meshes: MeshSet | None
+    def _validation_set(self, shapes: ShapeSet, meshes: MeshSet | None
                         ) -> tuple[torch.Tensor, torch.Tensor]:
         d = self.data
-        rng = np.random.default_rng(VALIDATION_SEED)
-        if d.val_max_shapes and len(test) > d.val_max_shapes:
-            test = test.select(np.sort(rng.choice(len(test), d.val_max_shapes, replace=False)))
-        stored = test.points.astype(np.float32)
-        inputs = np.stack([c[rng.choice(len(c), d.val_input_points, replace=False)]
-                           for c in stored])
         # The truth is a fresh sample of the surface where the meshes are known: the stored
         # points contain the input itself, which would score the input (and copies of it) as
         # lying exactly on the surface.
-        truth = stored if meshes is None else np.stack([
-            sample_mesh(meshes, model_id, d.val_output_points, [VALIDATION_SEED, row])
-            for row, model_id in enumerate(test.model_ids)])
-        angles = rng.uniform(0, 2 * np.pi, len(test)) if d.rotate_z else np.zeros(len(test))
-        inputs, truth = rotate_about_z([inputs, truth], angles)
+        held = held_out_set(shapes, meshes, split=VALIDATION_SPLIT, seed=VALIDATION_SEED,
+                            categories=d.categories, max_models=d.val_max_shapes,
+                            surface_points=(d.val_output_points,) if meshes is not None else (),
+                            rotate=d.rotate_z, progress=self.progress)
+        inputs = held.cut(held.stored, d.val_input_points, _INPUT_STREAM)
+        truth = held.stored if meshes is None else held.surfaces[0]
         return torch.from_numpy(inputs), torch.from_numpy(truth)
 
     def _sample_clouds(self, rng: np.random.Generator, count: int

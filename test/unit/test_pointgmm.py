@@ -11,12 +11,13 @@ import pytest
 import torch
 from scipy.stats import multivariate_normal
 
+from bench.em_baseline import fit_em, fits_to_level
 from gmm_perception.data.partial_scans import scan_pool
 from gmm_perception.data.procedural import procedural_shapes
-from gmm_perception.gmm.em_baseline import fit_em, fits_to_level
+from gmm_perception.gmm.hierarchical import GmmLevel, HierarchicalGmm, component_log_density, \
+    sample
 from gmm_perception.metrics.gmm import gmm_negative_log_likelihood
-from gmm_perception.models.pointgmm import GaussianHead, GmmLevel, HierarchicalGmm, PointGmm, \
-    PointGmmConfig, component_log_density, gram_schmidt, sample
+from gmm_perception.models.pointgmm import GaussianHead, PointGmm, PointGmmConfig, gram_schmidt
 from gmm_perception.models.pointgmm_loss import PointGmmLossWeights, eigenvalue_penalty, \
     hierarchical_log_likelihood, hierarchical_nll, kl_divergence, pointgmm_loss
 from gmm_perception.models.registry import build_model

@@ -59,7 +59,7 @@ def fits_to_level(fits: list[EmFit], device="cpu"):
     """Fits with equal component counts -> one batched `GmmLevel` (float32, parents -1)."""
     import torch
 
-    from gmm_perception.models.pointgmm import GmmLevel
+    from gmm_perception.gmm.hierarchical import GmmLevel
 
     def stack(name: str) -> torch.Tensor:
         return torch.as_tensor(np.stack([getattr(f, name) for f in fits]), dtype=torch.float64)
