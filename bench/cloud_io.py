@@ -24,11 +24,10 @@ from pathlib import Path
 import numpy as np
 from sensor_msgs.msg import PointCloud2, PointField
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing the package
+from gmm_perception.data.pointcloud2 import read_xyz
+from gmm_perception.ros.pointcloud import xyz_to_cloud
 
-from gmm_perception.data.pointcloud2 import read_xyz  # noqa: E402
-from gmm_perception.ros.pointcloud import xyz_to_cloud  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 NAIVE_POINTS = 50_000
 TARGETS_MS = {"read_xyz": 5.0, "xyz_to_cloud": 10.0}
