@@ -20,6 +20,7 @@ import numpy
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = Path(sys.prefix)
+BUILD_DIR = ROOT / "build" / "venv-interfaces"
 
 # Upstream tf2_msgs/msg/TFMessage.msg (ros2/geometry2, kilted), verbatim: its type hash must match.
 TF2_MSGS_TFMESSAGE = "geometry_msgs/TransformStamped[] transforms\n"
@@ -102,14 +103,29 @@ def cmake_build_install(source: Path, build: Path, prefix: Path, jobs: int) -> N
             raise SystemExit(f"interface build failed: {' '.join(command)}")
 
 
+def build_and_install(name: str, source: Path, build_root: Path, jobs: int,
+                      module: str | None = None, prefix: Path = VENV) -> None:
+    """Build one rosidl package (cmake configure, build, install into `prefix`) and check that
+    its Python module (`<name>.msg` unless named) imports from a fresh interpreter."""
+    print(f"building {name} with rosidl ...", flush=True)
+    cmake_build_install(source, build_root / name, prefix, jobs)
+    if not is_importable(module or f"{name}.msg"):
+        raise SystemExit(f"{name} was built but does not import from {prefix}")
+    print(f"installed {name} into {prefix}")
+
+
+def require_venv() -> None:
+    if sys.prefix == sys.base_prefix:
+        raise SystemExit("run this with the venv's python: it installs into sys.prefix")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--build-dir", type=Path, default=ROOT / "build" / "venv-interfaces")
+    parser.add_argument("--build-dir", type=Path, default=BUILD_DIR)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     args = parser.parse_args()
 
-    if sys.prefix == sys.base_prefix:
-        raise SystemExit("run this with the venv's python: it installs into sys.prefix")
+    require_venv()
     patched = patch_wheel_cmake_exports(VENV)
     print(f"patched {patched} cmake export file(s) of the ROS wheels")
 
@@ -117,11 +133,7 @@ def main() -> None:
     if not is_importable("tf2_msgs.msg"):
         packages.insert(0, ("tf2_msgs", write_tf2_msgs_package(args.build_dir / "src" / "tf2_msgs")))
     for name, source in packages:
-        print(f"building {name} with rosidl ...", flush=True)
-        cmake_build_install(source, args.build_dir / name, VENV, args.jobs)
-        if not is_importable(f"{name}.msg"):
-            raise SystemExit(f"{name} was built but does not import from {VENV}")
-        print(f"installed {name} into {VENV}")
+        build_and_install(name, source, args.build_dir, args.jobs)
 
 
 if __name__ == "__main__":

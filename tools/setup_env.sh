@@ -17,7 +17,9 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; t
 
 # 1. System packages: open3d needs libusb-1.0; rosidl needs cmake and a C/C++ compiler.
 missing=()
-ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0' || missing+=(libusb-1.0-0)
+# (grep reads all of ldconfig's output: `grep -q` may exit first, and under pipefail
+# ldconfig's SIGPIPE then reads as a missing library.)
+ldconfig -p 2>/dev/null | grep 'libusb-1.0.so.0' >/dev/null || missing+=(libusb-1.0-0)
 command -v cmake >/dev/null || missing+=(cmake)
 command -v g++ >/dev/null || missing+=(g++)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -38,7 +40,7 @@ if ! stage_is_current requirements "$key"; then
   log "installing requirements.txt (first time: a few minutes)"
   pip_quiet install -q --upgrade pip
   pip_quiet install -q -r "$ROOT/requirements.txt"
-  rm -f "$STAMPS/interfaces"  # new wheels restore their unpatched cmake exports
+  rm -f "$STAMPS/interfaces" "$STAMPS/ros-launch"  # new wheels restore their unpatched cmake exports
   mark_stage requirements "$key"
 fi
 
@@ -52,13 +54,42 @@ fi
 
 # 4. gmm_perception itself, editable, and the Fast DDS profile for every Python of the venv:
 #    large best-effort clouds need the shared-memory transport (see config/fastdds_shm.xml).
-key=$(digest "$ROOT/setup.py" "$ROOT/gmm_perception/node_registry.py" "$ROOT/tools/setup_env.sh" <(echo "$ROOT"))
+#    Then registered in the venv's ament index as colcon lays out an install (share/gmm_perception,
+#    the executables under lib/gmm_perception, AMENT_PREFIX_PATH naming the venv): see tools/ament_index.py.
+key=$(digest "$ROOT/setup.py" "$ROOT/gmm_perception/node_registry.py" "$ROOT/tools/setup_env.sh" \
+             "$ROOT/tools/ament_index.py" <(echo "$ROOT"))
 if ! stage_is_current package "$key"; then
   log "installing gmm_perception (editable)"
   pip_quiet install -q --no-deps --no-build-isolation -e "$ROOT"
   site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   printf "import os; os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', %s)\n" \
     "'$ROOT/config/fastdds_shm.xml'" > "$site/gmm_perception_dds.pth"
+  "$VENV/bin/python" "$ROOT/tools/ament_index.py"
   mark_stage package "$key"
+fi
+
+# 5. ROS 2 launch from the upstream sources beside the checkout (../shared/ros-launch in
+#    development and CI, or $GMM_PERCEPTION_ROS_LAUNCH): composition_interfaces built with rosidl
+#    and launch, launch_ros, launch_xml, launch_yaml put on the venv's path (tools/ros_launch.py).
+#    Without that folder the launch files need a ROS install; the rest of the venv works as is.
+if [ -n "${GMM_PERCEPTION_ROS_LAUNCH:-}" ]; then
+  ros_launch="$GMM_PERCEPTION_ROS_LAUNCH"
+  [ -d "$ros_launch" ] || { echo "[setup] error: GMM_PERCEPTION_ROS_LAUNCH=$ros_launch is not a folder" >&2; exit 1; }
+else
+  ros_launch="$ROOT/../shared/ros-launch"
+fi
+if [ -d "$ros_launch" ]; then
+  ros_launch="$(cd "$ros_launch" && pwd -P)"
+  key=$(digest "$ROOT/tools/ros_launch.py" "$ROOT/tools/build_interfaces.py" \
+               "$ros_launch"/composition_interfaces/{CMakeLists.txt,package.xml} \
+               "$ros_launch"/composition_interfaces/srv/*.srv <(echo "$ros_launch"))
+  if ! stage_is_current ros-launch "$key"; then
+    log "making launch usable from $ros_launch (composition_interfaces with rosidl)"
+    "$VENV/bin/python" "$ROOT/tools/ros_launch.py" "$ros_launch"
+    mark_stage ros-launch "$key"
+  fi
+else
+  rm -f "$VENV"/lib/python3*/site-packages/gmm_perception_ros_launch.pth "$STAMPS/ros-launch"
+  log "no ../shared/ros-launch: launch files need a ROS install here (skipped)"
 fi
 log "ready: $VENV"
