@@ -65,6 +65,8 @@ from gmm_perception.ros.tf import TfBuffer
 
 # Inputs that are the sender's fault: counted as rejected, logged (WARN), the node carries on.
 REJECTED_INPUT_ERRORS = (MalformedCloudError, EmptyCloudError, TransformError)
+# Seconds a stopping process waits for the frame at work (launch escalates after 5 s).
+SHUTDOWN_WAIT = 1.0
 
 
 @dataclass(frozen=True)
@@ -303,12 +305,14 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
         return super().on_shutdown(state)
 
     def shutdown(self) -> None:
-        """Stop the worker and release outputs whatever the lifecycle state (process exit)."""
-        self._stop()
+        """Stop the worker and release outputs whatever the lifecycle state (process exit).
+        A frame still at work is abandoned after SHUTDOWN_WAIT seconds: the worker is a daemon
+        thread, and a process asked to stop must stop within launch's grace period."""
+        self._stop(wait=SHUTDOWN_WAIT)
         self.cleanup_node()
         self._destroy_outputs()
 
-    def _stop(self) -> None:
+    def _stop(self, wait: float | None = None) -> None:
         if self._subscription is not None:
             self.destroy_subscription(self._subscription)
             self._subscription = None
@@ -316,8 +320,10 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
         self._queue.close()
         worker = self._worker
         if worker is not None and worker is not threading.current_thread():
-            # A stalled frame must not hold the process: the thread is a daemon.
-            worker.join(timeout=max(5.0, self.settings.tf_timeout + 1.0))
+            # Deactivation waits for the frame at work (nothing is published after it); a
+            # stalled frame must not hold the node for ever: the thread is a daemon.
+            worker.join(timeout=wait if wait is not None else
+                        max(5.0, self.settings.tf_timeout + 1.0))
         self._worker = None
         self._queue.clear()
 
@@ -365,6 +371,8 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
             self.get_logger().warning(f"rejected input from frame '{frame}': "
                                       f"{type(exc).__name__}: {exc}", throttle_duration_sec=1.0)
         except Exception as exc:  # a bug or a model failure must not kill the worker
+            if not self.context.ok():  # Ctrl-C during the frame: rclpy shut down, not a fault
+                return
             self.stats.count("failed")
             self.last_error = f"{type(exc).__name__}: {exc}"
             self.get_logger().error(f"processing failed: {self.last_error}",
@@ -480,15 +488,17 @@ def run_node(node_class: type[PerceptionNode], node_name: str, args: list[str] |
 
 
 def stop_on_first_sigint() -> None:
-    """The first SIGINT (Ctrl-C, or `ros2 launch` ending: a terminal's Ctrl-C reaches the nodes
-    twice, from the terminal and from launch) raises KeyboardInterrupt; later ones are ignored
-    while the process cleans up, so it exits 0 without a traceback. Call before rclpy.init,
-    whose own handler then passes SIGINT on to this one."""
+    """The first SIGINT or SIGTERM (Ctrl-C, or `ros2 launch` ending: a terminal's Ctrl-C reaches
+    the nodes twice, from the terminal and from launch, and launch escalates to SIGTERM) raises
+    KeyboardInterrupt; later ones are ignored while the process cleans up, so it exits 0 without
+    a traceback. Call before rclpy.init, whose own handlers then pass the signals on to these."""
     def handler(signum, frame):
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for stop_signal in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(stop_signal, signal.SIG_IGN)
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, handler)
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, handler)
 
 
 def close_nodes(nodes: Sequence[PerceptionNode]) -> None:

@@ -177,19 +177,6 @@ def wait_for_nodes(probe, process: Launch, names: set[str], timeout: float) -> N
     assert process.process.poll() is None, f"launch exited with {process.process.returncode}"
 
 
-def wait_until_quiet(probe, outputs: list[list], quiet: float = 1.0, timeout: float = 20.0):
-    """Spin until none of the recorded outputs has grown for `quiet` seconds."""
-    deadline = time.monotonic() + timeout
-    counts, since = None, time.monotonic()
-    while time.monotonic() < deadline:
-        probe.spin(0.05)
-        now = [len(messages) for messages in outputs]
-        if now != counts:
-            counts, since = now, time.monotonic()
-        elif time.monotonic() - since >= quiet:
-            return
-
-
 def assert_stops_cleanly_on_sigint(process: Launch, executables: list[str]) -> None:
     """SIGINT ends the launch with exit code 0, each node exiting cleanly by itself (launch
     logs 'process has finished cleanly'; a node it had to escalate to SIGTERM/SIGKILL, or one
@@ -200,6 +187,7 @@ def assert_stops_cleanly_on_sigint(process: Launch, executables: list[str]) -> N
     log = process.log()
     # Each node's exit after SIGINT (node_base.py, runner.py): exit code 0, no traceback.
     assert "process has died" not in log and "Traceback" not in log, log[-4000:]
+    assert "processing failed" not in log, log[-4000:]  # an abandoned frame is no failure
     for executable in executables:
         assert re.search(rf"\[{executable}-\d+\]: process has finished cleanly", log), executable
 
@@ -330,11 +318,8 @@ def test_scene_launch_file_segments_registers_and_models_an_object(launch, probe
     assert objects[0].header.frame_id == "world" and results[-1].source_frame == "world"
     assert results[-1].object_id and classes[-1].object_id
 
-    # Ctrl-C once the clouds have stopped and the frames in flight are done. KNOWN GAP (node_base,
-    # not launch): a node still busy with a frame at SIGINT logs "processing failed: ... context
-    # is invalid", and with five nodes on two cores may outlast launch's 5 s grace (then SIGTERM,
-    # "process has died"); drop this wait once node_base stops its worker before the context.
-    wait_until_quiet(probe, [objects, results, classes, resampled, dense])
+    # Ctrl-C while the nodes may still be busy with frames in flight: each must stop cleanly
+    # within launch's grace period, without reporting its abandoned frame as a failure.
     assert_stops_cleanly_on_sigint(process, [entry.executable for entry in entries])
 
 
