@@ -1,8 +1,7 @@
 """Building ``sensor_msgs/PointCloud2`` messages from numpy arrays (needs rclpy's message classes).
 
 Decoding is ROS-free and lives in :mod:`gmm_perception.data.pointcloud2` (the same decoder reads
-rosbags' messages); its names are re-exported here for the node modules until they import them
-from there.
+rosbags' messages).
 
 Performance notes (measured, see ``bench/cloud_io.py``): the generated ``data`` setter stores an
 ``array.array('B')`` as-is (``ROS_PYTHON_CHECK_FIELDS=1``) or copies it (the default); it
@@ -22,20 +21,8 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import Header
 
-# The decoder, re-exported for the node modules (transitional: import from data.pointcloud2).
-from gmm_perception.data.pointcloud2 import (  # noqa: F401
-    NUMPY_TO_POINTFIELD,
-    OBJECT_ID_FIELD,
-    MalformedCloudError,
-    all_finite,
-    cloud_dtype,
-    object_id_of,
-    read_fields,
-    read_points,
-    read_xyz,
-    unpack_rgb,
-    validate_cloud,
-)
+from gmm_perception.data.pointcloud2 import NUMPY_TO_POINTFIELD, OBJECT_ID_FIELD, all_finite, \
+    cloud_dtype
 
 __all__ = ["object_cloud", "xyz_to_cloud"]
 
