@@ -501,6 +501,18 @@ def test_object_id_of_reads_rclpy_and_rosbags_clouds_alike():
         object_id_of(two_ids)
 
 
+def test_the_decoder_imports_without_ros_or_rosbags():
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "for name in ('rclpy', 'rosbags', 'sensor_msgs', 'builtin_interfaces'):\n"
+            "    sys.modules[name] = None  # importing any of them now fails\n"
+            "import gmm_perception.data.pointcloud2\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
 # --- writing ----------------------------------------------------------------
 
 def test_xyz_round_trip_and_message_metadata():
