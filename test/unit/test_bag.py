@@ -236,10 +236,10 @@ def test_a_malformed_cloud_is_refused_identically_by_the_bag_reader_and_the_node
     from sensor_msgs.msg import PointCloud2
 
     from gmm_perception.evaluation import bag
-    from gmm_perception.ros import node_base, pointcloud
+    from gmm_perception.ros import node_base
 
     # One error class everywhere, and the nodes count it as a rejected input, not a failure.
-    assert bag.MalformedCloudError is MalformedCloudError is pointcloud.MalformedCloudError
+    assert bag.MalformedCloudError is MalformedCloudError is node_base.MalformedCloudError
     assert MalformedCloudError in node_base.REJECTED_INPUT_ERRORS
 
     malformed = _node_side_malformations()
@@ -247,7 +247,7 @@ def test_a_malformed_cloud_is_refused_identically_by_the_bag_reader_and_the_node
     node_reasons = {}
     for name, raw in raws.items():  # the node path: what a subscription receives, decoded
         with pytest.raises(MalformedCloudError) as refused:
-            pointcloud.read_xyz(deserialize_message(raw, PointCloud2))
+            node_base.read_xyz(deserialize_message(raw, PointCloud2))  # what the base reads
         node_reasons[name] = str(refused.value)
     write_raw_bag(tmp_path / "bag", [(POINTS_TOPIC, "sensor_msgs/msg/PointCloud2",
                                       EPOCH_NS + i, raw) for i, raw in enumerate(raws.values())])
