@@ -2,7 +2,7 @@
 read-only flag, validated whole whenever one is built.
 
 Every stage of the core has one such config and is built only from a validated instance
-(`Stage.from_config`). The ROS layer derives each node's parameter declarations from these
+(a stage's constructor takes its config). The ROS layer derives each node's parameter declarations from these
 fields (ros/parameters.py) and the offline evaluator builds the same configs from the same
 values, so a value refused by one is refused by the other with the same words:
 
@@ -73,10 +73,10 @@ def field_problem(field: dataclasses.Field, value: Any) -> str:
             continue
         if isinstance(item, bool) or not isinstance(item, (int, float)):
             return f"{name} must be a number, got {item!r}"
+        if not math.isfinite(item) and (meta["low"] is not None or isinstance(default, int)):
+            return f"{name} must be finite, got {item!r}"
         if isinstance(default, int) and not isinstance(default, bool) and int(item) != item:
             return f"{name} must be an integer, got {item!r}"
-        if not math.isfinite(item) and meta["low"] is not None:
-            return f"{name} must be finite, got {item!r}"
         if meta["low"] is not None and not meta["low"] <= item <= meta["high"]:
             return f"{name} must be in [{meta['low']}, {meta['high']}], got {item!r}"
     return ""
@@ -99,14 +99,36 @@ def validate(config: Any) -> None:
             raise ConfigError(str(exc)) from exc
 
 
+def type_problem(field: dataclasses.Field, value: Any) -> str:
+    """Why `value` has not the field's parameter type ('' when it has): a parameter's type is
+    its default's, strictly, as ROS 2 types it (1 is not a double, 1.0 not an integer)."""
+    default = field.default
+    kind = type(default[0]) if isinstance(default, tuple) and default else type(default)
+    names = {bool: ("true or false", "booleans"), int: ("an integer", "integers"),
+             float: ("a floating-point number (1.0, not 1)", "floating-point numbers (1.0, not 1)"),
+             str: ("a string", "strings")}
+    items = value if isinstance(default, tuple) and isinstance(value, (list, tuple)) \
+        else (value,)
+    if isinstance(default, tuple) and not isinstance(value, (list, tuple)):
+        return f"{field.name} must be a list, got {value!r}"
+    if any(type(item) is not kind for item in items):  # bool is an int to isinstance
+        what = f"a list of {names[kind][1]}" if isinstance(default, tuple) else names[kind][0]
+        return f"{field.name} must be {what}, got {value!r}"
+    return ""
+
+
 def from_values(config_class: type[C], values: Mapping[str, Any]) -> C:
-    """A validated config from a mapping of parameter values (other keys are ignored; missing
-    ones keep their defaults); lists become tuples and integral floats of int fields ints."""
+    """A validated config from a mapping of parameter values, as a node's parameters hold them
+    (other keys are ignored; missing ones keep their defaults). Values are typed strictly, as
+    ROS 2 types parameters (type_problem); lists become tuples."""
     kwargs = {}
     for field in settings(config_class):
         if field.name not in values:
             continue
         value = values[field.name]
+        problem = type_problem(field, value)
+        if problem:
+            raise ConfigError(problem)
         if isinstance(value, list):
             value = tuple(value)
         kwargs[field.name] = value
@@ -115,8 +137,3 @@ def from_values(config_class: type[C], values: Mapping[str, Any]) -> C:
     except TypeError as exc:  # a wrong type the dataclass itself trips over
         raise ConfigError(f"{config_class.__name__}: {exc}") from exc
 
-
-def to_values(config: Any) -> dict[str, Any]:
-    """The config's fields as plain parameter values (tuples become lists)."""
-    return {f.name: list(v) if isinstance(v := getattr(config, f.name), tuple) else v
-            for f in settings(type(config))}

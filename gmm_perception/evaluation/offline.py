@@ -87,7 +87,14 @@ def run_offline(contents: BagContents, scene: ScenePipeline, library: dict,
         except EmptyCloudError as exc:
             frame.status, frame.message = "empty", str(exc)
             continue
+        except Exception as exc:  # noqa: BLE001 - as a node's worker: count it, go on
+            frame.status, frame.message = "failed", f"{type(exc).__name__}: {exc}"
+            continue
         _record(frame, result)
+    failed = [answer for frame in run.frames for answer in frame.failed_answers]
+    if failed:
+        run.warnings.append(f"{len(failed)} object answer(s) failed (a node counts each as a "
+                            f"failed frame); the first: {failed[0]}")
     run.seconds = time.perf_counter() - started
     return run
 
@@ -100,6 +107,9 @@ def _record(frame: FrameRecord, result: SceneFrame) -> None:
     for obj in result.segmentation.objects if surfaces else ():
         frame.surfaces.append(SurfaceCloud(obj.id, "input", obj.points))
     for answer in result.answers:
+        if answer.failed:
+            frame.failed_answers.append(f"{answer.stage} of object {answer.object_id}: "
+                                        f"{answer.failed}")
         if answer.result is None:
             continue  # refused (too few points) or failed: a node publishes nothing either
         if answer.stage == "registration":

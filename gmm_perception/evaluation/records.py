@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 # Frame outcomes besides "ok": why a frame produced no registrations.
-FRAME_STATUSES = ("ok", "no_objects", "unknown_frame", "malformed", "empty", "dropped")
+FRAME_STATUSES = ("ok", "no_objects", "unknown_frame", "malformed", "empty", "dropped", "failed")
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,7 @@ class FrameRecord:
     surfaces: list[SurfaceCloud] = field(default_factory=list)
     stage_ms: dict[str, float] = field(default_factory=dict)  # stage -> milliseconds
     message: str = ""  # why the frame was not "ok"
+    failed_answers: list[str] = field(default_factory=list)  # object stages that raised, why
 
     def __post_init__(self):
         if self.status not in FRAME_STATUSES:

@@ -2,7 +2,7 @@
 
 Each node's values come from its declared defaults, then its parameter files, then inline
 values (pipeline_config.node_parameters), and are validated by the same configs the nodes
-derive their parameters from (pipeline/node_config.py): a value a node refuses, the offline
+derive their parameters from (pipeline/configs.py): a value a node refuses, the offline
 evaluator refuses with the same words. No rclpy.
 """
 from __future__ import annotations

@@ -65,7 +65,7 @@ class Preprocessor:
 
 
 class ObjectStep:
-    """One object node's work: its preprocessing, then its stage, timed."""
+    """One object node's work: its preprocessing, then its stage."""
 
     def __init__(self, preprocess: Preprocessor, stage: Callable[[np.ndarray], Any]):
         self.preprocess, self.stage = preprocess, stage

@@ -83,14 +83,13 @@ class DeepGmrRegistrar:
         self.references: list[Reference] = []
 
     def with_config(self, config: RegistrationConfig) -> "DeepGmrRegistrar":
-        """A new registrar of `config` around the same model, holding the same references
-        (their mixtures are recomputed when the network's point count changed)."""
+        """A new registrar of `config` around the same model and references (the references'
+        mixtures stay valid: the network's point count is read-only)."""
+        if config.registration_points != self.num_points or config.checkpoint != \
+                self.config.checkpoint:
+            raise ValueError("registration_points and checkpoint need a new registrar")
         registrar = DeepGmrRegistrar(config, self.model, self.device)
-        if config.registration_points == self.num_points:
-            registrar.references = list(self.references)
-        else:
-            for ref in self.references:
-                registrar.add_reference(ref.points, ref.name)
+        registrar.references = list(self.references)
         return registrar
 
     @property
@@ -99,12 +98,15 @@ class DeepGmrRegistrar:
         return self.references[0].points if self.references else None
 
     def set_reference(self, points: np.ndarray, name: str = "reference") -> None:
-        """Replace the library with one reference."""
-        self.references = []
-        self.add_reference(points, name)
+        """Replace the library with one reference (the old library stays if this one fails)."""
+        self.references = [self._reference(points, name)]
+
+    def add_reference(self, points: np.ndarray, name: str) -> None:
+        self.references.append(self._reference(points, name))
 
     @torch.no_grad()
-    def add_reference(self, points: np.ndarray, name: str) -> None:
+    def _reference(self, points: np.ndarray, name: str) -> Reference:
+        """A reference with its mixture (one network pass) and its normals, for ICP."""
         points = np.asarray(points, dtype=np.float64)
         if points.ndim != 2 or points.shape[1] != 3 or len(points) < 3:
             raise ValueError(f"reference '{name}' needs at least 3 points (N, 3), "
@@ -115,8 +117,7 @@ class DeepGmrRegistrar:
         gmm = self.model.mixture(torch.from_numpy(sample[None]).to(self.device))
         cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
         cloud.estimate_normals(o3d.geometry.KDTreeSearchParamKNN(20))
-        self.references.append(Reference(name, points, centre, scale, cKDTree(points), gmm,
-                                         cloud))
+        return Reference(name, points, centre, scale, cKDTree(points), gmm, cloud)
 
     @torch.no_grad()
     def register(self, source: np.ndarray) -> Registration:

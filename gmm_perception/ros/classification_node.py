@@ -37,7 +37,7 @@ class ClassificationNode(ModelNode):
             self.classifier = Classifier(configs[ClassifyConfig], self.classifier.model,
                                          self.classifier.class_names, self.device)
         self.step = ObjectStep(Preprocessor(configs[PreprocessConfig]), self.classifier)
-        self.outputs = configs[ClassificationOutputConfig]
+        self.output_config = configs[ClassificationOutputConfig]
 
     def process(self, msg: PointCloud2) -> None:
         object_id = object_id_of(msg)  # a malformed id field is rejected before the work
@@ -51,13 +51,13 @@ class ClassificationNode(ModelNode):
             class_labels=self.classifier.class_names,
             scores=result.scores.astype(float).tolist(), model_name=self.model_name))
         self.markers_pub.publish(self._label_marker(points, result, object_id, header))
-        if self.outputs.publish_mixture and result.mixture is not None:
+        if self.output_config.publish_mixture and result.mixture is not None:
             self.mixture_pub.publish(mixture_to_msg(*result.mixture, header,
                                                     model_name=f"{self.model_name}:input_fit"))
 
     def _label_marker(self, points, result, object_id, header) -> MarkerArray:
         top = points.mean(axis=0)
-        top[2] = points[:, 2].max() + self.outputs.marker_height
+        top[2] = points[:, 2].max() + self.output_config.marker_height
         marker = Marker(header=header, ns="classification",
                         id=0 if object_id is None else object_id,
                         type=Marker.TEXT_VIEW_FACING, action=Marker.ADD,

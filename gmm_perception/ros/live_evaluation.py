@@ -66,8 +66,8 @@ def write_live_pipeline(pipeline: Path, library_dir: Path, device: str, director
     nodes = []
     for executable, entry in entries.items():
         inline = dict(entry.parameters, device=device)
-        if executable == REGISTRATION:
-            inline["library_dir"] = str(Path(library_dir).resolve())
+        if executable == REGISTRATION:  # as the offline evaluator: the bag's library
+            inline.update(reference_mode="library", library_dir=str(Path(library_dir).resolve()))
         nodes.append({"executable": executable, "name": entry.name,
                       "namespace": entry.namespace,
                       "parameters": [*map(str, entry.parameter_files), inline],

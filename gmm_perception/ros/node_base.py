@@ -1,7 +1,7 @@
 """The base classes of every gmm_perception node: lifecycle, parameters, QoS, hand-over, health.
 
 A node names its executable (its parameters are the fields of the configs that
-pipeline/node_config.py lists for it), builds its stages from the validated configs and
+pipeline/configs.py lists for it), builds its stages from the validated configs and
 converts messages:
 
     class MyNode(PerceptionNode):
@@ -55,7 +55,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.time import Time
 from sensor_msgs.msg import PointCloud2
 
-from gmm_perception.config import ConfigError
+from gmm_perception.config import ConfigError, from_values
 from gmm_perception.data.pointcloud2 import MalformedCloudError, read_xyz
 from gmm_perception.geometry.points import EmptyCloudError
 from gmm_perception.geometry.tf_tree import TransformError
@@ -112,12 +112,12 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
             self.config_classes = NODE_CONFIGS[self.executable]
         # Values refused at start-up (name -> reason): the node stays unconfigured until fixed.
         self._refused = declare_parameters(self, self.config_classes)
-        undeclared = undeclared_overrides(self)
-        if undeclared:
-            self._refused["(undeclared)"] = (f"{self.executable} declares no parameter(s) "
-                                             f"{undeclared}")
         for reason in self._refused.values():
             self.get_logger().error(f"invalid parameter: {reason}")
+        undeclared = undeclared_overrides(self)
+        if undeclared:  # a shared parameter file (/**) may address other nodes: not refused
+            self.get_logger().warning(f"ignoring parameter(s) {undeclared}: {self.executable} "
+                                      "does not declare them (a typo?)")
         self.configs: dict[type, Any] = self._current_configs(strict=False)
         self.stats = StageStats()
         self.device = None
@@ -132,6 +132,7 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
         self._worker: threading.Thread | None = None
         self._generation = 0  # the current worker's; a replaced (stalled) worker sees it change
         self._busy: tuple[int, float] | None = None  # (generation, since) of the frame at work
+        self._replaced_worker: threading.Thread | None = None  # a stalled one, until it returns
         self._stop_worker = threading.Event()
         self._pending_configs: dict[type, Any] | None = None
         self._pending_lock = threading.Lock()
@@ -206,16 +207,20 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
 
     # ----------------------------------------------------------------- parameters
     def _current_configs(self, strict: bool = True) -> dict[type, Any]:
-        """Configs from the parameters' current values; with strict=False a broken rule between
-        fields falls back to the defaults (the constructor must not raise: configure reports)."""
+        """Configs from the parameters' current values. With strict=False (the constructor must
+        not raise: configure reports) a config whose rule between fields is broken falls back to
+        its defaults, alone: the others, the node's own settings among them, keep their values."""
         values = parameter_values(self, self.config_classes)
-        try:
+        if strict:
             return self._build_configs(values)
-        except ConfigError as exc:
-            if strict:
-                raise
-            self._refused.setdefault("(combination)", str(exc))
-            return self._build_configs({})
+        configs = {}
+        for config_class in self.config_classes:
+            try:
+                configs[config_class] = from_values(config_class, values)
+            except ConfigError as exc:
+                self._refused.setdefault("(combination)", str(exc))
+                configs[config_class] = config_class()
+        return configs
 
     def _build_configs(self, values: dict[str, Any]) -> dict[type, Any]:
         return build_configs(self.config_classes, values, self.executable)
@@ -231,13 +236,19 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
         return SetParametersResult(successful=True)
 
     def _on_parameters_set(self, parameters) -> None:
-        """An accepted change: the worker applies it before its next frame."""
+        """An accepted change: the worker applies it before its next frame. A node that could
+        not configure for want of valid parameters tries again once none is refused."""
+        refused_before = bool(self._refused)
         for parameter in parameters:
             self._refused.pop(parameter.name, None)
         self._refused.pop("(combination)", None)  # the accepted set is valid as a whole
         with self._pending_lock:
             self._pending_configs = self._build_configs(
                 parameter_values(self, self.config_classes))
+        if refused_before and not self._refused and self.model_status == "error" \
+                and self.settings.autostart:
+            self.get_logger().info("the refused parameters are fixed: configuring again")
+            self._autostart_timer = self.create_timer(0.0, self._autostart)
 
     def _take_pending_configs(self) -> dict[type, Any] | None:
         with self._pending_lock:
@@ -245,11 +256,19 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
             return configs
 
     def _reconfigure(self) -> None:
-        """Apply an accepted parameter change (worker thread, inside the frame guard)."""
+        """Apply an accepted parameter change (worker thread, inside the frame guard). Should
+        the new stages fail to build, the error is reported and the frame runs on the previous
+        ones."""
         configs = self._take_pending_configs()
         if configs is None or configs == self.configs:
             return
-        self.apply_configs(configs)
+        try:
+            self.apply_configs(configs)
+        except Exception as exc:  # noqa: BLE001 - reported; the node keeps working
+            self.stats.count("failed")
+            self.last_error = f"could not apply the parameters: {type(exc).__name__}: {exc}"
+            self.get_logger().error(f"{self.last_error}; keeping the previous stages")
+            return
         self.configs = configs
         self.get_logger().info("parameters applied")
 
@@ -282,9 +301,14 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
         return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        qos = make_qos(self.settings.input_reliability, self.settings.input_depth)
-        self._subscription = self.create_subscription(
-            self.input_type, self.input_topic, self._on_input, qos)
+        try:
+            qos = make_qos(self.settings.input_reliability, self.settings.input_depth)
+            self._subscription = self.create_subscription(
+                self.input_type, self.input_topic, self._on_input, qos)
+        except Exception as exc:  # rclpy's lifecycle would swallow it without a word
+            self.last_error = f"activate failed: {type(exc).__name__}: {exc}"
+            self.get_logger().error(self.last_error)
+            return TransitionCallbackReturn.FAILURE
         self._queue.reopen()
         self._stop_worker.clear()
         self._start_worker()
@@ -403,19 +427,28 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
         if self.model_status != "active":
             return
         worker, busy = self._worker, self._busy
+        stall_timeout = self.get_parameter("stall_timeout").value  # as set now, not at the frame
         if worker is None or not worker.is_alive():
             problem = "the worker thread died"
-        elif (self.settings.stall_timeout > 0 and busy is not None
-              and time.monotonic() - busy[1] > self.settings.stall_timeout):
+        elif stall_timeout > 0 and busy is not None and time.monotonic() - busy[1] > stall_timeout:
             problem = (f"the worker stalled: one frame has taken "
-                       f"{time.monotonic() - busy[1]:.1f} s (stall_timeout "
-                       f"{self.settings.stall_timeout:g} s)")
+                       f"{time.monotonic() - busy[1]:.1f} s (stall_timeout {stall_timeout:g} s)")
         else:
             return
         self.stats.count("failed")
+        replaced = self._replaced_worker
+        if replaced is not None and replaced.is_alive():
+            # One replaced worker at a time: a second stall while the first replaced frame has
+            # not returned points at something shared being stuck; more threads would not help.
+            self.last_error = f"{problem}; an earlier stalled frame has not returned either"
+            self.get_logger().error(self.last_error, throttle_duration_sec=5.0)
+            return
         self.last_error = f"{problem}; a new worker was started"
         self.get_logger().error(self.last_error)
-        self._start_worker()  # a stalled one sees the new generation and ends after its frame
+        # The stalled worker sees the new generation and ends after its frame (which may still
+        # publish); until then it shares the stages with the new one.
+        self._replaced_worker = worker if worker is not None and worker.is_alive() else None
+        self._start_worker()
 
     def publish_diagnostics(self) -> None:
         snap = self.stats.snapshot()

@@ -1,4 +1,4 @@
-"""A node's ROS parameters, derived from the configs of the core (pipeline/node_config.py).
+"""A node's ROS parameters, derived from the configs of the core (pipeline/configs.py).
 
 Nothing here lists a parameter: each config field becomes one declaration with its description,
 range or choices and read-only flag. A value is checked by the same function the core's configs
@@ -11,7 +11,7 @@ from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-from gmm_perception.config import field_problem
+from gmm_perception.config import field_problem, type_problem
 from gmm_perception.pipeline.configs import declared_settings
 
 
@@ -49,7 +49,8 @@ def declare_parameters(node, config_classes: tuple[type, ...]) -> dict[str, str]
     refused: dict[str, str] = {}
     for name, field in declared_settings(config_classes).items():
         override = overrides.get(name)
-        problem = field_problem(field, override.value) if override is not None else ""
+        problem = (type_problem(field, override.value) or field_problem(field, override.value)
+                   if override is not None else "")
         if not problem:
             try:
                 node.declare_parameter(name, _ros_default(field.default), descriptor(field))

@@ -14,20 +14,18 @@ import numpy as np
 from sensor_msgs.msg import PointCloud2
 
 from gmm_perception.data.pointcloud2 import object_id_of, read_xyz
+from gmm_perception.geometry.points import MIN_OBJECT_POINTS
 from gmm_perception.geometry.transforms import transform_points
 from gmm_perception.pipeline.configs import PreprocessConfig, RegistrationConfig, \
     RegistrationOutputConfig
 from gmm_perception.pipeline.register import Registration
 from gmm_perception.pipeline.preprocess import ObjectStep, Preprocessor
 from gmm_perception.pipeline.scene import load_registrar
+from gmm_perception.pipeline.work_queue import DropOldestQueue
 from gmm_perception.ros.node_base import Cloud, ModelNode, run_node
 from gmm_perception.ros.pointcloud import xyz_to_cloud
 from gmm_perception.ros.tf import TfBroadcaster, make_transform_stamped, matrix_to_transform
 from gmm_perception_msgs.msg import RegistrationResult
-
-# A reference needs this many finite points: DeepGMR fits a mixture to it.
-MIN_REFERENCE_POINTS = 16
-
 
 class RegistrationNode(ModelNode):
     executable = "registration_node"
@@ -41,7 +39,7 @@ class RegistrationNode(ModelNode):
             self.get_logger().info(f"library of {len(self.registrar.references)} models: "
                                    + ", ".join(ref.name for ref in self.registrar.references))
         elif config.reference_mode == "topic":
-            self._pending_reference = None
+            self._references = DropOldestQueue(1)  # the newest, handed to the worker
             self._reference_subscription = self.create_subscription(
                 PointCloud2, "reference", self._on_reference, 1)
         self.apply_configs(self.configs)
@@ -53,7 +51,7 @@ class RegistrationNode(ModelNode):
         if configs[RegistrationConfig] != self.registrar.config:
             self.registrar = self.registrar.with_config(configs[RegistrationConfig])
         self.step = ObjectStep(Preprocessor(configs[PreprocessConfig]), self.registrar.register)
-        self.outputs = configs[RegistrationOutputConfig]
+        self.output_config = configs[RegistrationOutputConfig]
 
     def cleanup_node(self) -> None:
         subscription = getattr(self, "_reference_subscription", None)
@@ -62,20 +60,20 @@ class RegistrationNode(ModelNode):
             self._reference_subscription = None
 
     def _on_reference(self, msg: PointCloud2) -> None:
-        self._pending_reference = msg  # converted on the worker, never in a callback
+        self._references.put(msg)  # converted on the worker, never in a callback
 
     def _take_reference(self) -> None:
         """Use a newly received reference; a bad one is logged and the last good one kept."""
-        msg, self._pending_reference = self._pending_reference, None
+        msg = self._references.get(timeout=0.0)
         if msg is None:
             return
         try:
             points = read_xyz(msg)
-            if len(points) < MIN_REFERENCE_POINTS:
-                raise ValueError(f"{len(points)} finite points (< {MIN_REFERENCE_POINTS})")
+            if len(points) < MIN_OBJECT_POINTS:
+                raise ValueError(f"{len(points)} finite points (< {MIN_OBJECT_POINTS})")
             name = self.configs[RegistrationConfig].reference_name or "topic"
-            self.registrar.set_reference(points, name)
-        except ValueError as exc:  # MalformedCloudError is one
+            self.registrar.set_reference(points, name)  # replaces the old one only on success
+        except Exception as exc:  # noqa: BLE001 - MalformedCloudError, or a model failure
             kept = "keeping the previous reference" if self.registrar.references \
                 else "no reference yet"
             topic = self.resolve_topic_name("reference")
@@ -90,23 +88,20 @@ class RegistrationNode(ModelNode):
             self._take_reference()
         if mode == "previous":  # scan-to-scan: each scan is the next one's reference
             points = self.step.preprocess(cloud.points)
-            first = self.registrar.reference is None
-            result = None if first else self.registrar.register(points)
+            if self.registrar.reference is not None:
+                self._publish(cloud, self.registrar.register(points), object_id)
             self.registrar.set_reference(points, "previous_frame")
-            if first:
-                return
-        elif not self.registrar.references:
+            return
+        if not self.registrar.references:
             raise RuntimeError("no reference cloud received yet on 'reference'")
-        else:
-            result = self.step(cloud.points)
-        self._publish(cloud, result, object_id)
+        self._publish(cloud, self.step(cloud.points), object_id)
 
     def _publish(self, cloud: Cloud, result: Registration, object_id: int | None) -> None:
-        child_frame = self.outputs.child_frame
+        child_frame = self.output_config.child_frame
         if object_id is not None:
             child_frame = f"{child_frame}_{object_id}"
         object_in_cloud = result.T_cloud_object
-        if self.outputs.publish_tf:
+        if self.output_config.publish_tf:
             self.tf_broadcaster.send(make_transform_stamped(
                 object_in_cloud, cloud.frame_id, child_frame, cloud.stamp))
         message = RegistrationResult(

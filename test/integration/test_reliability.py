@@ -268,3 +268,16 @@ def test_sigint_ends_a_node_or_the_runner_with_status_0_and_no_traceback(probe, 
             process.kill()
     assert process.returncode == 0, output.decode()
     assert b"Traceback" not in output, output.decode()
+
+
+def test_fixing_a_refused_start_up_value_brings_the_node_up(probe, start_node):
+    node = start(start_node, "preprocess_node", "fixed", "/fixed_in", "-p", "voxel_size:=-1.0")
+    assert probe.wait(lambda: probe.diagnostic_levels.get("/fixed") == ERROR, 20), node.log()
+    assert "voxel_size must be in [0.0, 10.0], got -1.0" in probe.diagnostic_messages["/fixed"]
+    assert set_parameter(probe, "/fixed", "voxel_size", 10.0).successful
+    # Configured and active again by itself (autostart), with the fixed value applied.
+    publisher, outputs = connect(probe, node, "/fixed_in", "/fixed/points")
+    assert len(outputs[-1].data) // outputs[-1].point_step == 1  # one 10 m voxel
+    assert "configuring again" in node.log()
+    assert probe.wait(lambda: probe.diagnostic_levels.get("/fixed") == OK, 5), \
+        probe.diagnostic_messages["/fixed"]

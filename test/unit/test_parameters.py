@@ -59,7 +59,10 @@ def test_good_overrides_are_taken(make_node):
     (Parameter("mode", value="turbo"), "mode must be one of ['fast', 'accurate'], got 'turbo'"),
     (Parameter("size", value=2.0), "size must be in [0.0, 1.0], got 2.0"),
     (Parameter("corner", value=[0.0, 1.0]), "corner needs exactly 3 values, got 2"),
-    (Parameter("size", value="big"), "size must be a number, got 'big'"),
+    (Parameter("size", value="big"), "size must be a floating-point number (1.0, not 1), "
+                                     "got 'big'"),
+    (Parameter("size", value=1), "size must be a floating-point number (1.0, not 1), got 1"),
+    (Parameter("count", value=float("inf")), "count must be an integer, got inf"),
 ])
 def test_a_refused_override_is_reported_and_the_default_kept(make_node, override, words):
     """The words are the core's (config.field_problem): the offline evaluator says the same."""
