@@ -35,9 +35,9 @@ def pairs_main(argv: list[str] | None = None) -> int:
 
 
 def main(argv: list[str]) -> int:
-    from gmm_perception.data import cgal, sh3d
+    from gmm_perception.data import cgal, pool, sh3d
 
-    sources = {"sh3d": sh3d.main, "cgal": cgal.main, "pairs": pairs_main}
+    sources = {"sh3d": sh3d.main, "cgal": cgal.main, "pool": pool.main, "pairs": pairs_main}
     if not argv or argv[0] not in sources:
         raise SystemExit(f"usage: gmm-perception data {{{','.join(sources)}}} [options]")
     return sources[argv[0]](argv[1:])

@@ -13,7 +13,10 @@ from typing import Any
 
 import numpy as np
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "test")  # what the categorised sets (SH3D, ModelNet, procedural) use
+# The shape pool (data/pool.py) adds a validation part and a cross-source test ("cross").
+ALL_SPLITS = SPLITS + ("val", "cross")
+SHAPE_META_PREFIX = "shape_meta__"  # npz key prefix of the per-shape metadata arrays
 
 
 def _save_npz(path: str | Path, **arrays) -> Path:
@@ -27,8 +30,27 @@ def _save_npz(path: str | Path, **arrays) -> Path:
 
 
 def _check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got '{split}'")
+    if split not in ALL_SPLITS:
+        raise ValueError(f"split must be one of {ALL_SPLITS}, got '{split}'")
+
+
+def _shape_meta(shape_meta: dict[str, Any] | None, m: int) -> dict[str, np.ndarray]:
+    """Per-shape metadata as str arrays of length m (source, file, licence, ...)."""
+    out = {str(k): np.asarray(v, dtype=str) for k, v in (shape_meta or {}).items()}
+    for key, values in out.items():
+        if values.shape != (m,):
+            raise ValueError(f"shape_meta['{key}'] must have one entry per shape ({m}), "
+                             f"got shape {values.shape}")
+    return out
+
+
+def _shape_meta_arrays(shape_meta: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {SHAPE_META_PREFIX + k: v for k, v in shape_meta.items()}
+
+
+def _load_shape_meta(data) -> dict[str, np.ndarray]:
+    return {k[len(SHAPE_META_PREFIX):]: data[k] for k in data.files
+            if k.startswith(SHAPE_META_PREFIX)}
 
 
 @dataclass
@@ -41,6 +63,8 @@ class ShapeSet:
     split: np.ndarray  # (M,) str, "train" or "test"
     model_ids: np.ndarray  # (M,) str, unique per source model
     meta: dict[str, Any] = field(default_factory=dict)
+    # Optional per-shape string arrays (the pool's source, file, licence, up_known, ...).
+    shape_meta: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self):
         self.points = np.asarray(self.points, dtype=np.float32)
@@ -54,15 +78,17 @@ class ShapeSet:
             raise ValueError("points, labels, split and model_ids must have one entry per shape")
         if m and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
             raise ValueError("labels must index class_names")
-        if not set(np.unique(self.split)) <= set(SPLITS):
-            raise ValueError(f"split values must be in {SPLITS}")
+        if not set(np.unique(self.split)) <= set(ALL_SPLITS):
+            raise ValueError(f"split values must be in {ALL_SPLITS}")
+        self.shape_meta = _shape_meta(self.shape_meta, m)
 
     def __len__(self) -> int:
         return len(self.points)
 
     def select(self, mask: np.ndarray) -> "ShapeSet":
         return ShapeSet(self.points[mask], self.labels[mask], list(self.class_names),
-                        self.split[mask], self.model_ids[mask], dict(self.meta))
+                        self.split[mask], self.model_ids[mask], dict(self.meta),
+                        {k: v[mask] for k, v in self.shape_meta.items()})
 
     def subset(self, split: str) -> "ShapeSet":
         _check_split(split)
@@ -79,14 +105,15 @@ class ShapeSet:
         return _save_npz(
             path, points=self.points.astype(np.float16 if half_precision else np.float32),
             labels=self.labels, class_names=np.asarray(self.class_names, dtype=str),
-            split=self.split, model_ids=self.model_ids, meta=json.dumps(self.meta))
+            split=self.split, model_ids=self.model_ids, meta=json.dumps(self.meta),
+            **_shape_meta_arrays(self.shape_meta))
 
     @classmethod
     def load(cls, path: str | Path) -> "ShapeSet":
         with np.load(path, allow_pickle=False) as data:
             return cls(data["points"].astype(np.float32), data["labels"],
                        [str(c) for c in data["class_names"]], data["split"], data["model_ids"],
-                       json.loads(str(data["meta"])))
+                       json.loads(str(data["meta"])), _load_shape_meta(data))
 
 
 @dataclass
@@ -100,6 +127,7 @@ class MeshSet:
     split: np.ndarray
     model_ids: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
+    shape_meta: dict[str, np.ndarray] = field(default_factory=dict)  # as ShapeSet's
 
     def __post_init__(self):
         self.labels = np.asarray(self.labels, dtype=np.int64)
@@ -108,6 +136,7 @@ class MeshSet:
         if not (len(self.vertices) == len(self.faces) == len(self.labels) == len(self.split)
                 == len(self.model_ids)):
             raise ValueError("one vertices/faces/label/split/model_id entry per mesh")
+        self.shape_meta = _shape_meta(self.shape_meta, len(self.vertices))
 
     def __len__(self) -> int:
         return len(self.vertices)
@@ -116,7 +145,8 @@ class MeshSet:
         keep = np.flatnonzero(mask)
         return MeshSet([self.vertices[i] for i in keep], [self.faces[i] for i in keep],
                        self.labels[keep], list(self.class_names), self.split[keep],
-                       self.model_ids[keep], dict(self.meta))
+                       self.model_ids[keep], dict(self.meta),
+                       {k: v[keep] for k, v in self.shape_meta.items()})
 
     def subset(self, split: str) -> "MeshSet":
         _check_split(split)
@@ -141,7 +171,8 @@ class MeshSet:
             vertex_offsets=np.cumsum([0] + [len(v) for v in self.vertices]),
             face_offsets=np.cumsum([0] + [len(f) for f in self.faces]),
             labels=self.labels, class_names=np.asarray(self.class_names, dtype=str),
-            split=self.split, model_ids=self.model_ids, meta=json.dumps(self.meta))
+            split=self.split, model_ids=self.model_ids, meta=json.dumps(self.meta),
+            **_shape_meta_arrays(self.shape_meta))
 
     @classmethod
     def load(cls, path: str | Path) -> "MeshSet":
@@ -153,4 +184,5 @@ class MeshSet:
             vertices = [all_vertices[a:b] for a, b in zip(v_off[:-1], v_off[1:])]
             faces = [all_faces[a:b] for a, b in zip(f_off[:-1], f_off[1:])]
             return cls(vertices, faces, data["labels"], [str(c) for c in data["class_names"]],
-                       data["split"], data["model_ids"], json.loads(str(data["meta"])))
+                       data["split"], data["model_ids"], json.loads(str(data["meta"])),
+                       _load_shape_meta(data))
