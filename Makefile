@@ -27,10 +27,12 @@ bench: setup
 	$(PYTHON) bench/cloud_io.py
 	$(PYTHON) bench/metrics.py
 
-# Real shape data from Debian's packages (downloaded with apt-get, nothing committed), cached in data/.
+# Real shape data from Debian's packages (downloaded with apt-get) and pybullet's wheel (pip
+# download), nothing committed, cached in data/; the pool (docs/data.md) in about 3 minutes on 2 cores.
 data: setup
 	$(VENV)/bin/gmm-perception data sh3d
 	$(VENV)/bin/gmm-perception data cgal
+	$(VENV)/bin/gmm-perception data pool
 	$(VENV)/bin/gmm-perception data pairs --setting noisy
 	$(VENV)/bin/gmm-perception data pairs --setting partial
 

@@ -53,14 +53,14 @@ from tqdm import tqdm
 
 from gmm_perception.data import cgal, pybullet_data, sh3d
 from gmm_perception.data.debian import cached_deb, deb_version, fetch_deb, unpack_deb
-from gmm_perception.data.formats import load_mesh
+from gmm_perception.data.formats import FormatError, load_mesh
 from gmm_perception.data.mesh_dataset import (MAX_FACES, POINTS_FLOAT16_MAX_ERROR,
                                               PreparedMesh, default_data_dir, mesh_config,
                                               model_rng, outputs_current, prepare_mesh,
                                               read_meta)
 from gmm_perception.data.shape_set import MeshSet, ShapeSet
 
-BUILDER_VERSION = 1  # bump when a change to this module changes the output
+BUILDER_VERSION = 2  # bump when a change to this module changes the output
 SPLIT_VERSION = "pool-split-v1"  # bump (with --resplit) only to change the split rule
 SPLIT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 TRAIN_SPLITS = ("train", "val", "test")  # the parts within the training sources
@@ -218,8 +218,12 @@ def prepare(task: _Task) -> PreparedMesh | str:
     item = task.item
     try:
         mesh = _load(item)
+    except FormatError as exc:
+        if "has no faces" in str(exc):
+            return "no faces"
+        return f"load failed: {str(exc).split(': ', 1)[-1]}"[:300]  # not the temporary path
     except Exception as exc:  # any reader failure is a skip reason, not a failed build
-        return f"load failed: {type(exc).__name__}: {str(exc)[:200]}"
+        return f"load failed: {type(exc).__name__}: {exc}"[:300]
     reason = degenerate_reason(mesh)
     if reason is not None:
         return reason

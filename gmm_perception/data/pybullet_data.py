@@ -66,7 +66,8 @@ def licence_notes(zf: zipfile.ZipFile, members: list[str]) -> dict[str, str]:
             if licence is not None:
                 if licence not in first_lines:
                     text = zf.read(licence).decode("utf-8", "replace").strip()
-                    first_lines[licence] = text.splitlines()[0].strip()[:160] if text else ""
+                    lines = [line.strip() for line in text.splitlines() if line.strip()]
+                    first_lines[licence] = " ".join(lines[:2])[:200]
                 note = f"{first_lines[licence]} (see {licence})"
                 break
         notes[member] = note

@@ -119,6 +119,7 @@ def sources(tmp_path_factory) -> pool.Inputs:
         "pybullet_data/junk/zero.obj": ZERO_AREA,
         "pybullet_data/junk/triangle.obj": TRIANGLE,
         "pybullet_data/junk/broken.obj": BROKEN,
+        "pybullet_data/junk/lines.obj": "v 0 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\nl 1 2\nl 3 4\n",
         "pybullet_data/bicycle/LICENSE.txt": "Bicycle by someone, CC-BY-SA 3.0\nmore text",
         "pybullet_data/bicycle/frame.obj": obj_text(*l_shape()) .replace("v 0.", "v 0.5"),
         "pybullet_data/bicycle/readme.md": "not a mesh",
@@ -210,6 +211,8 @@ def test_degenerate_meshes_skipped_with_their_reason(built):
     assert skipped["pybullet:pybullet_data/junk/zero.obj"] == "zero area"
     assert skipped["pybullet:pybullet_data/junk/triangle.obj"].startswith("too few vertices")
     assert skipped["pybullet:pybullet_data/junk/broken.obj"].startswith("load failed")
+    assert "/tmp" not in skipped["pybullet:pybullet_data/junk/broken.obj"]
+    assert skipped["pybullet:pybullet_data/junk/lines.obj"] == "no faces"
     counts = built[0].meta["skipped_counts"]
     assert counts["coplanar"] == 2 and counts["zero area"] == 1 and counts["load failed"] == 1
 
@@ -310,7 +313,7 @@ def test_pybullet_licences_and_select(built):
     licence = dict(zip(shapes.model_ids, shapes.shape_meta["licence"]))
     assert licence["pybullet:pybullet_data/random_urdfs/000/000.obj"] == pybullet_data.WHEEL_LICENCE
     assert licence["pybullet:pybullet_data/bicycle/frame.obj"].startswith(
-        "Bicycle by someone, CC-BY-SA 3.0 (see pybullet_data/bicycle/LICENSE.txt)")
+        "Bicycle by someone, CC-BY-SA 3.0 more text (see pybullet_data/bicycle/LICENSE.txt)")
     sh3d_all = pool.select(shapes, source="sh3d")
     assert set(sh3d_all.shape_meta["source"]) == {"sh3d/Alpha", "sh3d/KatorLegaz"}
     cross = pool.select(shapes, split="cross", source="cgal")
