@@ -1,10 +1,14 @@
 """Registration benchmark: DeepGMR (ours) against classical peers on the same held-out pairs.
 
-    python bench/registration.py [--checkpoint PATH] [--count N] [--json PATH]
+    python bench/registration.py [--checkpoint PATH] [--count N] [--pool-count N] [--json PATH]
 
-Pairs: DeepGMR protocol (1024 points, unrestricted rotations) on the held-out SH3D models,
-settings clean, noisy, unseen (categories never seen in training), partial (two simulated
-depth-camera views) and scan_to_model (1-3 views registered to the full model: model libraries). Methods run one pair at a time, single process, as a node would.
+Pairs: DeepGMR protocol (1024 points, unrestricted rotations), settings clean, noisy, unseen
+(categories never seen in training), partial (two simulated depth-camera views) and
+scan_to_model (1-3 views registered to the full model: model libraries). Rows per held-out set
+(`data.held_out.benchmark_sources`): the SH3D test split (as in earlier cards), then, when the
+shape pool is built (`gmm-perception data pool`), its test split per training source and the
+cross-source test per source (sources no training used). Methods run one pair at a time, single
+process, as a node would.
 RMSE over all source points (gmm_perception.metrics.registration); recall at 0.2 (shapes are
 unit-sphere normalised: 0.2 = 20 % of the object radius).
 
@@ -27,10 +31,9 @@ if __package__ in (None, ""):  # run as a file (python bench/<name>.py): import 
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from bench._report import environment, print_table, write_json  # noqa: E402
-from gmm_perception.data.held_out import TEST_SPLIT  # noqa: E402
+from gmm_perception.data.held_out import benchmark_sources  # noqa: E402
 from gmm_perception.data.registration_pairs import MESH_SETTINGS, cached_pairs, \
     split_categories  # noqa: E402
-from gmm_perception.data.shape_set import MeshSet, ShapeSet  # noqa: E402
 from gmm_perception.metrics.registration import pose_errors, recall, registration_rmse  # noqa: E402
 from gmm_perception.models.registry import load_model  # noqa: E402
 from gmm_perception.pipeline.configs import RegistrationConfig  # noqa: E402
@@ -110,16 +113,22 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path,
                         default=ROOT / "checkpoints" / "deepgmr" / "deepgmr_sh3d.pt")
     parser.add_argument("--data-dir", type=Path, default=ROOT / "data")
-    parser.add_argument("--count", type=int, default=None, help="pairs per setting")
+    parser.add_argument("--count", type=int, default=None,
+                        help="pairs per setting on the SH3D test split (default: as cached)")
     parser.add_argument("--settings", default="clean,noisy,unseen,partial,scan_to_model")
+    parser.add_argument("--pool-count", type=int, default=40,
+                        help="pairs per setting on each pool row (test per source, cross-source)")
+    parser.add_argument("--pool-settings", default="noisy,partial,scan_to_model",
+                        help="settings of the pool rows (unseen is about SH3D's categories)")
+    parser.add_argument("--no-pool", action="store_true", help="only the SH3D test rows")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "registration.json")
     args = parser.parse_args()
     torch.set_num_threads(2)
 
-    shapes = ShapeSet.load(args.data_dir / "sh3d" / "sh3d_points_2048.npz")
-    meshes = MeshSet.load(args.data_dir / "sh3d" / "sh3d_meshes.npz")
+    point_sets = benchmark_sources(args.data_dir, pool=not args.no_pool)
+    mesh_sets = benchmark_sources(args.data_dir, meshes=True, pool=not args.no_pool)
     model, payload = load_model(args.checkpoint, "deepgmr")
-    seen, unseen = split_categories(shapes.class_names)
+    seen, unseen = split_categories(point_sets["sh3d test"].class_names)
     trained_on = payload["config"]["data"].get("train_categories", seen)
     methods = {
         "DeepGMR (ours, T only)": deepgmr_method(model, "none", 1),
@@ -132,24 +141,32 @@ def main() -> None:
     report = {"environment": environment(), "checkpoint": str(args.checkpoint),
               "checkpoint_epoch": payload["metadata"].get("epoch"), "results": {}}
     rows = []
-    for setting in args.settings.split(","):
-        source = (meshes if setting in MESH_SETTINGS else shapes).subset(TEST_SPLIT)
-        # scan_to_model is the model-library scenario: every class, whatever a model trained on,
-        # so that checkpoints compare on the same pairs.
-        categories = {"unseen": unseen, "scan_to_model": None}.get(setting, trained_on)
-        pairs = cached_pairs(args.data_dir / "pairs" / f"bench_{setting}.npz", source, setting,
-                             args.count, seed=7, categories=categories, progress=False)
-        for name, method in methods.items():
-            result = evaluate(method, pairs)
-            report["results"].setdefault(setting, {})[name] = result
-            rows.append([setting, name, f"{len(pairs)}", f"{result['rmse_mean']:.3f}",
-                         f"{result['recall_0.2']:.3f}", f"{result['rotation_error_median_deg']:.1f}",
-                         f"{result['ms_median']:.0f}", f"{result['ms_p95']:.0f}"])
-            print(f"{setting:8s} {name:22s} recall {result['recall_0.2']:.3f}", file=sys.stderr)
+    for set_name in point_sets:
+        sh3d = set_name == "sh3d test"
+        settings = (args.settings if sh3d else args.pool_settings).split(",")
+        for setting in settings:
+            source = (mesh_sets if setting in MESH_SETTINGS else point_sets)[set_name]
+            # scan_to_model is the model-library scenario: every class, whatever a model
+            # trained on, so that checkpoints compare on the same pairs. Pool rows: every shape.
+            categories = {"unseen": unseen, "scan_to_model": None}.get(setting, trained_on) \
+                if sh3d else None
+            cache = "bench" if sh3d else "bench_" + set_name.replace(" ", "_").replace("/", "-")
+            pairs = cached_pairs(args.data_dir / "pairs" / f"{cache}_{setting}.npz", source,
+                                 setting, args.count if sh3d else args.pool_count, seed=7,
+                                 categories=categories, progress=False)
+            for name, method in methods.items():
+                result = evaluate(method, pairs)
+                report["results"].setdefault(set_name, {}).setdefault(setting, {})[name] = result
+                rows.append([set_name, setting, name, f"{len(pairs)}",
+                             f"{result['rmse_mean']:.3f}", f"{result['recall_0.2']:.3f}",
+                             f"{result['rotation_error_median_deg']:.1f}",
+                             f"{result['ms_median']:.0f}", f"{result['ms_p95']:.0f}"])
+                print(f"{set_name} {setting:8s} {name:22s} recall {result['recall_0.2']:.3f}",
+                      file=sys.stderr)
     print(f"\nCheckpoint {args.checkpoint.name} (epoch {report['checkpoint_epoch']}); 2 threads; "
           f"load average {report['environment']['load_average_1_5_15'][0]:.1f}\n")
-    print_table(["setting", "method", "pairs", "RMSE", "recall@0.2", "median rot. err. (deg)",
-                 "ms/pair median", "ms/pair p95"], rows, "llrrrrrr")
+    print_table(["set", "setting", "method", "pairs", "RMSE", "recall@0.2",
+                 "median rot. err. (deg)", "ms/pair median", "ms/pair p95"], rows, "lllrrrrrr")
     write_json(args.json, report)
 
 

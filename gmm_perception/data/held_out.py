@@ -37,10 +37,15 @@ from gmm_perception.data.shape_set import MeshSet, ShapeSet
 from gmm_perception.geometry.transforms import rotation_z
 
 TEST_SPLIT = "test"  # what the benchmarks score
-# What training validates on and selects checkpoints by. The test split, for want of a validation
-# split (issue 14 adds one): checkpoints selected this way are scored on the data they were
-# selected on.
+# What training on the SH3D set validates on and selects checkpoints by: that set has no
+# validation split, so its checkpoints are scored on the data they were selected on. The shape
+# pool (data/pool.py) has one: tasks trained on the pool validate on POOL_VALIDATION_SPLIT.
 VALIDATION_SPLIT = "test"
+POOL_VALIDATION_SPLIT = "val"
+# The pool's rows of every benchmark: its test split per training source, and the cross-source
+# test (sources no training ever sees: data/pool.CROSS_SOURCES) per source.
+POOL_TEST_SOURCES = ("sh3d", "pybullet")
+CROSS_SPLIT = "cross"
 _ANGLE_STREAM = 99
 
 
@@ -138,3 +143,42 @@ def _per_model(values: np.ndarray, ndim: int) -> np.ndarray:
     first axis is the model: (M, 1, ..., 1, *values.shape[1:])."""
     extra = ndim - values.ndim
     return values.reshape(values.shape[:1] + (1,) * extra + values.shape[1:])
+
+
+def benchmark_sources(data_dir, meshes: bool = False, pool: bool = True, sh3d: bool = True
+                      ) -> dict[str, ShapeSet | MeshSet]:
+    """The held-out shape sets every model benchmark reports a row for, by row name:
+    'sh3d test' (the SH3D set's test split, as in earlier model cards), then, when the pool is
+    built, 'pool test <source>' per training source and 'cross-source <source>' per source of
+    the cross-source test. ShapeSets, or the MeshSets with `meshes`; a missing pool is skipped
+    with a note on stderr (`gmm-perception data pool` builds it)."""
+    import sys
+    from pathlib import Path
+
+    from gmm_perception.data import pool as shape_pool
+
+    data_dir = Path(data_dir)
+    container = MeshSet if meshes else ShapeSet
+    sets: dict[str, ShapeSet | MeshSet] = {}
+    if sh3d:
+        name = "sh3d_meshes.npz" if meshes else "sh3d_points_2048.npz"
+        sets["sh3d test"] = container.load(data_dir / "sh3d" / name).subset(TEST_SPLIT)
+    if not pool:
+        return sets
+    try:
+        everything = shape_pool.load_pool(data_dir, meshes=meshes)
+    except FileNotFoundError as exc:
+        print(f"no pool rows: {exc}", file=sys.stderr)
+        return sets
+    for source in POOL_TEST_SOURCES:  # the pool split keeps SH3D training models out of these
+        sets[f"pool test {source}"] = shape_pool.select(everything, TEST_SPLIT, source)
+    # Cross-source rows leave out the SH3D set's training models (the KatorLegaz library lends
+    # it some): the shipped checkpoints trained on them, and the rows must stay comparable.
+    sh3d_trained = {model for model, split in shape_pool.sh3d_set_splits(data_dir).items()
+                    if split == "train"}
+    for source in shape_pool.CROSS_SOURCES:
+        cross = shape_pool.select(everything, CROSS_SPLIT, source)
+        unseen = np.array([m.split(":", 1)[-1] not in sh3d_trained for m in cross.model_ids],
+                          dtype=bool)
+        sets[f"cross-source {source}"] = cross.select(unseen)
+    return sets

@@ -61,7 +61,10 @@ from gmm_perception.data.mesh_dataset import (MAX_FACES, POINTS_FLOAT16_MAX_ERRO
 from gmm_perception.data.shape_set import MeshSet, ShapeSet
 
 BUILDER_VERSION = 2  # bump when a change to this module changes the output
-SPLIT_VERSION = "pool-split-v1"  # bump (with --resplit) only to change the split rule
+# Bump (with --resplit) only to change the split rule. v2: shapes of the SH3D set keep its role
+# (its test models are pool test, its training models pool train/val), so the SH3D rows that
+# earlier model cards report stay held out from every model trained on the pool.
+SPLIT_VERSION = "pool-split-v2"
 SPLIT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 TRAIN_SPLITS = ("train", "val", "test")  # the parts within the training sources
 CROSS_SPLIT = "cross"
@@ -252,18 +255,36 @@ def _prepare_all(tasks: list[_Task], workers: int, progress: bool) -> Iterator[P
 # --------------------------------------------------------------------------------- splits
 
 def assign_split(shape_id: str, source: str, split_seed: int = 0,
-                 cross_sources: Sequence[str] = CROSS_SOURCES) -> str:
-    """'cross' for a cross-source shape, else train/val/test by a hash of the shape id alone."""
+                 cross_sources: Sequence[str] = CROSS_SOURCES,
+                 sh3d_splits: dict[str, str] | None = None) -> str:
+    """'cross' for a cross-source shape; for a model of the SH3D set (`sh3d_splits`: its model
+    id -> its split), 'test' when it is an SH3D test model, else train or val; for the others
+    train/val/test. Each by a hash of the shape id alone, so no shape moves when others come."""
     if source in cross_sources:
         return CROSS_SPLIT
     digest = hashlib.sha256(f"{SPLIT_VERSION}|{split_seed}|{shape_id}".encode()).digest()
     u = int.from_bytes(digest[:8], "big") / 2.0 ** 64
+    fractions = dict(SPLIT_FRACTIONS)
+    sh3d_split = (sh3d_splits or {}).get(shape_id.split(":", 1)[-1]) \
+        if source.startswith("sh3d/") else None
+    if sh3d_split == "test":
+        return "test"
+    if sh3d_split is not None:  # an SH3D training model: never in the pool's test split
+        fractions.pop("test")
+        u *= sum(fractions.values())
     total = 0.0
-    for split, fraction in SPLIT_FRACTIONS.items():
+    for split, fraction in fractions.items():
         total += fraction
         if u < total:
             return split
     return "test"
+
+
+def sh3d_set_splits(data_dir: Path) -> dict[str, str]:
+    """The SH3D set's model id -> split (built first if needed: `gmm-perception data sh3d`)."""
+    points_path, _ = sh3d.build_sh3d(data_dir)
+    with np.load(points_path, allow_pickle=False) as data:
+        return dict(zip(data["model_ids"].tolist(), data["split"].tolist()))
 
 
 def _recorded_splits(points_path: Path, split_seed: int, resplit: bool) -> dict[str, str]:
@@ -299,7 +320,8 @@ def build_from_items(items: Sequence[Item], out_dir: str | Path, *, points: int 
                      seed: int = 0, split_seed: int = 0, inputs: dict[str, str] | None = None,
                      max_faces: int = MAX_FACES, force: bool = False, resplit: bool = False,
                      workers: int = 1, progress: bool = True,
-                     extra_meta: dict[str, Any] | None = None) -> tuple[Path, Path]:
+                     extra_meta: dict[str, Any] | None = None,
+                     sh3d_splits: dict[str, str] | None = None) -> tuple[Path, Path]:
     """Prepare, deduplicate and split `items` (in their order: the first of equal geometry is
     kept) into `<out_dir>/pool_points_{P}.npz` and `pool_meshes.npz`; returns at once when both
     exist with this config (`inputs`: what the items came from, e.g. package versions)."""
@@ -328,7 +350,8 @@ def build_from_items(items: Sequence[Item], out_dir: str | Path, *, points: int 
             kept.append((item, result))
     if not kept:
         raise ValueError(f"none of the {len(items)} shapes could be used")
-    splits = [recorded.get(i.shape_id) or assign_split(i.shape_id, i.source, split_seed)
+    splits = [recorded.get(i.shape_id)
+              or assign_split(i.shape_id, i.source, split_seed, sh3d_splits=sh3d_splits)
               for i, _ in kept]
     class_names = sorted({i.category for i, _ in kept} - {UNCATEGORISED}) + [UNCATEGORISED]
     sources = sorted({i.source for i, _ in kept})
@@ -433,7 +456,8 @@ def build_pool(data_dir: str | Path | None = None, points: int = 2048, seed: int
     paths = build_from_items(items, out_dir, points=points, seed=seed, split_seed=split_seed,
                              inputs=inputs.versions, force=force, resplit=resplit,
                              workers=workers, progress=progress,
-                             extra_meta={"fetch_seconds": fetched})
+                             extra_meta={"fetch_seconds": fetched},
+                             sh3d_splits=sh3d_set_splits(data_dir))
     write_card(paths[0], out_dir / "README.md")
     return paths
 

@@ -340,3 +340,23 @@ def test_card_names_sources_splits_and_rebuild(built, tmp_path):
     text = pool.write_card(points_path, tmp_path / "README.md").read_text()
     for word in ("sh3d/KatorLegaz", "cgal", "pybullet", pool.SPLIT_VERSION, "gmm-perception data pool"):
         assert word in text
+
+
+def test_models_of_the_sh3d_set_keep_their_role_in_the_pool():
+    """Its test models stay held out from pool training; its training models never become pool
+    test shapes (earlier checkpoints trained on them)."""
+    from gmm_perception.data.pool import assign_split
+
+    sh3d_splits = {f"Lib#model{k}": ("test" if k % 5 == 0 else "train") for k in range(400)}
+    splits = {name: assign_split(f"sh3d/Scopia:{name}", "sh3d/Scopia", sh3d_splits=sh3d_splits)
+              for name in sh3d_splits}
+    assert all(splits[n] == "test" for n, s in sh3d_splits.items() if s == "test")
+    trained = [splits[n] for n, s in sh3d_splits.items() if s == "train"]
+    assert set(trained) == {"train", "val"} and trained.count("val") > 10
+    # A cross-source library stays cross whatever the SH3D set did with its models.
+    assert assign_split("sh3d/KatorLegaz:Lib#model0", "sh3d/KatorLegaz",
+                        sh3d_splits=sh3d_splits) == "cross"
+    # Shapes outside the SH3D set are split as before.
+    others = {assign_split(f"pybullet:{k}", "pybullet", sh3d_splits=sh3d_splits)
+              for k in range(200)}
+    assert others == {"train", "val", "test"}
