@@ -34,10 +34,34 @@ def pairs_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def views_main(argv: list[str] | None = None) -> int:
+    """Cached single-view depth-camera and LiDAR scans of the pool's shapes (data/views.py), the
+    views training samples from without ray casting; shapes added later are scanned alone."""
+    from gmm_perception.data.pool import load_pool, select
+    from gmm_perception.data.views import cached_view_pool, default_view_path
+
+    parser = argparse.ArgumentParser(prog="gmm-perception data views",
+                                     description=views_main.__doc__)
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir())
+    parser.add_argument("--splits", default="train,val", help="pool splits to scan")
+    parser.add_argument("--views", type=int, default=8, help="views per shape")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args(argv)
+    splits = args.splits.split(",")
+    meshes = select(load_pool(args.data_dir, meshes=True), split=splits)
+    path = default_view_path("pool_" + "_".join(splits), args.views, args.seed, args.data_dir)
+    views = cached_view_pool(path, meshes, views_per_shape=args.views, seed=args.seed,
+                             workers=args.workers)
+    print(f"{len(meshes)} shapes x {args.views} views ({len(views.model_ids)} shapes held): {path}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     from gmm_perception.data import cgal, pool, sh3d
 
-    sources = {"sh3d": sh3d.main, "cgal": cgal.main, "pool": pool.main, "pairs": pairs_main}
+    sources = {"sh3d": sh3d.main, "cgal": cgal.main, "pool": pool.main, "pairs": pairs_main,
+               "views": views_main}
     if not argv or argv[0] not in sources:
         raise SystemExit(f"usage: gmm-perception data {{{','.join(sources)}}} [options]")
     return sources[argv[0]](argv[1:])

@@ -521,11 +521,14 @@ def build_view_pool(meshes: MeshSet, shape_ids: Sequence[str] | Sequence[int] | 
                 "scanned_shapes": len(tasks), "build_seconds": seconds})
 
 
-def default_view_path(name: str, views_per_shape: int = 8, seed: int = 0) -> Path:
-    """data/views/<name>_<V>v_seed<seed>.npz under the data dir ($GMM_PERCEPTION_DATA)."""
+def default_view_path(name: str, views_per_shape: int = 8, seed: int = 0,
+                      data_dir: str | Path | None = None) -> Path:
+    """<data dir>/views/<name>_<V>v_seed<seed>.npz (default data dir: $GMM_PERCEPTION_DATA or
+    <repo>/data)."""
     from gmm_perception.data.mesh_dataset import default_data_dir
 
-    return default_data_dir() / "views" / f"{name}_{views_per_shape}v_seed{seed}.npz"
+    root = Path(data_dir) if data_dir is not None else default_data_dir()
+    return root / "views" / f"{name}_{views_per_shape}v_seed{seed}.npz"
 
 
 def cached_view_pool(path: str | Path, meshes: MeshSet,
