@@ -11,32 +11,107 @@ input point is part of). With `unit_sphere` (the shape-model and upsampling benc
 is mapped into the unit sphere of the *true* shape, so distances and NLLs compare across methods
 and with the training's validation numbers; each model is turned about z by one seeded angle (all
 of its clouds alike), as the training's validation does.
+
+Rows (`load_benchmark_rows`): one held-out set per row of `data.held_out.benchmark_sources`, the
+set the registration benchmark reports too: "sh3d test" (the set above, as in earlier model
+cards), then, when the shape pool is built (`gmm-perception data pool`), "pool test <source>" per
+training source and "cross-source <source>" per source of the cross-source test. Each row is drawn
+as above with the same seed and options; its per-model key is the model's row in the SH3D MeshSet
+(the SH3D row: as before) or in the row's own pool MeshSet, and `max_models` applies per row.
 """
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from gmm_perception.data.held_out import TEST_SPLIT, HeldOutSet, held_out_set
+from gmm_perception.data.held_out import TEST_SPLIT, HeldOutSet, benchmark_sources, held_out_set
 from gmm_perception.data.shape_set import MeshSet, ShapeSet
 
 # Neither the training's pool seed (0) nor its validation seed (1_000_003) nor the
 # classification benchmark's: these scans and samples are new to every trained model.
 SEED = 20_261_123
 
+SH3D_ROW = "sh3d test"  # data.held_out.benchmark_sources' name of the SH3D test split's row
+
 
 def load_test_shapes(data_dir: Path, max_models: int = 0, surface_points: tuple[int, ...] = (2048,),
                      scan_points: int = 2048, progress: bool = True, *, seed: int = SEED,
                      views: int = 1, unit_sphere: bool = True) -> HeldOutSet:
-    """The SH3D test set of the module docstring; `max_models` 0 keeps every test model. Inputs
-    cut from it take `rng(row, stream)` with streams from 100 up."""
+    """The SH3D test set of the module docstring (the "sh3d test" row of `load_benchmark_rows`);
+    `max_models` 0 keeps every test model. Inputs cut from it take `rng(row, stream)` with streams
+    from 100 up."""
+    sets, _ = load_benchmark_rows(data_dir, max_models, surface_points, scan_points, progress,
+                                  seed=seed, views=views, unit_sphere=unit_sphere, pool=False)
+    return sets[SH3D_ROW]
+
+
+def row_split(shapes: ShapeSet) -> str:
+    """The one split the shapes of a benchmark row hold ('test' or 'cross')."""
+    splits = np.unique(shapes.split)
+    if len(splits) != 1:
+        raise ValueError(f"a benchmark row holds one split, this one {splits.tolist()}")
+    return str(splits[0])
+
+
+def load_benchmark_rows(data_dir: Path, max_models: int = 0,
+                        surface_points: tuple[int, ...] = (2048,), scan_points: int = 2048,
+                        progress: bool = True, *, seed: int = SEED, views: int = 1,
+                        unit_sphere: bool = True, pool: bool = True,
+                        classes: Sequence[str] | None = None
+                        ) -> tuple[dict[str, HeldOutSet], dict[str, str]]:
+    """(row name -> held-out set, row name -> note) for the rows of the module docstring, in
+    benchmark_sources' order; `max_models` per row (0 = every model), the other options as
+    `load_test_shapes`. `pool=False`: the SH3D row only. Without a built pool the pool rows are
+    left out (benchmark_sources says why on stderr).
+
+    `classes` (a classifier's class names): each row keeps only the models whose category is one
+    of them, matched by name, and its labels index `classes`; the note says how many were
+    dropped, and a row with none left is not in the sets and its note says why."""
     shapes = ShapeSet.load(data_dir / "sh3d" / "sh3d_points_2048.npz")
     meshes = MeshSet.load(data_dir / "sh3d" / "sh3d_meshes.npz")
-    return held_out_set(shapes, meshes, split=TEST_SPLIT, seed=seed, max_models=max_models,
-                        views=views, scan_points=scan_points, surface_points=surface_points,
-                        unit_sphere=unit_sphere, progress=progress)
+    # The SH3D row from the whole SH3D set (held_out_set takes its test split), so that its
+    # per-model keys stay the rows of the whole MeshSet: the same clouds as earlier cards.
+    sources = {SH3D_ROW: (shapes, meshes)}
+    if pool:
+        point_sets = benchmark_sources(data_dir, pool=True, sh3d=False)
+        mesh_sets = benchmark_sources(data_dir, meshes=True, pool=True, sh3d=False) \
+            if point_sets else {}
+        sources.update({name: (point_sets[name], mesh_sets[name]) for name in point_sets
+                        if name in mesh_sets})
+    sets: dict[str, HeldOutSet] = {}
+    notes: dict[str, str] = {}
+    for name, (row_shapes, row_meshes) in sources.items():
+        if not len(row_shapes):
+            notes[name] = "no models in this row"
+            continue
+        split = row_split(row_shapes.subset(TEST_SPLIT) if name == SH3D_ROW else row_shapes)
+        categories: list[str] = []
+        if classes is not None:
+            in_split = row_shapes.subset(split)
+            names = np.asarray(row_shapes.class_names)[in_split.labels]
+            unknown = sorted(set(names) - set(classes))
+            dropped = ", ".join(f"{np.sum(names == c)} {c}" for c in unknown)
+            notes[name] = (f"dropped {np.isin(names, unknown).sum()} of {len(in_split)} models "
+                           f"({dropped}: not a class of the classifier)" if unknown else "")
+            if len(unknown) == len(set(names)):
+                notes[name] = (f"no model of the classifier's classes: all {len(in_split)} "
+                               f"dropped ({dropped})")
+                continue
+            if unknown:
+                categories = [c for c in row_shapes.class_names if c in classes]
+        held = held_out_set(row_shapes, row_meshes, split=split, seed=seed,
+                            categories=categories, max_models=max_models, views=views,
+                            scan_points=scan_points, surface_points=surface_points,
+                            unit_sphere=unit_sphere, progress=progress)
+        if classes is not None:
+            held.labels = np.array([list(classes).index(held.class_names[label])
+                                    for label in held.labels], dtype=np.int64)
+            held.class_names = list(classes)
+        sets[name] = held
+    return sets, notes
 
 
 def limit_threads(threads: int) -> None:
