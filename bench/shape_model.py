@@ -1,11 +1,15 @@
 """Shape-model benchmark (issue 7): PointGMM's hierarchical mixture against per-cloud EM.
 
     python bench/shape_model.py [--checkpoint PATH] [--max-models N] [--em-components 512,128]
-                                [--threads 2] [--json PATH]
+                                [--no-pool] [--threads 2] [--json PATH]
 
-Test set (bench/_shape_data.py, i.e. gmm_perception.data.held_out): every held-out SH3D model (or
-a fixed subset of --max-models), each as two inputs: the full stored cloud (2048 points) and one
-simulated depth-camera scan (2048 points, one view: the rest of the object is unseen). Per input and method:
+Test sets (bench/_shape_data.load_benchmark_rows, i.e. gmm_perception.data.held_out), one row each:
+"sh3d test" (every held-out SH3D model, as in earlier cards), then, when the shape pool is built
+(`gmm-perception data pool`; --no-pool leaves them out), "pool test <source>" per training source
+and "cross-source <source>" per source no training used. Every model of a row (or a fixed subset
+of --max-models per row), each as two inputs: the full stored cloud (2048 points) and one
+simulated depth-camera scan (2048 points, one view: the rest of the object is unseen). Per input
+and method:
   NLL       mean negative log-likelihood per point of 2048 *fresh* samples of the true full mesh
             surface (not the input points), in the true shape's unit-sphere frame: the quantity
             of the training's val_nll_{full,partial}_l{level};
@@ -25,13 +29,15 @@ no time of their own), and scikit-learn EM with full covariances fitted to the i
 PointGMM completes (one view in, the whole shape's mixture out) while EM can only model the view:
 both are scored against the full shape. An EM fit fails when the scan has fewer distinct points
 than components; failures are counted and left out of that method's means.
-Targets: EM-512 time / PointGMM time >= 20x; on partial inputs, PointGMM's Chamfer to the full
-shape below EM's. Also writes a figure of one model (input, resampled clouds, true surface)
-beside the JSON.
+Targets (per row): EM-512 time / PointGMM time >= 20x; on partial inputs, PointGMM's Chamfer to
+the full shape below EM's. Also writes a figure of one model per row (input, resampled clouds,
+true surface) beside the JSON: shape_model_example.png for the SH3D row,
+shape_model_example_<row>.png for the others.
 
 Runtime: EM dominates; 512 components on 2048 points take seconds per fit on one idle core
 (tens of seconds when the cores are busy, see _shape_data.limit_threads), so all 74 test models
-with EM-512 and EM-128 on both inputs take of the order of half an hour.
+with EM-512 and EM-128 on both inputs take of the order of half an hour, and the pool rows add
+about 400 more test models: use --max-models (per row) to bound a run.
 """
 from __future__ import annotations
 
@@ -47,8 +53,8 @@ if __package__ in (None, ""):  # run as a file (python bench/<name>.py): import 
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from bench._report import environment, print_table, print_targets, write_json  # noqa: E402
-from bench._shape_data import limit_threads, load_test_shapes, plot_clouds, time_summary, \
-    timed  # noqa: E402
+from bench._shape_data import SH3D_ROW, limit_threads, load_benchmark_rows, plot_clouds, \
+    time_summary, timed  # noqa: E402
 from bench.em_baseline import fit_em  # noqa: E402
 from gmm_perception.gmm.hierarchical import GmmLevel, sample  # noqa: E402
 from gmm_perception.metrics.chamfer import chamfer_distance  # noqa: E402
@@ -147,7 +153,9 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path,
                         default=ROOT / "checkpoints" / "pointgmm" / "pointgmm_sh3d.pt")
     parser.add_argument("--data-dir", type=Path, default=ROOT / "data")
-    parser.add_argument("--max-models", type=int, default=0, help="0 = every test model")
+    parser.add_argument("--max-models", type=int, default=0,
+                        help="models per row, a fixed seeded subset (0 = every model)")
+    parser.add_argument("--no-pool", action="store_true", help="only the SH3D test row")
     parser.add_argument("--em-components", default="512,128",
                         help="comma-separated EM component counts (the first is the target's)")
     parser.add_argument("--threads", type=int, default=2)
@@ -157,54 +165,60 @@ def main() -> None:
     em_components = [int(k) for k in args.em_components.split(",") if k]
     model, payload = load_model(args.checkpoint, "pointgmm")
     num_points = payload["config"]["data"]["num_points"]
-    shapes = load_test_shapes(args.data_dir, args.max_models, (POINTS,), num_points)
+    sets, _ = load_benchmark_rows(args.data_dir, args.max_models, (POINTS,), num_points,
+                                  pool=not args.no_pool)
     limit_threads(args.threads)
     # The node's stage, as config/shape_model.yaml sets it up: the input resampled to the
     # training size, POINTS points drawn from the finest level.
     modeller = ShapeModeller(ShapeModelConfig(resample_points=POINTS), model, torch.device("cpu"),
                              training_points=num_points)
-
-    def generators(row: int) -> torch.Generator:
-        return torch.Generator().manual_seed(int(shapes.rng(row, 100).integers(2**62)))
-
-    def cut(clouds: np.ndarray) -> np.ndarray:
-        return np.stack([c[shapes.rng(row, 101).choice(len(c), num_points, replace=False)]
-                         for row, c in enumerate(clouds)])
-
-    inputs = {"full": cut(shapes.stored), "partial": shapes.scans[:, 0]}
-    truth = shapes.surfaces[0]
     report = {"environment": environment(), "threads": args.threads,
               "checkpoint": str(args.checkpoint), "epoch": payload["metadata"].get("epoch"),
               "checkpoint_metrics": payload["metadata"].get("metrics", {}),
-              "models": shapes.model_ids.tolist(), "results": {}}
-    rows, figure = [], {}
-    for kind, clouds in inputs.items():
-        records = evaluate(modeller, clouds, truth, em_components, args.threads, generators,
-                           kind)
-        summary = report["results"][kind] = summarise(records, num_points)
-        figure[kind] = {"input": clouds[0], **{name: r["example"] for name, r in records.items()
-                                               if r["example"] is not None
-                                               and (r["ms"] is not None)},
-                        "true surface": truth[0]}
-        for name, s in summary.items():
-            is_reference = name == finest_level(summary)
-            rows.append([kind, name, str(s["components"]), str(s["models"]),
-                         fmt(s["nll_mean"], ".3f"), fmt(s["chamfer_mean"], ".4f"),
-                         fmt(s.get("ms_median"), ".1f"), fmt(s.get("ms_p95"), ".1f"),
-                         f"{s['mixture_bytes']:,}", f"{s['input_bytes']:,}",
-                         "1" if is_reference else fmt(s.get("time_over_pointgmm"), ".1f"),
-                         "0" if is_reference else fmt(s["nll_minus_pointgmm"], "+.3f")])
-    print(f"\n{len(shapes)} held-out models; batch 1, {args.threads} threads; checkpoint epoch "
+              "models": {name: shapes.model_ids.tolist() for name, shapes in sets.items()},
+              "results": {}, "targets": []}
+    rows, figures = [], []
+    for set_name, shapes in sets.items():
+        def generators(row: int, shapes=shapes) -> torch.Generator:
+            return torch.Generator().manual_seed(int(shapes.rng(row, 100).integers(2**62)))
+
+        inputs = {"full": shapes.cut(shapes.stored, num_points, 101),
+                  "partial": shapes.scans[:, 0]}
+        truth = shapes.surfaces[0]
+        figure = {}
+        for kind, clouds in inputs.items():
+            records = evaluate(modeller, clouds, truth, em_components, args.threads, generators,
+                               f"{set_name} {kind}")
+            summary = report["results"].setdefault(set_name, {})[kind] = summarise(records,
+                                                                                   num_points)
+            figure[kind] = {"input": clouds[0],
+                            **{name: r["example"] for name, r in records.items()
+                               if r["example"] is not None and (r["ms"] is not None)},
+                            "true surface": truth[0]}
+            for name, s in summary.items():
+                is_reference = name == finest_level(summary)
+                rows.append([set_name, kind, name, str(s["components"]), str(s["models"]),
+                             fmt(s["nll_mean"], ".3f"), fmt(s["chamfer_mean"], ".4f"),
+                             fmt(s.get("ms_median"), ".1f"), fmt(s.get("ms_p95"), ".1f"),
+                             f"{s['mixture_bytes']:,}", f"{s['input_bytes']:,}",
+                             "1" if is_reference else fmt(s.get("time_over_pointgmm"), ".1f"),
+                             "0" if is_reference else fmt(s["nll_minus_pointgmm"], "+.3f")])
+        report["targets"] += [f"{set_name}: {line}" for line in
+                              targets(report["results"][set_name], em_components[0])]
+        suffix = "" if set_name == SH3D_ROW else "_" + set_name.replace(" ", "_").replace("/", "-")
+        figures.append(plot_clouds(
+            args.json.with_name(f"shape_model_example{suffix}.png"), figure,
+            f"{set_name}, {shapes.model_ids[0]}: input and {POINTS} points resampled from each "
+            "mixture"))
+    counts = ", ".join(f"{name} {len(shapes)}" for name, shapes in sets.items())
+    print(f"\nheld-out models per set: {counts}; batch 1, {args.threads} threads; checkpoint epoch "
           f"{report['epoch']}; load average {report['environment']['load_average_1_5_15'][0]:.1f}"
           "\n")
-    print_table(["input", "method", "K", "models", "NLL", "Chamfer", "ms median", "ms p95",
+    print_table(["set", "input", "method", "K", "models", "NLL", "Chamfer", "ms median", "ms p95",
                  "mixture bytes", "input bytes", "time / PointGMM", "NLL - PointGMM"], rows,
-                "llrrrrrrrrrr")
-    report["targets"] = targets(report["results"], em_components[0])
+                "lllrrrrrrrrrr")
     print_targets(report["targets"])
-    path = plot_clouds(args.json.with_name("shape_model_example.png"), figure,
-                       f"{shapes.model_ids[0]}: input and 2048 points resampled from each mixture")
-    print(f"\nwrote {path}")
+    print("\nwrote " + ", ".join(str(path) for path in figures))
     write_json(args.json, report)
 
 
