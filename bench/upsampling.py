@@ -1,10 +1,14 @@
 """Upsampling benchmark (issue 8): ShapeGF against classic ways of turning 512 points into 2048.
 
     python bench/upsampling.py [--checkpoint PATH] [--max-models 24] [--steps-per-level N]
-                               [--start-sigma 0.1] [--threads 2] [--json PATH]
+                               [--start-sigma 0.1] [--no-pool] [--threads 2] [--json PATH]
 
-Test set (bench/_shape_data.py, i.e. gmm_perception.data.held_out): --max-models held-out SH3D models (a fixed seeded subset; 0 =
-all 74). The default 24 is meant to keep a run near 10 minutes on 2 idle cores: per model, the
+Test sets (bench/_shape_data.load_benchmark_rows, i.e. gmm_perception.data.held_out), one row each:
+"sh3d test" (the held-out SH3D models, as in earlier cards), then, when the shape pool is built
+(`gmm-perception data pool`; --no-pool leaves them out), "pool test <source>" per training source
+and "cross-source <source>" per source no training used. Per row --max-models models (a fixed
+seeded subset; 0 = all, 74 in the SH3D row). The default 24 is meant to keep a row near 10
+minutes on 2 idle cores (five rows with the pool: near 50): per model, the
 methods take about 3 s per input and the metrics twice that (an exact 2048-point EMD costs about
 1 s, more for clouds far from the truth, and there are 5 per input plus the oracle's). Measured
 while two trainings shared the machine's 2 cores: 80 s per model. Two inputs per model,
@@ -38,8 +42,9 @@ unsquared), EMD (exact Hungarian, mean matched distance, metrics.emd), EM-kD (me
 1024: an upper bound of the EMD), and milliseconds per cloud (batch 1, median, --threads threads).
 When a method fails on an input (Poisson: exception, empty or area-less mesh; EM: fewer distinct
 points than components), the jitter output stands in for it and the failure is counted.
-Targets: ShapeGF has the lowest EMD (oracle excluded) and upsamples 512 -> 2048 in <= 1 s.
-Writes a figure of one model's clouds per method beside the JSON.
+Targets (per row): ShapeGF has the lowest EMD (oracle excluded) and upsamples 512 -> 2048 in
+<= 1 s. Writes a figure of one model's clouds per method and row beside the JSON:
+upsampling_example.png for the SH3D row, upsampling_example_<row>.png for the others.
 """
 from __future__ import annotations
 
@@ -59,8 +64,8 @@ if __package__ in (None, ""):  # run as a file (python bench/<name>.py): import 
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from bench._report import environment, print_table, print_targets, write_json  # noqa: E402
-from bench._shape_data import limit_threads, load_test_shapes, plot_clouds, time_summary, \
-    timed  # noqa: E402
+from bench._shape_data import SH3D_ROW, limit_threads, load_benchmark_rows, plot_clouds, \
+    time_summary, timed  # noqa: E402
 from bench.em_baseline import fit_em  # noqa: E402
 from gmm_perception.data.mesh_ops import sample_surface  # noqa: E402
 from gmm_perception.gmm.hierarchical import sample  # noqa: E402
@@ -228,7 +233,9 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path,
                         default=ROOT / "checkpoints" / "shapegf" / "shapegf_sh3d.pt")
     parser.add_argument("--data-dir", type=Path, default=ROOT / "data")
-    parser.add_argument("--max-models", type=int, default=24, help="0 = every test model")
+    parser.add_argument("--max-models", type=int, default=24,
+                        help="models per row, a fixed seeded subset (0 = every model)")
+    parser.add_argument("--no-pool", action="store_true", help="only the SH3D test row")
     parser.add_argument("--steps-per-level", type=int, default=None,
                         help="Langevin steps per noise level (default: the checkpoint's config)")
     parser.add_argument("--start-sigma", type=float, default=DEFAULT_START_SIGMA,
@@ -242,49 +249,55 @@ def main() -> None:
     o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
     model, payload = load_model(args.checkpoint, "shapegf")
     args.steps_per_level = args.steps_per_level or model.config.steps_per_level
-    shapes = load_test_shapes(args.data_dir, args.max_models, (OUTPUT_POINTS, OUTPUT_POINTS))
+    sets, _ = load_benchmark_rows(args.data_dir, args.max_models, (OUTPUT_POINTS, OUTPUT_POINTS),
+                                  pool=not args.no_pool)
     limit_threads(args.threads)
-    truth, oracle = shapes.surfaces
-
-    def cut(clouds: np.ndarray, stream: int) -> np.ndarray:
-        return np.stack([c[shapes.rng(row, stream).choice(len(c), INPUT_POINTS, replace=False)]
-                         for row, c in enumerate(clouds)])
-
-    inputs = {"sparse": cut(shapes.stored, 100), "partial": cut(shapes.scans[:, 0], 101)}
     report = {"environment": environment(), "threads": args.threads,
               "checkpoint": str(args.checkpoint), "epoch": payload["metadata"].get("epoch"),
               "checkpoint_metrics": payload["metadata"].get("metrics", {}),
               "steps_per_level": args.steps_per_level, "start_sigma": args.start_sigma,
-              "jitter_fraction": args.jitter_fraction, "models": shapes.model_ids.tolist(),
-              "results": {}, "failures": {}}
-    rows, figure = [], {}
-    for stream, (kind, clouds) in enumerate(inputs.items(), start=102):
-        records, example, failures = evaluate(model, clouds, truth, args, shapes, stream, kind)
-        report["failures"][kind] = failures
-        report["results"][kind] = {name: summarise(r) for name, r in records.items()}
-        figure[kind] = {"input": example.pop("input"), **example, "true surface": truth[0]}
-    oracle_record = {"cd": [], "emd": [], "emkd": [], "ms": [np.nan] * len(shapes)}
-    for a, b in zip(oracle, truth):
-        for key, value in distances(a, b, args.threads).items():
-            oracle_record[key].append(value)
-    report["results"]["oracle"] = {"oracle": summarise(oracle_record)}
-    for kind, methods in report["results"].items():
-        for name, s in methods.items():
-            rows.append([kind if kind != "oracle" else "-", name, fmt(s["cd_mean"], ".4f"),
-                         fmt(s["emd_mean"], ".4f"), fmt(s["emkd_mean"], ".4f"),
-                         fmt(s["ms_median"], ".0f"), fmt(s["ms_p95"], ".0f")])
-    print(f"\n{len(shapes)} held-out models, {INPUT_POINTS} -> {OUTPUT_POINTS} points; batch 1, "
-          f"{args.threads} threads; checkpoint epoch {report['epoch']}, {args.steps_per_level} "
-          f"steps per level, denoise from sigma {args.start_sigma}; load average "
-          f"{report['environment']['load_average_1_5_15'][0]:.1f}\n")
-    print_table(["input", "method", "CD", "EMD", "EM-kD", "ms median", "ms p95"], rows,
-                "llrrrrr")
+              "jitter_fraction": args.jitter_fraction,
+              "models": {name: shapes.model_ids.tolist() for name, shapes in sets.items()},
+              "results": {}, "failures": {}, "targets": []}
+    rows, figures = [], []
+    for set_name, shapes in sets.items():
+        truth, oracle = shapes.surfaces
+        inputs = {"sparse": shapes.cut(shapes.stored, INPUT_POINTS, 100),
+                  "partial": shapes.cut(shapes.scans[:, 0], INPUT_POINTS, 101)}
+        results = report["results"][set_name] = {}
+        failed = report["failures"][set_name] = {}
+        figure = {}
+        for stream, (kind, clouds) in enumerate(inputs.items(), start=102):
+            records, example, failed[kind] = evaluate(model, clouds, truth, args, shapes, stream,
+                                                      f"{set_name} {kind}")
+            results[kind] = {name: summarise(r) for name, r in records.items()}
+            figure[kind] = {"input": example.pop("input"), **example, "true surface": truth[0]}
+        oracle_record = {"cd": [], "emd": [], "emkd": [], "ms": [np.nan] * len(shapes)}
+        for a, b in zip(oracle, truth):
+            for key, value in distances(a, b, args.threads).items():
+                oracle_record[key].append(value)
+        results["oracle"] = {"oracle": summarise(oracle_record)}
+        for kind, methods in results.items():
+            for name, s in methods.items():
+                rows.append([set_name, kind if kind != "oracle" else "-", name,
+                             fmt(s["cd_mean"], ".4f"), fmt(s["emd_mean"], ".4f"),
+                             fmt(s["emkd_mean"], ".4f"), fmt(s["ms_median"], ".0f"),
+                             fmt(s["ms_p95"], ".0f")])
+        report["targets"] += [f"{set_name}: {line}" for line in targets(results)]
+        suffix = "" if set_name == SH3D_ROW else "_" + set_name.replace(" ", "_").replace("/", "-")
+        figures.append(plot_clouds(
+            args.json.with_name(f"upsampling_example{suffix}.png"), figure,
+            f"{set_name}, {shapes.model_ids[0]}: {INPUT_POINTS} points in, {OUTPUT_POINTS} out"))
+    counts = ", ".join(f"{name} {len(shapes)}" for name, shapes in sets.items())
+    print(f"\nheld-out models per set: {counts}; {INPUT_POINTS} -> {OUTPUT_POINTS} points; "
+          f"batch 1, {args.threads} threads; checkpoint epoch {report['epoch']}, "
+          f"{args.steps_per_level} steps per level, denoise from sigma {args.start_sigma}; load "
+          f"average {report['environment']['load_average_1_5_15'][0]:.1f}\n")
+    print_table(["set", "input", "method", "CD", "EMD", "EM-kD", "ms median", "ms p95"], rows,
+                "lllrrrrr")
     print(f"\nfailures, jitter output used instead: {report['failures']}")
-    report["targets"] = targets(report["results"])
     print_targets(report["targets"])
-    path = plot_clouds(args.json.with_name("upsampling_example.png"), figure,
-                       f"{shapes.model_ids[0]}: {INPUT_POINTS} points in, {OUTPUT_POINTS} out")
-    print(f"\nwrote {path}")
+    print("\nwrote " + ", ".join(str(path) for path in figures))
     write_json(args.json, report)
 
 
