@@ -69,7 +69,8 @@ def load_benchmark_rows(data_dir: Path, max_models: int = 0,
 
     `classes` (a classifier's class names): each row keeps only the models whose category is one
     of them, matched by name, and its labels index `classes`; the note says how many were
-    dropped, and a row with none left is not in the sets and its note says why."""
+    dropped ("47 of 109 (47 uncategorised)", "" when none), and a row with none left is not in
+    the sets and its note says why."""
     shapes = ShapeSet.load(data_dir / "sh3d" / "sh3d_points_2048.npz")
     meshes = MeshSet.load(data_dir / "sh3d" / "sh3d_meshes.npz")
     # The SH3D row from the whole SH3D set (held_out_set takes its test split), so that its
@@ -94,8 +95,8 @@ def load_benchmark_rows(data_dir: Path, max_models: int = 0,
             names = np.asarray(row_shapes.class_names)[in_split.labels]
             unknown = sorted(set(names) - set(classes))
             dropped = ", ".join(f"{np.sum(names == c)} {c}" for c in unknown)
-            notes[name] = (f"dropped {np.isin(names, unknown).sum()} of {len(in_split)} models "
-                           f"({dropped}: not a class of the classifier)" if unknown else "")
+            notes[name] = (f"{np.isin(names, unknown).sum()} of {len(in_split)} ({dropped})"
+                           if unknown else "")
             if len(unknown) == len(set(names)):
                 notes[name] = (f"no model of the classifier's classes: all {len(in_split)} "
                                f"dropped ({dropped})")

@@ -1,15 +1,23 @@
 """Classification benchmark: GMCN (ours) against the PointNet baseline on the same held-out clouds.
 
     python bench/classification.py [--gmcn PATH] [--pointnet PATH] [--views 4] [--max-models N]
-                                   [--json PATH]
+                                   [--no-pool] [--threads 2] [--json PATH]
 
-Test set (bench/_shape_data.py, i.e. gmm_perception.data.held_out): every held-out SH3D model
-(the test split), as a full cloud (the stored surface points) and as simulated depth-camera partial
-scans (--views per model), with a seed the training never used, each model turned about z by a
-seeded angle. Per model: overall and mean per-class accuracy, parameters, and milliseconds per
-object at batch 1 on 2 threads from the raw cloud (fitting included for GMCN), through the
-classification node's stage (pipeline.classify.Classifier). Training minutes per epoch come from
-each checkpoint's log. Writes the confusion matrices (PNG) beside the JSON.
+Test sets (bench/_shape_data.load_benchmark_rows, i.e. gmm_perception.data.held_out), one row
+each: "sh3d test" (every held-out SH3D model, as in earlier cards), then, when the shape pool is
+built (`gmm-perception data pool`; --no-pool leaves them out), "pool test <source>" per training
+source and "cross-source <source>" per source no training used. A row keeps the models whose
+category is one of the classifier's classes (matched by name; the pool's "uncategorised" shapes
+and any other category are dropped, and the row says how many); a row with none left is printed
+as missing with the reason. Each model (or a fixed seeded subset of --max-models per row) as a
+full cloud (the stored surface points) and as simulated depth-camera partial scans (--views per
+model), with a seed the training never used, each model turned about z by a seeded angle. Per
+model and row: overall and mean per-class accuracy, parameters, and milliseconds per object at
+batch 1 on --threads threads (default 2) from the raw cloud (fitting included for GMCN), through
+the classification node's stage (pipeline.classify.Classifier). Training minutes per epoch come from
+each checkpoint's log. Writes the confusion matrices (PNG) beside the JSON:
+confusion_<model>_<setting>.png for the SH3D row, confusion_<model>_<setting>_<row>.png for the
+others.
 
 A checkpoint that is missing or unusable leaves its model's row out with the reason (the PointNet
 baseline's is not committed: train it with config/train/pointnet_cls.yaml); the others still run.
@@ -28,7 +36,7 @@ if __package__ in (None, ""):  # run as a file (python bench/<name>.py): import 
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from bench._report import environment, print_table, write_json  # noqa: E402
-from bench._shape_data import load_test_shapes  # noqa: E402
+from bench._shape_data import SH3D_ROW, load_benchmark_rows  # noqa: E402
 from gmm_perception.metrics.classification import accuracy, confusion_matrix, \
     per_class_accuracy, plot_confusion_matrix  # noqa: E402
 from gmm_perception.models.checkpoint import CheckpointError  # noqa: E402
@@ -41,13 +49,19 @@ SEED = 20_261_122  # not the training's pool or validation seeds, nor the other 
 FULL_STREAM = 100  # HeldOutSet.rng stream of the full clouds' point subsets
 
 
-def test_clouds(data_dir: Path, views: int, num_points: int, max_models: int = 0):
-    """(class names, {"full": (clouds, labels), "partial": (clouds, labels)}) of the test split."""
-    held = load_test_shapes(data_dir, max_models, (), num_points, seed=SEED, views=views,
-                            unit_sphere=False)
-    partial = held.scans.reshape(-1, num_points, 3)
-    return held.class_names, {"full": (held.cut(held.stored, num_points, FULL_STREAM), held.labels),
-                              "partial": (partial, np.repeat(held.labels, views))}
+def test_clouds(data_dir: Path, views: int, num_points: int, class_names: list[str],
+                max_models: int = 0, pool: bool = True):
+    """({row: {"full": (clouds, labels), "partial": (clouds, labels)}}, {row: note}) of every
+    benchmark row, labels indexing `class_names` (the classifier's); a row with no model of those
+    classes is left out, its note says why."""
+    sets, notes = load_benchmark_rows(data_dir, max_models, (), num_points, seed=SEED,
+                                      views=views, unit_sphere=False, pool=pool,
+                                      classes=class_names)
+    clouds = {name: {"full": (held.cut(held.stored, num_points, FULL_STREAM), held.labels),
+                     "partial": (held.scans.reshape(-1, num_points, 3),
+                                 np.repeat(held.labels, views))}
+              for name, held in sets.items()}
+    return clouds, notes
 
 
 def evaluate(classifier: Classifier, clouds: np.ndarray, labels: np.ndarray, n: int) -> dict:
@@ -86,16 +100,19 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=ROOT / "data")
     parser.add_argument("--views", type=int, default=4, help="partial scans per test model")
     parser.add_argument("--max-models", type=int, default=0,
-                        help="a fixed seeded subset of the test models (0 = all)")
+                        help="models per row, a fixed seeded subset (0 = all)")
+    parser.add_argument("--no-pool", action="store_true", help="only the SH3D test row")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (timings)")
     parser.add_argument("--json", type=Path,
                         default=ROOT / "bench" / "results" / "classification.json")
     args = parser.parse_args()
     if args.views < 1:
         parser.error("--views must be >= 1")
-    torch.set_num_threads(2)
-    report = {"environment": environment(), "results": {}, "missing": {}}
-    rows = []
-    class_names = clouds = None
+    torch.set_num_threads(args.threads)
+    report = {"environment": environment(), "threads": args.threads, "results": {}, "missing": {},
+              "dropped": {}, "missing_rows": {}}
+    rows_by_set: dict[str, list[list[str]]] = {}
+    held_out = {}  # (points, class names) -> test_clouds(...): shared by the checkpoints
     for name, path, model_name in (("GMCN (ours)", args.gmcn, "gmcn"),
                                    ("PointNet", args.pointnet, "pointnet_cls")):
         try:
@@ -106,40 +123,57 @@ def main() -> None:
             report["missing"][name] = f"{error}{hint}"
             print(f"{name}: no row, {error}{hint}", file=sys.stderr)
             continue
-        if clouds is None:
-            class_names, clouds = test_clouds(args.data_dir, args.views,
-                                              payload["config"]["data"]["num_points"],
-                                              args.max_models)
+        num_points = payload["config"]["data"]["num_points"]
+        class_names = list(payload["config"]["data"]["class_names"])
+        key = (num_points, tuple(class_names))
+        if key not in held_out:
+            held_out[key] = test_clouds(args.data_dir, args.views, num_points, class_names,
+                                        args.max_models, pool=not args.no_pool)
+        clouds, notes = held_out[key]
+        for set_name, note in notes.items():
+            target = report["missing_rows"] if set_name not in clouds else report["dropped"]
+            target.setdefault(set_name, {})[name] = note
         # The classification node's stage, given the checkpoint's training input size.
-        config = ClassifyConfig(classification_points=payload["config"]["data"]["num_points"])
-        classifier = Classifier(config, model, payload["config"]["data"]["class_names"],
-                                torch.device("cpu"))
+        config = ClassifyConfig(classification_points=num_points)
+        classifier = Classifier(config, model, class_names, torch.device("cpu"))
         params = sum(p.numel() for p in model.parameters())
-        result = {"checkpoint": str(path), "epoch": payload["metadata"].get("epoch"),
-                  "parameters": params, "minutes_per_epoch": minutes_per_epoch(path)}
-        for setting, (data, labels) in clouds.items():
-            result[setting] = evaluate(classifier, data, labels, len(class_names))
-            plot_confusion_matrix(np.array(result[setting]["confusion"]), class_names,
-                                  args.json.with_name(f"confusion_{model_name}_{setting}.png"))
-        report["results"][name] = result
-        rows.append([name, f"{params:,}", f"{result['full']['accuracy']:.3f}",
-                     f"{result['full']['mean_class_accuracy']:.3f}",
-                     f"{result['partial']['accuracy']:.3f}",
-                     f"{result['partial']['mean_class_accuracy']:.3f}",
-                     f"{result['full']['ms_median']:.0f}", f"{result['full']['ms_p95']:.0f}",
-                     f"{result['minutes_per_epoch']:.2f}"])
-    if clouds is None:
+        for set_name, settings in clouds.items():
+            result = {"checkpoint": str(path), "epoch": payload["metadata"].get("epoch"),
+                      "parameters": params, "minutes_per_epoch": minutes_per_epoch(path),
+                      "dropped": notes.get(set_name, "")}
+            suffix = "" if set_name == SH3D_ROW else "_" + set_name.replace(" ", "_").replace(
+                "/", "-")
+            for setting, (data, labels) in settings.items():
+                result[setting] = evaluate(classifier, data, labels, len(class_names))
+                plot_confusion_matrix(
+                    np.array(result[setting]["confusion"]), class_names,
+                    args.json.with_name(f"confusion_{model_name}_{setting}{suffix}.png"))
+            report["results"].setdefault(set_name, {})[name] = result
+            rows_by_set.setdefault(set_name, []).append([
+                set_name, name, str(result["full"]["objects"]),
+                str(result["partial"]["objects"]), notes.get(set_name) or "-", f"{params:,}",
+                f"{result['full']['accuracy']:.3f}",
+                f"{result['full']['mean_class_accuracy']:.3f}",
+                f"{result['partial']['accuracy']:.3f}",
+                f"{result['partial']['mean_class_accuracy']:.3f}",
+                f"{result['full']['ms_median']:.0f}", f"{result['full']['ms_p95']:.0f}",
+                f"{result['minutes_per_epoch']:.2f}"])
+    if not held_out:
         raise SystemExit("no usable checkpoint: " + "; ".join(report["missing"].values()))
-    full, partial = (len(clouds[s][1]) for s in ("full", "partial"))
-    print(f"\n{full} held-out models, {partial} partial scans; batch 1, 2 threads; load average "
+    print(f"\n{args.views} partial scans per model; batch 1, {args.threads} threads; load average "
           f"{report['environment']['load_average_1_5_15'][0]:.1f}\n")
-    print_table(["model", "parameters", "full acc.", "full mean class acc.", "partial acc.",
-                 "partial mean class acc.", "ms/object median", "ms/object p95",
-                 "train min/epoch"], rows, "lrrrrrrrr")
+    print_table(["set", "model", "models", "partial scans", "dropped (not a class)", "parameters",
+                 "full acc.", "full mean class acc.", "partial acc.", "partial mean class acc.",
+                 "ms/object median", "ms/object p95", "train min/epoch"],
+                [row for set_rows in rows_by_set.values() for row in set_rows],
+                "llrrlrrrrrrrr")
+    for set_name, reasons in report["missing_rows"].items():
+        for reason in dict.fromkeys(reasons.values()):  # one line per distinct reason
+            models = ", ".join(n for n, r in reasons.items() if r == reason)
+            print(f"\n{set_name}: row missing ({models}): {reason}")
     for name, reason in report["missing"].items():
         print(f"\n{name}: row missing: {reason}")
     write_json(args.json, report)
-
 
 if __name__ == "__main__":
     main()
