@@ -6,11 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 
-from gmm_perception.data.procedural import procedural_shapes
+from gmm_perception.data.procedural import procedural_meshes, procedural_shapes
 from gmm_perception.models.registry import load_model
 
 pytestmark = pytest.mark.integration
@@ -61,3 +62,28 @@ def test_registration_training_smoke_run_checkpoints_reloads_and_resumes(tmp_pat
                            f"train.init_checkpoint={output / 'best.pt'}", "train.epochs=1")
     assert "starting deepgmr from the weights of" in started
     assert (fresh / "best.pt").is_file()
+
+
+def test_registration_training_mixes_settings_and_validates_on_the_validation_split(tmp_path):
+    """Mixed batches (whole surfaces and single views) on meshes that carry a val split (as the
+    shape pool does): validation reports each setting, on the val shapes only."""
+    meshes = procedural_meshes(4, seed=0)
+    split = np.array(["train", "val", "test", "train"] * (len(meshes) // 4 + 1))[:len(meshes)]
+    meshes.split = split
+    meshes_path = meshes.save(tmp_path / "meshes.npz")
+    output = tmp_path / "mixed"
+    config = tmp_path / "mixed.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": {"components": 4, "feature_dim": 32, "encoder_widths": [16, 32],
+                  "head_widths": [32, 16], "use_rri": True, "rri_neighbours": 8},
+        "data": {"shapes": str(meshes_path), "setting": "noisy,partial", "categories": "all",
+                 "num_points": 128, "val_pairs": 6},
+        "train": {"output_dir": str(output), "epochs": 1, "steps_per_epoch": 2,
+                  "batch_size": 2, "device": "cpu"},
+    }))
+    run_training(config)
+    (row,) = list(csv.DictReader(open(output / "log.csv")))
+    assert 0.0 <= float(row["val_recall_noisy"]) <= 1.0
+    assert 0.0 <= float(row["val_recall_partial"]) <= 1.0
+    _, payload = load_model(output / "best.pt", "deepgmr")
+    assert payload["config"]["data"]["validation_split"] == "val"
