@@ -168,6 +168,21 @@ class RegistrationConfig:
                                       low=0.001, high=10.0)
     inlier_threshold: float = setting(0.05, "Distance for fitness and inlier RMSE, metres.",
                                       low=0.001, high=10.0)
+    fallback: bool = setting(True, "When the best fitness after ICP is below fallback_fitness, "
+                             "also run FPFH + RANSAC + ICP (Open3D) and keep the better fit, so "
+                             "the stage is never worse than the classical method.")
+    fallback_fitness: float = setting(0.8, "The fallback runs when the network's best fitness "
+                                      "(after ICP) is below this fraction of source points.",
+                                      low=0.0, high=1.0)
+    fallback_voxel: float = setting(0.05, "FPFH voxel of the fallback as a fraction of each "
+                                    "reference's radius (normals at 2, features at 5 voxels).",
+                                    low=0.005, high=0.5)
+    fallback_references: int = setting(1, "References the fallback tries per frame, best fit "
+                                       "first (each costs one RANSAC and one ICP).",
+                                       low=1, high=64)
+    fallback_iterations: int = setting(100_000, "Most RANSAC iterations per fallback try (it "
+                                       "stops earlier at 0.999 confidence): bounds its time.",
+                                       low=100, high=10_000_000)
     seed: int = _seed()
 
     def __post_init__(self):

@@ -7,11 +7,18 @@ The registrar holds a library of one or more named reference models. Each refere
 computed once when it is added; a frame then costs one batched network pass over the source (one
 row per reference, because each reference fixes the scale) and a closed-form alignment per
 reference. With several references the best alignment by fitness wins (model library mode).
+
+Every hypothesis is scored by fit (fitness, then inlier RMSE). When the best fitness after ICP is
+below `fallback_fitness` (and `fallback` is on), the classical path also runs: FPFH + RANSAC
+(Open3D) + the same ICP, on the `fallback_references` best-fitting references, and the better fit
+wins. Each reference's FPFH features are computed once when it is added, at a voxel of
+`fallback_voxel` times its radius. The result's `method` names the winning path and `fallback`
+says whether the fallback ran and whether it won; the registrar counts both.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +42,11 @@ ICP_COARSE_FACTOR = 4.0  # first ICP pass: this times icp_max_distance
 DUPLICATE_DEG = 5.0  # hypotheses closer than this (and than icp_max_distance) are refined once
 # Hypotheses (over references and directions) that ICP refines, best pre-ICP fit first.
 REFINED_HYPOTHESES = 2
+FALLBACK_METHOD = "fallback_fpfh_ransac_icp"
+RANSAC_CONFIDENCE = 0.999
+# `Registration.fallback`: the fallback was off, not needed (the network fit well), ran and lost
+# to the network, ran and won.
+FALLBACK_STATES = ("off", "not_needed", "lost", "won")
 
 
 @dataclass(frozen=True)
@@ -47,8 +59,17 @@ class Registration:
     chamfer: float  # symmetric, unsquared (metres)
     inlier_threshold: float
     seconds: float
-    method: str
+    method: str  # the winning path: "deepgmr", "deepgmr+icp_<mode>" or FALLBACK_METHOD
     reference_name: str = ""
+    fallback: str = "off"  # one of FALLBACK_STATES
+
+    @property
+    def fallback_ran(self) -> bool:
+        return self.fallback in ("lost", "won")
+
+    @property
+    def fallback_won(self) -> bool:
+        return self.fallback == "won"
 
     @property
     def T_cloud_object(self) -> np.ndarray:
@@ -66,6 +87,16 @@ class Reference:
     tree: cKDTree
     gmm: IsotropicGmm  # batch of one, in normalised coordinates
     cloud: "o3d.geometry.PointCloud"  # with normals, for ICP (built once)
+    features: "FpfhFeatures | None" = None  # for the fallback (built once when it is on)
+
+
+@dataclass(frozen=True)
+class FpfhFeatures:
+    """A cloud voxel-downsampled at `voxel` metres, with normals and FPFH features."""
+
+    voxel: float
+    cloud: "o3d.geometry.PointCloud"
+    fpfh: "o3d.pipelines.registration.Feature"
 
 
 class DeepGmrRegistrar:
@@ -81,6 +112,9 @@ class DeepGmrRegistrar:
         self.upright_axis = config.unit_upright_axis
         self._rng = np.random.default_rng(config.seed)
         self.references: list[Reference] = []
+        # Frames on which the fallback ran, and on which its fit beat the network's.
+        self.fallback_runs = 0
+        self.fallback_wins = 0
 
     def with_config(self, config: RegistrationConfig) -> "DeepGmrRegistrar":
         """A new registrar of `config` around the same model and references (the references'
@@ -89,7 +123,8 @@ class DeepGmrRegistrar:
                 self.config.checkpoint:
             raise ValueError("registration_points and checkpoint need a new registrar")
         registrar = DeepGmrRegistrar(config, self.model, self.device)
-        registrar.references = list(self.references)
+        registrar.references = [registrar._with_features(ref) for ref in self.references]
+        registrar.fallback_runs, registrar.fallback_wins = self.fallback_runs, self.fallback_wins
         return registrar
 
     @property
@@ -117,7 +152,18 @@ class DeepGmrRegistrar:
         gmm = self.model.mixture(torch.from_numpy(sample[None]).to(self.device))
         cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
         cloud.estimate_normals(o3d.geometry.KDTreeSearchParamKNN(20))
-        return Reference(name, points, centre, scale, cKDTree(points), gmm, cloud)
+        return self._with_features(Reference(name, points, centre, scale, cKDTree(points), gmm,
+                                             cloud))
+
+    def _with_features(self, ref: Reference) -> Reference:
+        """`ref` with FPFH features at this config's voxel when the fallback is on (kept when
+        they already are at that voxel)."""
+        if not self.config.fallback:
+            return ref
+        voxel = self.config.fallback_voxel * ref.scale
+        if ref.features is not None and ref.features.voxel == voxel:
+            return ref
+        return replace(ref, features=_fpfh_features(ref.points, voxel))
 
     @torch.no_grad()
     def register(self, source: np.ndarray) -> Registration:
@@ -150,14 +196,38 @@ class DeepGmrRegistrar:
         if self.upright_axis is not None:
             hypotheses = [(ref, U) for ref, T in hypotheses
                           for U in _upright_variants(T, self.upright_axis, centre)]
+        unrefined = hypotheses
         if self.config.icp != "none":
             # ICP is the expensive part: refine only the hypotheses that already fit best.
-            hypotheses.sort(key=lambda h: -self._fitness(source, h[0], h[1],
-                                                         self.config.icp_max_distance))
+            unrefined = sorted(hypotheses, key=lambda h: -self._fitness(
+                source, h[0], h[1], self.config.icp_max_distance))
             hypotheses = [(ref, self._refine(source, ref.cloud, T))
-                          for ref, T in self._distinct(hypotheses)[:REFINED_HYPOTHESES]]
+                          for ref, T in self._distinct(unrefined)[:REFINED_HYPOTHESES]]
         scores = [self._fit(source, ref, T) for ref, T in hypotheses]
-        best = max(range(len(scores)), key=lambda i: (scores[i][0], -scores[i][1]))
+        best = max(range(len(scores)), key=lambda i: _rank(scores[i]))
+        method = "deepgmr" if self.config.icp == "none" else f"deepgmr+icp_{self.config.icp}"
+        fallback = "off"
+        if self.config.fallback:
+            fallback = "not_needed"
+            if scores[best][0] < self.config.fallback_fitness:
+                # References by fit: the scored (refined) hypotheses best first, then the
+                # rest in their pre-ICP order; the fallback tries the first few.
+                order = sorted(range(len(scores)), key=lambda i: _rank(scores[i]), reverse=True)
+                ranked = [hypotheses[i][0] for i in order] + [ref for ref, _ in unrefined]
+                tried = list({id(ref): ref for ref in ranked}.values())
+                tried = tried[:self.config.fallback_references]
+                self.fallback_runs += 1
+                fallback = "lost"
+                scans: dict[float, FpfhFeatures] = {}  # the source's features per voxel
+                for ref in tried:
+                    transform = self._fallback(source, ref, scans)
+                    score = self._fit(source, ref, transform)
+                    if _rank(score) > _rank(scores[best]):
+                        hypotheses.append((ref, transform))
+                        scores.append(score)
+                        best, fallback, method = len(scores) - 1, "won", FALLBACK_METHOD
+                if fallback == "won":
+                    self.fallback_wins += 1
         (ref, transform), (fitness, inlier_rmse, distances) = hypotheses[best], scores[best]
         # Chamfer as in metrics.chamfer (sum of the two mean nearest distances), for the winner
         # only, reusing its aligned-to-reference half and the reference's tree.
@@ -167,9 +237,30 @@ class DeepGmrRegistrar:
             transform=transform, fitness=fitness, inlier_rmse=inlier_rmse,
             chamfer=float(distances.mean() + reverse.mean()),
             inlier_threshold=self.config.inlier_threshold,
-            seconds=time.perf_counter() - started,
-            method="deepgmr" if self.config.icp == "none" else f"deepgmr+icp_{self.config.icp}",
-            reference_name=ref.name)
+            seconds=time.perf_counter() - started, method=method, reference_name=ref.name,
+            fallback=fallback)
+
+    def _fallback(self, source: np.ndarray, ref: Reference,
+                  scans: dict[float, FpfhFeatures]) -> np.ndarray:
+        """FPFH + RANSAC (as bench/registration.py's ransac_icp, at the reference's voxel), then
+        this stage's ICP (point-to-point when the stage's ICP is off)."""
+        pipelines = o3d.pipelines.registration
+        features = ref.features if ref.features is not None else self._with_features(ref).features
+        voxel = features.voxel
+        scan = scans.get(voxel) or scans.setdefault(voxel, _fpfh_features(source, voxel))
+        with o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error):
+            # Open3D's RANSAC draws from its own generator: seed it for repeatable frames.
+            o3d.utility.random.seed(int(self._rng.integers(2**31 - 1)))
+            result = pipelines.registration_ransac_based_on_feature_matching(
+                scan.cloud, features.cloud, scan.fpfh, features.fpfh, True, 1.5 * voxel,
+                pipelines.TransformationEstimationPointToPoint(False), 3,
+                [pipelines.CorrespondenceCheckerBasedOnEdgeLength(0.9),
+                 pipelines.CorrespondenceCheckerBasedOnDistance(1.5 * voxel)],
+                pipelines.RANSACConvergenceCriteria(self.config.fallback_iterations,
+                                                    RANSAC_CONFIDENCE))
+        return self._refine(source, ref.cloud, np.asarray(result.transformation),
+                            icp=self.config.icp if self.config.icp != "none" else
+                            "point_to_point")
 
     def _distinct(self, hypotheses: list) -> list:
         """Hypotheses in order, without near-duplicates of earlier ones (same reference, within
@@ -198,11 +289,11 @@ class DeepGmrRegistrar:
         return float(inliers.mean()), rmse, distances
 
     def _refine(self, source: np.ndarray, reference: "o3d.geometry.PointCloud",
-                initial: np.ndarray) -> np.ndarray:
+                initial: np.ndarray, icp: str | None = None) -> np.ndarray:
         pipelines = o3d.pipelines.registration
         src = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(source))
         estimation = (pipelines.TransformationEstimationPointToPlane()
-                      if self.config.icp == "point_to_plane"
+                      if (icp or self.config.icp) == "point_to_plane"
                       else pipelines.TransformationEstimationPointToPoint())
         # Coarse to fine: a wide correspondence radius first pulls in a global estimate that is
         # tens of degrees off (common on partial views), the fine one then polishes.
@@ -213,6 +304,22 @@ class DeepGmrRegistrar:
                 src, reference, radius, transform, estimation,
                 pipelines.ICPConvergenceCriteria(max_iteration=30)).transformation
         return np.asarray(transform)
+
+
+def _rank(score: tuple) -> tuple[float, float]:
+    """Fits compare by fitness, then by lower inlier RMSE."""
+    return score[0], -score[1]
+
+
+def _fpfh_features(points: np.ndarray, voxel: float) -> FpfhFeatures:
+    """Voxel-downsampled at `voxel` (so a dense model and a sparse scan match in density), normals
+    within 2 voxels and FPFH within 5, as in Open3D's global registration tutorial."""
+    search = o3d.geometry.KDTreeSearchParamHybrid
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points)).voxel_down_sample(voxel)
+    cloud.estimate_normals(search(radius=2 * voxel, max_nn=30))
+    fpfh = o3d.pipelines.registration.compute_fpfh_feature(cloud, search(radius=5 * voxel,
+                                                                         max_nn=100))
+    return FpfhFeatures(voxel, cloud, fpfh)
 
 
 def _metric_transform(T_unit: np.ndarray, ref: Reference, source_centre: np.ndarray) -> np.ndarray:
