@@ -158,6 +158,10 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
     def process(self, msg) -> None:
         """Handle one input message on the worker thread: convert, run the stage, publish."""
 
+    def stage_diagnostics(self) -> dict[str, Any]:
+        """Stage-specific values for /diagnostics (default: none)."""
+        return {}
+
     # ----------------------------------------------------------------- helpers for subclasses
     @property
     def settings(self) -> NodeConfig:
@@ -466,6 +470,7 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
             "processing_p50_ms": f"{snap.processing_p50_ms:.1f}",
             "processing_p95_ms": f"{snap.processing_p95_ms:.1f}",
             "last_error": self.last_error,
+            **self.stage_diagnostics(),
         }
         status = DiagnosticStatus(
             level=level, name=self.get_fully_qualified_name(), message=message,

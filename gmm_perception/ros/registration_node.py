@@ -53,6 +53,13 @@ class RegistrationNode(ModelNode):
         self.step = ObjectStep(Preprocessor(configs[PreprocessConfig]), self.registrar.register)
         self.output_config = configs[RegistrationOutputConfig]
 
+    def stage_diagnostics(self) -> dict:
+        """How often the classical fallback ran and won (RegistrationConfig.fallback)."""
+        registrar = getattr(self, "registrar", None)
+        if registrar is None:
+            return {}
+        return {"fallback_runs": registrar.fallback_runs, "fallback_wins": registrar.fallback_wins}
+
     def cleanup_node(self) -> None:
         subscription = getattr(self, "_reference_subscription", None)
         if subscription is not None:  # a later configure creates it again

@@ -36,7 +36,8 @@ def test_tf_recovers_the_pose_of_a_posed_object(probe, start_node, reference, ic
     mesh, path = reference
     node = start_node("registration_node", "-r", "__node:=registration_it",
                       "-r", "points:=/reg_points", "-p", f"reference_file:={path}",
-                      "-p", f"icp:={icp}", "-p", "child_frame:=chair")
+                      "-p", f"icp:={icp}", "-p", "child_frame:=chair",
+                      "-p", "fallback:=false", "-p", "diagnostics_period:=0.2")  # the network's path
     results = probe.record(RegistrationResult, f"{NODE}/result")
     transforms = probe.record(TFMessage, "/tf")
     publisher = probe.publisher(PointCloud2, "/reg_points")
@@ -64,6 +65,8 @@ def test_tf_recovers_the_pose_of_a_posed_object(probe, start_node, reference, ic
     assert error < tolerance_deg and offset < tolerance_m, (error, offset)
     assert results[0].fitness > (0.2 if icp == "none" else 0.9)
     assert results[0].method.startswith("deepgmr")
+    assert probe.wait(lambda: probe.diagnostics.get(NODE, {}).get("fallback_runs") == "0", 5), \
+        probe.diagnostics.get(NODE)
 
 
 def test_scan_to_scan_mode_recovers_the_motion_between_frames(probe, start_node, reference):
