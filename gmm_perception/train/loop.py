@@ -37,6 +37,9 @@ class TrainSettings:
     device: str = "auto"
     threads: int = 0  # torch CPU threads; 0 = torch's default
     init_checkpoint: str = ""  # start from these weights when there is no last.pt to resume
+    # Verifies the distributed path: every rank writes its final state dict and its last epoch's
+    # training losses to <output_dir>/rank<k>.pt (test/integration/test_distributed_training.py).
+    save_rank_states: bool = False
 
 
 class TrainingTask(Protocol):
@@ -87,6 +90,20 @@ class Distributed:
         ids = [device.index] if device.type == "cuda" else None
         return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
+    def average_buffers(self, model: torch.nn.Module) -> None:
+        """Average the floating buffers (BatchNorm running statistics) over the ranks.
+
+        DDP keeps the parameters in step but each rank's last forward pass updates its buffers
+        from its own batch; averaging them makes validation and checkpoints use every rank's
+        statistics and leaves the replicas identical.
+        """
+        if not self.enabled:
+            return
+        for buffer in model.buffers():
+            if torch.is_floating_point(buffer):
+                torch.distributed.all_reduce(buffer, op=torch.distributed.ReduceOp.SUM)
+                buffer.div_(self.world_size)
+
     def close(self) -> None:
         if self.enabled:
             torch.distributed.destroy_process_group()
@@ -131,6 +148,7 @@ def train(task: TrainingTask, settings: TrainSettings, resume: bool = True) -> P
               "data": task.data_description()}
     started = time.monotonic()
     budget = settings.max_minutes * 60 if settings.max_minutes > 0 else math.inf
+    losses: list[float] = []
 
     while epoch < settings.epochs and time.monotonic() - started < budget:
         wrapped.train()
@@ -147,6 +165,7 @@ def train(task: TrainingTask, settings: TrainSettings, resume: bool = True) -> P
             losses.append(loss.item())
             steps.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         epoch += 1
+        dist.average_buffers(model)
         model.eval()
         with torch.no_grad():
             metrics = task.validate(model, device)
@@ -172,5 +191,9 @@ def train(task: TrainingTask, settings: TrainSettings, resume: bool = True) -> P
                         metadata=metadata, training_state={
                             "optimiser": optimiser.state_dict(),
                             "scheduler": scheduler.state_dict(), "epoch": epoch, "best": best})
+    if settings.save_rank_states:
+        torch.save({"rank": dist.rank, "world_size": dist.world_size, "train_losses": losses,
+                    "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}},
+                   out / f"rank{dist.rank}.pt")
     dist.close()
     return best_path
