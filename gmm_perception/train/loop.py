@@ -104,6 +104,15 @@ class Distributed:
                 torch.distributed.all_reduce(buffer, op=torch.distributed.ReduceOp.SUM)
                 buffer.div_(self.world_size)
 
+    def agree(self, flag: bool, device: torch.device) -> bool:
+        """Rank 0's `flag` on every rank (e.g. "the time budget is not spent yet"): ranks that
+        decided alone could part ways, one waiting for ever in a collective the other left."""
+        if not self.enabled:
+            return flag
+        value = torch.tensor([1.0 if flag else 0.0], device=device)
+        torch.distributed.broadcast(value, src=0)
+        return bool(value.item())
+
     def close(self) -> None:
         if self.enabled:
             torch.distributed.destroy_process_group()
@@ -150,7 +159,7 @@ def train(task: TrainingTask, settings: TrainSettings, resume: bool = True) -> P
     budget = settings.max_minutes * 60 if settings.max_minutes > 0 else math.inf
     losses: list[float] = []
 
-    while epoch < settings.epochs and time.monotonic() - started < budget:
+    while epoch < settings.epochs and dist.agree(time.monotonic() - started < budget, device):
         wrapped.train()
         losses = []
         steps = tqdm(range(settings.steps_per_epoch), desc=f"epoch {epoch + 1}/{settings.epochs}",
