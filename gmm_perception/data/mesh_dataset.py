@@ -15,7 +15,7 @@ import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import trimesh
@@ -216,3 +216,25 @@ def save_outputs(points_path: Path, meshes_path: Path, prepared: Sequence[Prepar
     meshes.save(meshes_path)
     shapes.save(points_path, half_precision=True)
     return points_path, meshes_path
+
+
+def prepare_in_parallel(prepare: Callable[[Any], Any], tasks: Sequence[Any], workers: int,
+                        progress: bool, desc: str, unit: str, chunksize: int,
+                        close: Callable[[], None]) -> Iterator[Any]:
+    """`prepare` over `tasks` in order, in `workers` processes (one: in this one, then `close`
+    releases what it cached, e.g. open archives), with a tqdm bar. Spawned, not forked: the
+    parent may hold OpenMP/Open3D threads that a fork would deadlock on."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm import tqdm
+
+    bar = dict(total=len(tasks), desc=desc, unit=unit, disable=not progress)
+    if workers <= 1:
+        try:
+            yield from tqdm(map(prepare, tasks), **bar)
+        finally:
+            close()
+        return
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield from tqdm(pool.map(prepare, tasks, chunksize=chunksize), **bar)

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import multiprocessing
 import os
 import sys
 import tarfile
@@ -42,22 +41,20 @@ import tempfile
 import time
 import zipfile
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import trimesh
-from tqdm import tqdm
 
 from gmm_perception.data import cgal, pybullet_data, sh3d
 from gmm_perception.data.debian import cached_deb, deb_version, fetch_deb, unpack_deb
 from gmm_perception.data.formats import FormatError, load_mesh
 from gmm_perception.data.mesh_dataset import (MAX_FACES, POINTS_FLOAT16_MAX_ERROR,
                                               PreparedMesh, default_data_dir, mesh_config,
-                                              model_rng, outputs_current, prepare_mesh,
-                                              read_meta)
+                                              model_rng, outputs_current, prepare_in_parallel,
+                                              prepare_mesh, read_meta)
 from gmm_perception.data.shape_set import MeshSet, ShapeSet
 
 BUILDER_VERSION = 2  # bump when a change to this module changes the output
@@ -237,19 +234,16 @@ def prepare(task: _Task) -> PreparedMesh | str:
         return f"degenerate: {exc}"
 
 
+def _close_archives() -> None:
+    for archive in _open_archives.values():
+        archive.close()
+    _open_archives.clear()
+
+
 def _prepare_all(tasks: list[_Task], workers: int, progress: bool) -> Iterator[PreparedMesh | str]:
-    bar = dict(total=len(tasks), desc="pool shapes", unit="shape", disable=not progress)
-    if workers <= 1:
-        try:
-            yield from tqdm(map(prepare, tasks), **bar)
-        finally:
-            for archive in _open_archives.values():
-                archive.close()
-            _open_archives.clear()
-        return
-    # spawn, not fork (see sh3d._prepare_all); small chunks keep the two workers balanced.
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        yield from tqdm(pool.map(prepare, tasks, chunksize=4), **bar)
+    # Small chunks keep the two workers balanced.
+    return prepare_in_parallel(prepare, tasks, workers, progress, "pool shapes", "shape", 4,
+                               _close_archives)
 
 
 # --------------------------------------------------------------------------------- splits

@@ -61,7 +61,6 @@ keep the first in catalogue order. The train/test split is by model, stratified 
 from __future__ import annotations
 
 import datetime
-import multiprocessing
 import os
 import re
 import sys
@@ -69,20 +68,18 @@ import tempfile
 import time
 import zipfile
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from gmm_perception.data.debian import cached_deb, deb_version, fetch_deb, unpack_deb
 from gmm_perception.data.formats import FormatError, load_mesh
 from gmm_perception.data.mesh_dataset import (MAX_FACES, PreparedMesh, builder_parser,
                                               default_data_dir, model_rng, outputs_current,
-                                              prepare_mesh, print_outputs, read_meta,
-                                              save_outputs, stratified_split)
+                                              prepare_in_parallel, prepare_mesh, print_outputs,
+                                              read_meta, save_outputs, stratified_split)
 from gmm_perception.data.mesh_ops import Y_UP_TO_Z_UP
 from gmm_perception.data.shape_set import ShapeSet
 
@@ -279,19 +276,15 @@ def _prepare(task: _Task) -> PreparedMesh | str:
             return f"broken: {str(exc).replace(str(path), path.name)}"
 
 
+def _close_archives() -> None:
+    for archive in _open_archives.values():
+        archive.close()
+    _open_archives.clear()
+
+
 def _prepare_all(tasks: list[_Task], workers: int, progress: bool) -> Iterator[PreparedMesh | str]:
-    bar = dict(total=len(tasks), desc="SH3D models", unit="model", disable=not progress)
-    if workers <= 1:
-        try:
-            yield from tqdm(map(_prepare, tasks), **bar)
-        finally:
-            for archive in _open_archives.values():
-                archive.close()
-            _open_archives.clear()
-        return
-    # spawn, not fork: the parent may hold OpenMP/Open3D threads that a fork would deadlock on.
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        yield from tqdm(pool.map(_prepare, tasks, chunksize=2), **bar)
+    return prepare_in_parallel(_prepare, tasks, workers, progress, "SH3D models", "model", 2,
+                               _close_archives)
 
 
 # ----------------------------------------------------------------------------------- build
