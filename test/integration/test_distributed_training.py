@@ -19,6 +19,7 @@ import torch
 import yaml
 
 from gmm_perception.data.procedural import procedural_shapes
+from tiny_configs import DEEPGMR_TINY
 
 pytestmark = pytest.mark.integration
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
@@ -38,8 +39,7 @@ def test_two_rank_ddp_training_on_cpu_ends_with_identical_weights_on_both_ranks(
     output = tmp_path / "ddp"
     config = tmp_path / "ddp.yaml"
     config.write_text(yaml.safe_dump({
-        "model": {"components": 4, "feature_dim": 32, "encoder_widths": [16, 32],
-                  "head_widths": [32, 16], "use_rri": True, "rri_neighbours": 8},
+        "model": DEEPGMR_TINY,
         "data": {"shapes": str(shapes_path), "setting": "noisy", "categories": "all",
                  "num_points": 128, "val_pairs": 4},
         "train": {"output_dir": str(output), "epochs": 1, "steps_per_epoch": 3,

@@ -13,6 +13,7 @@ import yaml
 
 from gmm_perception.data.procedural import procedural_meshes, procedural_shapes
 from gmm_perception.models.registry import load_model
+from tiny_configs import DEEPGMR_TINY
 
 pytestmark = pytest.mark.integration
 CLI = str(Path(sys.executable).parent / "gmm-perception")
@@ -32,8 +33,7 @@ def test_registration_training_smoke_run_checkpoints_reloads_and_resumes(tmp_pat
     output = tmp_path / "run"
     config = tmp_path / "smoke.yaml"
     config.write_text(yaml.safe_dump({
-        "model": {"components": 4, "feature_dim": 32, "encoder_widths": [16, 32],
-                  "head_widths": [32, 16], "use_rri": True, "rri_neighbours": 8},
+        "model": DEEPGMR_TINY,
         "data": {"shapes": str(shapes_path), "setting": "noisy", "categories": "all",
                  "num_points": 128, "val_pairs": 8},
         "train": {"output_dir": str(output), "epochs": 2, "steps_per_epoch": 3,
@@ -74,8 +74,7 @@ def test_registration_training_mixes_settings_and_validates_on_the_validation_sp
     output = tmp_path / "mixed"
     config = tmp_path / "mixed.yaml"
     config.write_text(yaml.safe_dump({
-        "model": {"components": 4, "feature_dim": 32, "encoder_widths": [16, 32],
-                  "head_widths": [32, 16], "use_rri": True, "rri_neighbours": 8},
+        "model": DEEPGMR_TINY,
         "data": {"shapes": str(meshes_path), "setting": "noisy,partial", "categories": "all",
                  "num_points": 128, "val_pairs": 6},
         "train": {"output_dir": str(output), "epochs": 1, "steps_per_epoch": 2,
