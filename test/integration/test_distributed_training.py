@@ -19,6 +19,7 @@ import torch
 import yaml
 
 from gmm_perception.data.procedural import procedural_shapes
+from gmm_perception.models.checkpoint import load_checkpoint
 from tiny_configs import DEEPGMR_TINY
 
 pytestmark = pytest.mark.integration
@@ -74,5 +75,5 @@ def test_two_rank_ddp_training_on_cpu_ends_with_identical_weights_on_both_ranks(
     # Rank 0 alone wrote the log and the checkpoints, and they hold these weights.
     (row,) = list(csv.DictReader(open(output / "log.csv")))
     assert int(row["epoch"]) == 1
-    saved = torch.load(output / "last.pt", weights_only=False)["state_dict"]
+    saved = load_checkpoint(output / "last.pt", expected_model="deepgmr")["state_dict"]
     assert all(torch.equal(saved[k], reference[k]) for k in reference)
