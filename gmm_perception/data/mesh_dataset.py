@@ -218,12 +218,32 @@ def save_outputs(points_path: Path, meshes_path: Path, prepared: Sequence[Prepar
     return points_path, meshes_path
 
 
+# Per process: reopening a package's 60-100 MB zip for every model costs more than the model.
+_open_archives: dict[str, Any] = {}  # archive path -> zipfile.ZipFile
+
+
+def archive_member(archive: str | Path, member: str) -> bytes:
+    """The bytes of `member` in the zip `archive`, kept open for the process's next reads
+    (KeyError when the member is absent)."""
+    import zipfile
+
+    key = str(archive)
+    if key not in _open_archives:
+        _open_archives[key] = zipfile.ZipFile(archive)
+    return _open_archives[key].read(member)
+
+
+def close_archives() -> None:
+    for archive in _open_archives.values():
+        archive.close()
+    _open_archives.clear()
+
+
 def prepare_in_parallel(prepare: Callable[[Any], Any], tasks: Sequence[Any], workers: int,
-                        progress: bool, desc: str, unit: str, chunksize: int,
-                        close: Callable[[], None]) -> Iterator[Any]:
-    """`prepare` over `tasks` in order, in `workers` processes (one: in this one, then `close`
-    releases what it cached, e.g. open archives), with a tqdm bar. Spawned, not forked: the
-    parent may hold OpenMP/Open3D threads that a fork would deadlock on."""
+                        progress: bool, desc: str, unit: str, chunksize: int) -> Iterator[Any]:
+    """`prepare` over `tasks` in order, in `workers` processes (one: in this one, closing the
+    archives it opened afterwards), with a tqdm bar. Spawned, not forked: the parent may hold
+    OpenMP/Open3D threads that a fork would deadlock on."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -234,7 +254,7 @@ def prepare_in_parallel(prepare: Callable[[Any], Any], tasks: Sequence[Any], wor
         try:
             yield from tqdm(map(prepare, tasks), **bar)
         finally:
-            close()
+            close_archives()
         return
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         yield from tqdm(pool.map(prepare, tasks, chunksize=chunksize), **bar)

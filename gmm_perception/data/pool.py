@@ -52,9 +52,9 @@ from gmm_perception.data import cgal, pybullet_data, sh3d
 from gmm_perception.data.debian import cached_deb, deb_version, fetch_deb, unpack_deb
 from gmm_perception.data.formats import FormatError, load_mesh
 from gmm_perception.data.mesh_dataset import (MAX_FACES, POINTS_FLOAT16_MAX_ERROR,
-                                              PreparedMesh, default_data_dir, mesh_config,
-                                              model_rng, outputs_current, prepare_in_parallel,
-                                              prepare_mesh, read_meta)
+                                              PreparedMesh, archive_member, default_data_dir,
+                                              mesh_config, model_rng, outputs_current,
+                                              prepare_in_parallel, prepare_mesh, read_meta)
 from gmm_perception.data.shape_set import MeshSet, ShapeSet
 
 BUILDER_VERSION = 2  # bump when a change to this module changes the output
@@ -195,18 +195,12 @@ class _Task(NamedTuple):
     max_faces: int
 
 
-_open_archives: dict[str, zipfile.ZipFile] = {}  # per process: reopening a 100 MB zip costs
-
-
 def _load(item: Item) -> trimesh.Trimesh:
     if item.arrays is not None:
         return trimesh.Trimesh(item.arrays[0], item.arrays[1], process=False)
     data = item.data
     if data is None:
-        archive = _open_archives.get(item.archive)
-        if archive is None:
-            archive = _open_archives[item.archive] = zipfile.ZipFile(item.archive)
-        data = archive.read(item.member)
+        data = archive_member(item.archive, item.member)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / PurePosixPath(item.member).name
         path.write_bytes(data)
@@ -234,16 +228,9 @@ def prepare(task: _Task) -> PreparedMesh | str:
         return f"degenerate: {exc}"
 
 
-def _close_archives() -> None:
-    for archive in _open_archives.values():
-        archive.close()
-    _open_archives.clear()
-
-
 def _prepare_all(tasks: list[_Task], workers: int, progress: bool) -> Iterator[PreparedMesh | str]:
     # Small chunks keep the two workers balanced.
-    return prepare_in_parallel(prepare, tasks, workers, progress, "pool shapes", "shape", 4,
-                               _close_archives)
+    return prepare_in_parallel(prepare, tasks, workers, progress, "pool shapes", "shape", 4)
 
 
 # --------------------------------------------------------------------------------- splits

@@ -76,10 +76,11 @@ import numpy as np
 
 from gmm_perception.data.debian import cached_deb, deb_version, fetch_deb, unpack_deb
 from gmm_perception.data.formats import FormatError, load_mesh
-from gmm_perception.data.mesh_dataset import (MAX_FACES, PreparedMesh, builder_parser,
-                                              default_data_dir, model_rng, outputs_current,
-                                              prepare_in_parallel, prepare_mesh, print_outputs,
-                                              read_meta, save_outputs, stratified_split)
+from gmm_perception.data.mesh_dataset import (MAX_FACES, PreparedMesh, archive_member,
+                                              builder_parser, default_data_dir, model_rng,
+                                              outputs_current, prepare_in_parallel, prepare_mesh,
+                                              print_outputs, read_meta, save_outputs,
+                                              stratified_split)
 from gmm_perception.data.mesh_ops import Y_UP_TO_Z_UP
 from gmm_perception.data.shape_set import ShapeSet
 
@@ -250,17 +251,11 @@ class _Task(NamedTuple):
     max_faces: int
 
 
-_open_archives: dict[Path, zipfile.ZipFile] = {}  # per process: opening a 60 MB zip costs
-
-
 def _prepare(task: _Task) -> PreparedMesh | str:
     """The prepared model, or the reason it is broken."""
     entry = task.entry
-    archive = _open_archives.get(entry.archive)
-    if archive is None:
-        archive = _open_archives[entry.archive] = zipfile.ZipFile(entry.archive)
     try:
-        data = archive.read(entry.model)
+        data = archive_member(entry.archive, entry.model)
     except KeyError:
         return f"broken: model file {entry.model or '(none)'} not in {entry.archive.name}"
     rotation = np.eye(3) if entry.rotation is None else np.reshape(entry.rotation, (3, 3))
@@ -276,15 +271,8 @@ def _prepare(task: _Task) -> PreparedMesh | str:
             return f"broken: {str(exc).replace(str(path), path.name)}"
 
 
-def _close_archives() -> None:
-    for archive in _open_archives.values():
-        archive.close()
-    _open_archives.clear()
-
-
 def _prepare_all(tasks: list[_Task], workers: int, progress: bool) -> Iterator[PreparedMesh | str]:
-    return prepare_in_parallel(_prepare, tasks, workers, progress, "SH3D models", "model", 2,
-                               _close_archives)
+    return prepare_in_parallel(_prepare, tasks, workers, progress, "SH3D models", "model", 2)
 
 
 # ----------------------------------------------------------------------------------- build
