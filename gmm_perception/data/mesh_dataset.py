@@ -15,7 +15,7 @@ import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import trimesh
@@ -216,6 +216,24 @@ def save_outputs(points_path: Path, meshes_path: Path, prepared: Sequence[Prepar
     meshes.save(meshes_path)
     shapes.save(points_path, half_precision=True)
     return points_path, meshes_path
+
+
+def unique_prepared(ids: Sequence[str], results: Iterable[PreparedMesh | str],
+                    skipped: dict[str, str], duplicate: str = "duplicate of {}"
+                    ) -> list[tuple[int, PreparedMesh]]:
+    """(index, mesh) of every prepared mesh that is the first of its geometry, in order; the
+    reason of each other one (broken: the string `results` holds; a duplicate: `duplicate`
+    formatted with the first one's id) goes into `skipped` under its id."""
+    kept, first_of_hash = [], {}
+    for index, (shape_id, result) in enumerate(zip(ids, results)):
+        if isinstance(result, str):
+            skipped[shape_id] = result
+        elif result.geometry_hash in first_of_hash:
+            skipped[shape_id] = duplicate.format(first_of_hash[result.geometry_hash])
+        else:
+            first_of_hash[result.geometry_hash] = shape_id
+            kept.append((index, result))
+    return kept
 
 
 # Per process: reopening a package's 60-100 MB zip for every model costs more than the model.

@@ -54,7 +54,8 @@ from gmm_perception.data.formats import FormatError, load_mesh
 from gmm_perception.data.mesh_dataset import (MAX_FACES, POINTS_FLOAT16_MAX_ERROR,
                                               PreparedMesh, archive_member, default_data_dir,
                                               mesh_config, model_rng, outputs_current,
-                                              prepare_in_parallel, prepare_mesh, read_meta)
+                                              prepare_in_parallel, prepare_mesh, read_meta,
+                                              unique_prepared)
 from gmm_perception.data.shape_set import MeshSet, ShapeSet
 
 BUILDER_VERSION = 2  # bump when a change to this module changes the output
@@ -318,17 +319,9 @@ def build_from_items(items: Sequence[Item], out_dir: str | Path, *, points: int 
     recorded = _recorded_splits(paths[0], split_seed, resplit)
     started = time.monotonic()
     tasks = [_Task(item, points, seed, max_faces) for item in items]
-    kept: list[tuple[Item, PreparedMesh]] = []
     skipped: dict[str, str] = {}
-    first_of_hash: dict[str, str] = {}
-    for item, result in zip(items, _prepare_all(tasks, workers, progress)):
-        if isinstance(result, str):
-            skipped[item.shape_id] = result
-        elif result.geometry_hash in first_of_hash:
-            skipped[item.shape_id] = f"duplicate: of {first_of_hash[result.geometry_hash]}"
-        else:
-            first_of_hash[result.geometry_hash] = item.shape_id
-            kept.append((item, result))
+    kept = [(items[k], result) for k, result in unique_prepared(
+        ids, _prepare_all(tasks, workers, progress), skipped, "duplicate: of {}")]
     if not kept:
         raise ValueError(f"none of the {len(items)} shapes could be used")
     splits = [recorded.get(i.shape_id)

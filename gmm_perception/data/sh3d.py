@@ -80,7 +80,7 @@ from gmm_perception.data.mesh_dataset import (MAX_FACES, PreparedMesh, archive_m
                                               builder_parser, default_data_dir, model_rng,
                                               outputs_current, prepare_in_parallel, prepare_mesh,
                                               print_outputs, read_meta, save_outputs,
-                                              stratified_split)
+                                              stratified_split, unique_prepared)
 from gmm_perception.data.mesh_ops import Y_UP_TO_Z_UP
 from gmm_perception.data.shape_set import ShapeSet
 
@@ -320,16 +320,8 @@ def build_from_tree(roots: Sequence[str | Path], out_dir: str | Path, points_per
             mapped.append((entry, cls))
 
     tasks = [_Task(entry, points_per_model, seed, max_faces) for entry, _ in mapped]
-    kept: list[tuple[CatalogEntry, str, PreparedMesh]] = []
-    first_of_hash: dict[str, str] = {}
-    for (entry, cls), result in zip(mapped, _prepare_all(tasks, workers, progress)):
-        if isinstance(result, str):
-            skipped[entry.model_id] = result
-        elif result.geometry_hash in first_of_hash:
-            skipped[entry.model_id] = f"duplicate of {first_of_hash[result.geometry_hash]}"
-        else:
-            first_of_hash[result.geometry_hash] = entry.model_id
-            kept.append((entry, cls, result))
+    kept = [(*mapped[k], result) for k, result in unique_prepared(
+        [entry.model_id for entry, _ in mapped], _prepare_all(tasks, workers, progress), skipped)]
 
     per_class = Counter(cls for _, cls, _ in kept)
     dropped = {c: n for c, n in per_class.items() if n < min_models}
