@@ -70,16 +70,18 @@ class PartialViews:
     unit-radius object (~0.04) plus the D435 depth noise of both views at 2-3 m (9-34 mm each): at
     0.075, two independent scans from the same viewpoint score 0.98-1.0 (box, sphere, cylinder,
     capsule), while larger radii would count more of the band around the true overlap.
-    ``min_overlap``: the second view is redrawn until the pair overlaps at least this much (0 keeps
-    every pair; independent viewpoints leave about a quarter of pairs with almost no shared
-    surface).
+    ``min_overlap``: the second view is redrawn (up to 20 times, then the best-overlapping one
+    is kept) until the pair overlaps at least this much. 0.5 by default, the protocol of issue 15
+    (overlap 0.5-1.0): independent viewpoints leave about 40 % of pairs below 0.5 and a quarter
+    with almost no shared surface, where no method registers (on the pool's val split every
+    method, FPFH + RANSAC + ICP included, recovered 0-3 % of the pairs below 0.5).
     """
 
     camera: DepthCamera = field(default_factory=_default_camera)
     distance_range: tuple[float, float] = (2.0, 3.0)
     elevation_range: tuple[float, float] = (-20.0, 60.0)
     overlap_radius: float = 0.075
-    min_overlap: float = 0.0
+    min_overlap: float = 0.5
 
 
 @dataclass
@@ -218,14 +220,14 @@ def make_pairs(shapes: ShapeSet | MeshSet, setting: str, count: int | None = Non
         if setting == "partial":
             mesh = shapes.mesh(k)
             view_s = _partial_view(mesh, views, num_points, rng)
+            view_t, overlap[b] = None, -1.0
             for _ in range(_MAX_VIEW_TRIES):
-                view_t = _partial_view(mesh, views, num_points, rng)
-                overlap[b] = _overlap(view_s, view_t, views.overlap_radius)
-                if overlap[b] >= views.min_overlap:
+                candidate = _partial_view(mesh, views, num_points, rng)
+                shared = _overlap(view_s, candidate, views.overlap_radius)
+                if shared > overlap[b]:  # no view overlapping enough: keep the best one
+                    view_t, overlap[b] = candidate, shared
+                if shared >= views.min_overlap:
                     break
-            else:
-                raise RuntimeError(f"no second view of '{shapes.model_ids[k]}' overlapped the "
-                                   f"first by {views.min_overlap} in {_MAX_VIEW_TRIES} tries")
         elif setting == "scan_to_model":
             mesh = shapes.mesh(k)
             scans = [_partial_view(mesh, views, num_points, rng)

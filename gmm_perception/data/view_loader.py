@@ -70,7 +70,7 @@ class ViewLoader:
 
     def __init__(self, pool: ViewPool, shapes: ShapeSet | None = None, split: str | None = None,
                  seed: int = 0, num_points: int = 1024, max_translation: float = 0.5,
-                 min_overlap: float = 0.3, scan_views: tuple[int, int] = (1, 3),
+                 min_overlap: float = 0.5, scan_views: tuple[int, int] = (1, 3),
                  noise: bool = True, voxel: float | None = None):
         if not 1 <= scan_views[0] <= scan_views[1]:
             raise ValueError("scan_views must be (min, max) with 1 <= min <= max")
