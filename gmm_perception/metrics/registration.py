@@ -24,9 +24,11 @@ from numpy.typing import ArrayLike, NDArray
 from gmm_perception.geometry.transforms import rotation_error_deg
 
 __all__ = ["pose_errors", "recall", "registration_rmse", "rotation_error_deg",
-           "translation_error"]
+           "symmetric_rmse", "translation_error"]
 
 DEEPGMR_RECALL_THRESHOLD = 0.2  # DeepGMR Table 1 "Re@0.2", after Choi et al. (CVPR 2015)
+# A pose is equivalent under the object's symmetry when its symmetric RMSE is below this (issue 15).
+SYMMETRIC_THRESHOLD = 0.05
 
 
 def _scalar_or_array(values: NDArray) -> NDArray[np.float64] | float:
@@ -55,6 +57,28 @@ def registration_rmse(points: ArrayLike, T_est: ArrayLike, T_gt: ArrayLike
     residual = (np.einsum("...ij,...nj->...ni", delta[..., :3, :3], source)
                 + delta[..., np.newaxis, :3, 3])
     return _scalar_or_array(np.sqrt(np.mean(np.sum(residual**2, axis=-1), axis=-1)))
+
+
+def symmetric_rmse(source: ArrayLike, target: ArrayLike, T_est: ArrayLike, T_gt: ArrayLike
+                   ) -> float:
+    """RMSE up to the object's symmetry (ADD-S, Hinterstoisser et al. 2012, with a root mean
+    square): the seen surface, `source` together with `target` brought into the source frame by
+    T_gt, is placed by T_est and by T_gt, and each point placed by T_est takes its distance to the
+    *nearest* point placed by T_gt. A box turned by 180 degrees about its axis scores ~0 where
+    `registration_rmse` scores its size. With a partial pair the seen surface is the union of the
+    two views, so only symmetries of what was seen count. One pair: (n, 3), (m, 3), (4, 4), (4, 4).
+    """
+    from scipy.spatial import cKDTree
+
+    source, target = np.asarray(source, np.float64), np.asarray(target, np.float64)
+    T_est, T_gt = _as_transforms(T_est, "T_est"), _as_transforms(T_gt, "T_gt")
+    if T_est.shape != (4, 4) or T_gt.shape != (4, 4):
+        raise ValueError("symmetric_rmse scores one pair: transforms (4, 4)")
+    back = np.linalg.inv(T_gt)
+    surface = np.concatenate([source, target @ back[:3, :3].T + back[:3, 3]])
+    placed = surface @ T_est[:3, :3].T + T_est[:3, 3]
+    distances, _ = cKDTree(surface @ T_gt[:3, :3].T + T_gt[:3, 3]).query(placed)
+    return float(np.sqrt(np.mean(distances ** 2)))
 
 
 def recall(rmse_values: ArrayLike, threshold: float = DEEPGMR_RECALL_THRESHOLD) -> float:

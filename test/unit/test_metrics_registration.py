@@ -92,3 +92,45 @@ def test_rejects_bad_shapes():
         registration_rmse(np.zeros((5, 2)), np.eye(4), np.eye(4))
     with pytest.raises(ValueError):
         registration_rmse(np.zeros((5, 3)), np.eye(3), np.eye(4))
+
+
+def _rotation_z(angle: float) -> np.ndarray:
+    T = np.eye(4)
+    T[:2, :2] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
+    return T
+
+
+def test_symmetric_rmse_forgives_a_symmetry_and_nothing_else():
+    from gmm_perception.metrics.registration import symmetric_rmse
+
+    # A ring of 12 points has 12-fold symmetry about z: a turn by 30 degrees maps it onto itself.
+    angles = np.arange(12) * np.pi / 6
+    ring = np.stack([np.cos(angles), np.sin(angles), np.zeros(12)], axis=1)
+    T_gt = np.eye(4)
+    T_gt[:3, 3] = [0.3, -0.2, 0.5]
+    target = ring + T_gt[:3, 3]
+    turned = T_gt @ _rotation_z(np.pi / 6)
+    assert registration_rmse(ring, turned, T_gt) == pytest.approx(2 * np.sin(np.pi / 12))
+    assert symmetric_rmse(ring, target, turned, T_gt) == pytest.approx(0.0, abs=1e-12)
+    # A turn by 15 degrees is no symmetry: every point lands halfway between two ring points.
+    half = T_gt @ _rotation_z(np.pi / 12)
+    assert symmetric_rmse(ring, target, half, T_gt) == pytest.approx(2 * np.sin(np.pi / 24))
+    # A shift smaller than half the point spacing: every point's nearest is its own image.
+    shifted = T_gt.copy()
+    shifted[:3, 3] += [0.0, 0.0, 0.1]
+    assert symmetric_rmse(ring, target, shifted, T_gt) == pytest.approx(0.1)
+
+
+def test_symmetric_rmse_uses_both_views_of_a_partial_pair():
+    from gmm_perception.metrics.registration import symmetric_rmse
+
+    # Source sees one half of the ring, target (posed by T_gt) the other: the seen surface is the
+    # whole ring, so a turn by 180 degrees (source onto the target's half) is a symmetry of it.
+    angles = np.arange(12) * np.pi / 6
+    ring = np.stack([np.cos(angles), np.sin(angles), np.zeros(12)], axis=1)
+    T_gt = _rotation_z(0.4)
+    source, target = ring[:6], ring[6:] @ T_gt[:3, :3].T
+    assert symmetric_rmse(source, target, T_gt @ _rotation_z(np.pi), T_gt) == pytest.approx(0.0,
+                                                                                           abs=1e-9)
+    # Without the target's half the same turn would not be forgiven.
+    assert symmetric_rmse(source, source[:0], T_gt @ _rotation_z(np.pi), T_gt) > 0.5

@@ -118,5 +118,6 @@ def test_reference_features_are_built_once_at_the_reference_scale(random_model):
     assert features.fpfh.num() == len(features.cloud.points) > 0
     assert registrar(random_model, fallback=False)._reference(reference, "chair").features is None
     # A new config at the same voxel keeps the same features object (not recomputed).
-    same = stage.with_config(RegistrationConfig(registration_points=256, fallback_fitness=0.5))
+    same = stage.with_config(RegistrationConfig(registration_points=256, fallback_fitness=0.5,
+                                                fallback_voxel=0.05))
     assert same.references[0].features is features
