@@ -185,6 +185,22 @@ class RegistrationConfig:
     fallback_iterations: int = setting(100_000, "Most RANSAC iterations per fallback try (it "
                                        "stops earlier at 0.999 confidence): bounds its time.",
                                        low=100, high=10_000_000)
+    tracking: bool = setting(True, "Register once, then track: an object (by segmentation id) "
+                             "registered with fitness >= track_fitness is refined by ICP from "
+                             "its last pose in the next frames; global registration runs again "
+                             "when the tracked fit drops, the object is new or unseen for "
+                             "track_timeout, or track_recheck has passed. Objects are tracked in "
+                             "the cloud's frame: with a moving sensor set target_frame to a "
+                             "fixed frame.")
+    track_fitness: float = setting(0.85, "Fitness a registration needs to start or keep a "
+                                   "track.", low=0.0, high=1.0)
+    track_recheck: float = setting(5.0, "Seconds (cloud stamps) after which a tracked object "
+                                   "is registered globally again; the better fit wins.",
+                                   low=0.0, high=3600.0)
+    track_timeout: float = setting(1.0, "Seconds an object may go unseen before its track is "
+                                   "dropped.", low=0.0, high=3600.0)
+    track_points: int = setting(512, "Source points ICP uses per tracked frame (a random "
+                                "subset): bounds a tracked frame's cost.", low=16, high=100_000)
     seed: int = _seed()
 
     def __post_init__(self):

@@ -62,6 +62,10 @@ class Registration:
     method: str  # the winning path: "deepgmr", "deepgmr+icp_<mode>" or FALLBACK_METHOD
     reference_name: str = ""
     fallback: str = "off"  # one of FALLBACK_STATES
+    # "registered" (the global estimate) or "tracked" (ICP from the object's previous pose,
+    # pipeline.track), and the seconds since the track's first global registration.
+    mode: str = "registered"
+    track_age: float = 0.0
 
     @property
     def fallback_ran(self) -> bool:
@@ -204,7 +208,7 @@ class DeepGmrRegistrar:
             hypotheses = [(ref, self._refine(source, ref.cloud, T))
                           for ref, T in self._distinct(unrefined)[:REFINED_HYPOTHESES]]
         scores = [self._fit(source, ref, T) for ref, T in hypotheses]
-        best = max(range(len(scores)), key=lambda i: _rank(scores[i]))
+        best = max(range(len(scores)), key=lambda i: rank_fit(scores[i]))
         method = "deepgmr" if self.config.icp == "none" else f"deepgmr+icp_{self.config.icp}"
         fallback = "off"
         if self.config.fallback:
@@ -212,7 +216,7 @@ class DeepGmrRegistrar:
             if scores[best][0] < self.config.fallback_fitness:
                 # References by fit: the scored (refined) hypotheses best first, then the
                 # rest in their pre-ICP order; the fallback tries the first few.
-                order = sorted(range(len(scores)), key=lambda i: _rank(scores[i]), reverse=True)
+                order = sorted(range(len(scores)), key=lambda i: rank_fit(scores[i]), reverse=True)
                 ranked = [hypotheses[i][0] for i in order] + [ref for ref, _ in unrefined]
                 tried = list({id(ref): ref for ref in ranked}.values())
                 tried = tried[:self.config.fallback_references]
@@ -222,13 +226,34 @@ class DeepGmrRegistrar:
                 for ref in tried:
                     transform = self._fallback(source, ref, scans)
                     score = self._fit(source, ref, transform)
-                    if _rank(score) > _rank(scores[best]):
+                    if rank_fit(score) > rank_fit(scores[best]):
                         hypotheses.append((ref, transform))
                         scores.append(score)
                         best, fallback, method = len(scores) - 1, "won", FALLBACK_METHOD
                 if fallback == "won":
                     self.fallback_wins += 1
-        (ref, transform), (fitness, inlier_rmse, distances) = hypotheses[best], scores[best]
+        (ref, transform), score = hypotheses[best], scores[best]
+        return self._result(source, ref, transform, score, started, method, fallback)
+
+    def refine(self, source: np.ndarray, reference_name: str, initial: np.ndarray,
+               max_points: int) -> Registration:
+        """ICP from `initial` (source -> reference) on at most `max_points` source points, against
+        the reference named `reference_name`, scored like `register`: what tracking costs."""
+        started = time.perf_counter()
+        ref = next((ref for ref in self.references if ref.name == reference_name), None)
+        if ref is None:
+            raise KeyError(f"no reference named '{reference_name}'")
+        source = np.asarray(source, dtype=np.float64)
+        if len(source) > max_points:
+            source = source[self._rng.choice(len(source), max_points, replace=False)]
+        icp = self.config.icp if self.config.icp != "none" else "point_to_point"
+        transform = self._refine(source, ref.cloud, initial, icp=icp)
+        return self._result(source, ref, transform, self._fit(source, ref, transform), started,
+                            f"track+icp_{icp}", "not_needed" if self.config.fallback else "off")
+
+    def _result(self, source: np.ndarray, ref: Reference, transform: np.ndarray, score: tuple,
+                started: float, method: str, fallback: str) -> Registration:
+        fitness, inlier_rmse, distances = score
         # Chamfer as in metrics.chamfer (sum of the two mean nearest distances), for the winner
         # only, reusing its aligned-to-reference half and the reference's tree.
         aligned = source @ transform[:3, :3].T + transform[:3, 3]
@@ -306,7 +331,7 @@ class DeepGmrRegistrar:
         return np.asarray(transform)
 
 
-def _rank(score: tuple) -> tuple[float, float]:
+def rank_fit(score: tuple) -> tuple[float, float]:
     """Fits compare by fitness, then by lower inlier RMSE."""
     return score[0], -score[1]
 
