@@ -59,9 +59,11 @@ def build_scene(pipeline: str | Path, library: dict[str, np.ndarray], library_di
     registration = configs(REGISTRATION, {"reference_mode": "library",
                                           "library_dir": str(library_dir)})
     torch_device = resolve_device(registration[NodeConfig].device).device
-    steps = {"registration": ObjectStep(
-        Preprocessor(registration[PreprocessConfig]),
-        load_registrar(registration[RegistrationConfig], torch_device, library)[0].register)}
+    from gmm_perception.pipeline.track import PoseTracker  # torch and open3d: only when built
+
+    registrar = load_registrar(registration[RegistrationConfig], torch_device, library)[0]
+    steps = {"registration": ObjectStep(Preprocessor(registration[PreprocessConfig]),
+                                        PoseTracker(registrar).register, keyed=True)}
     for executable, stage, config_class, load in (
             (CLASSIFICATION, "classification", ClassifyConfig, load_classifier),
             (SHAPE_MODEL, "shape_model", ShapeModelConfig, load_shape_modeller),

@@ -65,10 +65,25 @@ class Preprocessor:
 
 
 class ObjectStep:
-    """One object node's work: its preprocessing, then its stage."""
+    """One object node's work: its preprocessing, then its stage. A `keyed` stage tracks objects
+    over frames (registration: `PoseTracker.register`) and is also given the object's id, the
+    stamp in seconds and the frame."""
 
-    def __init__(self, preprocess: Preprocessor, stage: Callable[[np.ndarray], Any]):
-        self.preprocess, self.stage = preprocess, stage
+    def __init__(self, preprocess: Preprocessor, stage: Callable[..., Any], keyed: bool = False):
+        self.preprocess, self.stage, self.keyed = preprocess, stage, keyed
 
-    def __call__(self, points: np.ndarray) -> Any:
+    def __call__(self, points: np.ndarray, object_id: Any = None, stamp: Any = None,
+                 frame_id: str = "") -> Any:
+        if self.keyed:
+            return self.stage(self.preprocess(points), object_id, stamp_seconds(stamp), frame_id)
         return self.stage(self.preprocess(points))
+
+
+def stamp_seconds(stamp: Any) -> float | None:
+    """A stamp as float seconds: integer nanoseconds (bag records), float seconds, or a ROS
+    time message (sec, nanosec); None stays None."""
+    if stamp is None or isinstance(stamp, float):
+        return stamp
+    if isinstance(stamp, (int, np.integer)):
+        return int(stamp) * 1e-9
+    return stamp.sec + 1e-9 * stamp.nanosec

@@ -134,7 +134,7 @@ class ScenePipeline:
                 tick = time.perf_counter()
                 answer = ObjectAnswer(obj.id, name)
                 try:
-                    answer.result = step(obj.points)
+                    answer.result = step(obj.points, obj.id, stamp, frame)
                 except EmptyCloudError as exc:  # too few points: a node rejects it the same way
                     answer.refused = str(exc)
                 except Exception as exc:  # noqa: BLE001 - as a node's worker: record, go on

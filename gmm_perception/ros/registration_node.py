@@ -5,8 +5,9 @@ match by fitness wins), from the `reference` topic, or from the previous frame (
 Publishes TF (cloud frame -> child_frame, the object's pose at the cloud's stamp), `~/result`
 (RegistrationResult, with the object id) and `~/aligned` (the matched reference in the cloud
 frame). Clouds from the segmentation node carry an `object_id` field: each object then gets its
-own frame `<child_frame>_<id>`. A malformed reference on the topic is rejected and the last good
-one kept.
+own frame `<child_frame>_<id>`, and its own track (pipeline.track: registered once, then tracked
+by ICP from its last pose while the fit holds; the result's `mode` says which). A malformed
+reference on the topic is rejected and the last good one kept.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from gmm_perception.pipeline.configs import PreprocessConfig, RegistrationConfig
 from gmm_perception.pipeline.register import Registration
 from gmm_perception.pipeline.preprocess import ObjectStep, Preprocessor
 from gmm_perception.pipeline.scene import load_registrar
+from gmm_perception.pipeline.track import PoseTracker
 from gmm_perception.pipeline.work_queue import DropOldestQueue
 from gmm_perception.ros.node_base import Cloud, ModelNode, run_node
 from gmm_perception.ros.pointcloud import xyz_to_cloud
@@ -33,6 +35,7 @@ class RegistrationNode(ModelNode):
     def configure_node(self) -> None:
         config = self.configs[RegistrationConfig]
         self.registrar = self.load_stage(load_registrar, config)
+        self.tracker = PoseTracker(self.registrar)
         if config.reference_mode == "file":
             self.registrar.register(self.registrar.reference[:256])  # warm-up
         elif config.reference_mode == "library":
@@ -50,15 +53,21 @@ class RegistrationNode(ModelNode):
     def apply_configs(self, configs: dict) -> None:
         if configs[RegistrationConfig] != self.registrar.config:
             self.registrar = self.registrar.with_config(configs[RegistrationConfig])
-        self.step = ObjectStep(Preprocessor(configs[PreprocessConfig]), self.registrar.register)
+            self.tracker = self.tracker.with_registrar(self.registrar)
+        self.step = ObjectStep(Preprocessor(configs[PreprocessConfig]), self.tracker.register,
+                               keyed=True)
         self.output_config = configs[RegistrationOutputConfig]
 
     def stage_diagnostics(self) -> dict:
-        """How often the classical fallback ran and won (RegistrationConfig.fallback)."""
-        registrar = getattr(self, "registrar", None)
-        if registrar is None:
+        """How often the classical fallback ran and won (RegistrationConfig.fallback), how many
+        frames were tracked and how many registered globally, and the tracks held."""
+        tracker = getattr(self, "tracker", None)
+        if tracker is None:
             return {}
-        return {"fallback_runs": registrar.fallback_runs, "fallback_wins": registrar.fallback_wins}
+        registrar = tracker.registrar
+        return {"fallback_runs": registrar.fallback_runs, "fallback_wins": registrar.fallback_wins,
+                "tracked_frames": tracker.tracked_frames,
+                "registered_frames": tracker.registered_frames, "tracks": len(tracker.tracks)}
 
     def cleanup_node(self) -> None:
         subscription = getattr(self, "_reference_subscription", None)
@@ -80,6 +89,7 @@ class RegistrationNode(ModelNode):
                 raise ValueError(f"{len(points)} finite points (< {MIN_OBJECT_POINTS})")
             name = self.configs[RegistrationConfig].reference_name or "topic"
             self.registrar.set_reference(points, name)  # replaces the old one only on success
+            self.tracker.forget()  # poses against the old reference mean nothing now
         except Exception as exc:  # noqa: BLE001 - MalformedCloudError, or a model failure
             kept = "keeping the previous reference" if self.registrar.references \
                 else "no reference yet"
@@ -101,7 +111,8 @@ class RegistrationNode(ModelNode):
             return
         if not self.registrar.references:
             raise RuntimeError("no reference cloud received yet on 'reference'")
-        self._publish(cloud, self.step(cloud.points), object_id)
+        self._publish(cloud, self.step(cloud.points, object_id, cloud.stamp, cloud.frame_id),
+                      object_id)
 
     def _publish(self, cloud: Cloud, result: Registration, object_id: int | None) -> None:
         child_frame = self.output_config.child_frame
@@ -118,7 +129,7 @@ class RegistrationNode(ModelNode):
             reference_name=result.reference_name, fitness=result.fitness,
             inlier_rmse=result.inlier_rmse, inlier_threshold=result.inlier_threshold,
             chamfer_distance=result.chamfer, latency_ms=result.seconds * 1e3,
-            method=result.method)
+            method=result.method, mode=result.mode, track_age=result.track_age)
         message.header.stamp, message.header.frame_id = cloud.stamp, cloud.frame_id
         self.result_pub.publish(message)
         reference = next(ref.points for ref in self.registrar.references

@@ -13,7 +13,7 @@ from gmm_perception.data.mesh_ops import sample_surface
 from gmm_perception.data.procedural import procedural_mesh
 from gmm_perception.geometry.transforms import make_transform, random_rotation, \
     rotation_error_deg, transform_points
-from gmm_perception.ros.pointcloud import xyz_to_cloud
+from gmm_perception.ros.pointcloud import object_cloud, xyz_to_cloud
 from gmm_perception.ros.tf import transform_to_matrix
 from gmm_perception_msgs.msg import RegistrationResult
 
@@ -107,3 +107,44 @@ def test_scan_to_scan_mode_recovers_the_motion_between_frames(probe, start_node,
     estimate = transform_to_matrix(tf)  # pose of the previous scan in the current one
     assert rotation_error_deg(estimate[:3, :3], motion[:3, :3]) < 3.0
     assert np.linalg.norm(estimate[:3, 3] - motion[:3, 3]) < 0.02
+
+
+def test_a_segmented_object_is_registered_once_then_tracked(probe, start_node, reference):
+    """Clouds of object 4 moving 1.5 cm and 2 degrees a frame at 10 Hz: the first frame is
+    registered, the next ones tracked from the last pose, each pose on TF as chair_4."""
+    mesh, path = reference
+    node = start_node("registration_node", "-r", "__node:=registration_it",
+                      "-r", "points:=/reg_track_points", "-p", f"reference_file:={path}",
+                      "-p", "child_frame:=chair", "-p", "diagnostics_period:=0.2")
+    results = probe.record(RegistrationResult, f"{NODE}/result")
+    transforms = probe.record(TFMessage, "/tf")
+    publisher = probe.publisher(PointCloud2, "/reg_track_points")
+    assert probe.wait_for_subscribers(publisher, timeout=60), node.log()
+    rng = np.random.default_rng(4)
+    poses = []
+    for frame in range(10):
+        pose = make_transform(Rotation.from_euler("z", 30 + 2 * frame, degrees=True).as_matrix(),
+                              [1.5 + 0.015 * frame, -0.3, 0.2])
+        scan = sample_surface(mesh, 3000, rng) + rng.normal(0, 0.002, (3000, 3))
+        cloud = object_cloud(transform_points(pose, scan).astype(np.float32), 4, "map",
+                             TimeMsg(sec=30, nanosec=100_000_000 * frame))
+        poses.append(pose)
+        for _ in range(100):  # best effort: repeat until this frame's result is back
+            publisher.publish(cloud)
+            if probe.wait(lambda: len(results) > frame, timeout=0.5):
+                break
+        assert len(results) == frame + 1, node.log()
+    assert [r.mode for r in results] == ["registered"] + ["tracked"] * 9, node.log()
+    assert all(r.object_id == "4" for r in results)
+    assert results[-1].track_age == pytest.approx(0.9, abs=1e-6)
+    assert results[-1].method.startswith("track+icp")
+    def last():
+        return [t for m in transforms for t in m.transforms
+                if t.child_frame_id == "chair_4" and t.header.stamp.nanosec == 900_000_000]
+    assert probe.wait(last, 5), node.log()
+    estimate = transform_to_matrix(last()[0])
+    assert rotation_error_deg(estimate[:3, :3], poses[-1][:3, :3]) < 3.0
+    assert np.linalg.norm(estimate[:3, 3] - poses[-1][:3, 3]) < 0.02
+    assert probe.wait(lambda: probe.diagnostics.get(NODE, {}).get("tracked_frames") == "9", 5), \
+        probe.diagnostics.get(NODE)
+    assert probe.diagnostics[NODE]["registered_frames"] == "1"

@@ -135,3 +135,21 @@ def test_tracking_off_registers_every_frame_and_tracks_stay_bounded(model):
     for key in range(1, MAX_TRACKS + 10):  # a stream of new ids: the table keeps its bound
         on._keep(key, Track("chair", result.transform, "", 0.0, 0.0, 0.0), result, 0.0)
     assert len(on.tracks) == MAX_TRACKS and 0 not in on.tracks
+
+
+def test_a_keyed_object_step_hands_id_stamp_and_frame_to_the_tracker(model):
+    from types import SimpleNamespace
+
+    from gmm_perception.pipeline.configs import PreprocessConfig
+    from gmm_perception.pipeline.preprocess import ObjectStep, Preprocessor, stamp_seconds
+
+    assert stamp_seconds(1_500_000_000) == pytest.approx(1.5)  # bag nanoseconds
+    assert stamp_seconds(2.25) == 2.25 and stamp_seconds(None) is None
+    assert stamp_seconds(SimpleNamespace(sec=3, nanosec=250_000_000)) == pytest.approx(3.25)
+    chair = shape("chair")
+    poses = tracker(model, {"chair": chair})
+    step = ObjectStep(Preprocessor(PreprocessConfig()), poses.register, keyed=True)
+    points = scan(chair, moving_pose(0), 0)
+    assert step(points, 5, 1_000_000_000, "map").mode == "registered"
+    assert step(points, 5, 1_100_000_000, "map").mode == "tracked"
+    assert set(poses.tracks) == {5} and poses.tracks[5].seen == pytest.approx(1.1)
