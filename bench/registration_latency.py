@@ -6,7 +6,9 @@ A posed object (a procedural chair, 0.8 m across) sampled at --points points wit
 published best effort at --rate Hz, stamped with the publisher's clock at send time; the node runs
 with the shipped checkpoint and the pipeline's preprocessing (voxel grid, then 1024 points for the
 network). Latency = arrival of the TF on /tf minus the cloud's stamp: DDS transfer, conversion,
-preprocessing, DeepGMR, optional ICP and the TF publication. One row per refinement setting.
+preprocessing, DeepGMR, optional ICP and the TF publication. One row per setting
+(--settings: refinement, then `track` for the default register-once-then-track or `global` for
+global registration of every cloud).
 """
 from __future__ import annotations
 
@@ -46,17 +48,20 @@ from gmm_perception.ros.tf import transform_to_matrix  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_setting(node: Node, executor, workdir: Path, args, icp: str) -> dict:
+def run_setting(node: Node, executor, workdir: Path, args, setting: str) -> dict:
+    icp, mode = setting.split(":")
+    name = f"{icp}_{mode}"
     mesh = procedural_mesh("chair", np.random.default_rng(11))
     mesh.apply_scale(0.4)
     reference = workdir / "chair.ply"
     mesh.export(reference)
-    topic, child = f"/latency_points_{icp}", f"chair_{icp}"
-    log = open(workdir / f"node_{icp}.log", "w")
+    topic, child = f"/latency_points_{name}", f"chair_{name}"
+    log = open(workdir / f"node_{name}.log", "w")
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "registration_node"), "--ros-args",
-         "-r", f"__node:=latency_{icp}", "-r", f"points:={topic}",
+         "-r", f"__node:=latency_{name}", "-r", f"points:={topic}",
          "-p", f"reference_file:={reference}", "-p", f"icp:={icp}",
+         "-p", f"tracking:={'true' if mode == 'track' else 'false'}",
          "-p", f"voxel_size:={args.voxel}", "-p", f"child_frame:={child}"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     arrivals: dict[int, tuple[float, np.ndarray]] = {}
@@ -73,7 +78,7 @@ def run_setting(node: Node, executor, workdir: Path, args, icp: str) -> dict:
     def on_diagnostics(msg: DiagnosticArray) -> None:
         for status in msg.status:
             values = {kv.key: kv.value for kv in status.values}
-            if status.name.endswith(f"latency_{icp}") and int(values.get("processed", 0)):
+            if status.name.endswith(f"latency_{name}") and int(values.get("processed", 0)):
                 processing.append((float(values["processing_p50_ms"]),
                                    float(values["processing_p95_ms"])))
 
@@ -119,7 +124,7 @@ def run_setting(node: Node, executor, workdir: Path, args, icp: str) -> dict:
     latencies = np.array([arrivals[s][0] for s in stamps if s in arrivals])
     rotation = [rotation_error_deg(arrivals[s][1][:3, :3], pose[:3, :3]) for s in stamps
                 if s in arrivals]
-    return {"icp": icp, "points": args.points, "voxel": args.voxel, "sent": len(stamps),
+    return {"setting": setting, "icp": icp, "tracking": mode == "track", "points": args.points, "voxel": args.voxel, "sent": len(stamps),
             "received": len(latencies), "latency_ms_p50": float(np.median(latencies)),
             "latency_ms_p95": float(np.percentile(latencies, 95)),
             "latency_ms_max": float(latencies.max()),
@@ -136,7 +141,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--rate", type=float, default=5.0, help="clouds per second")
     parser.add_argument("--voxel", type=float, default=0.01, help="node voxel_size, metres")
-    parser.add_argument("--icp", default="none,point_to_point")
+    parser.add_argument("--settings", default="none:global,point_to_point:global,"
+                        "point_to_point:track", help="refinement:global|track, comma-separated")
     parser.add_argument("--json", type=Path,
                         default=ROOT / "bench" / "results" / "registration_latency.json")
     args = parser.parse_args()
@@ -146,15 +152,15 @@ def main() -> None:
     executor.add_node(node)
     results = []
     with tempfile.TemporaryDirectory() as workdir:
-        for icp in args.icp.split(","):
-            results.append(run_setting(node, executor, Path(workdir), args, icp))
-            print(f"{icp}: p95 {results[-1]['latency_ms_p95']:.0f} ms", file=sys.stderr)
+        for setting in args.settings.split(","):
+            results.append(run_setting(node, executor, Path(workdir), args, setting))
+            print(f"{setting}: p95 {results[-1]['latency_ms_p95']:.0f} ms", file=sys.stderr)
     rclpy.try_shutdown()
     print(f"\n{args.points} points per cloud at {args.rate:g} Hz, voxel {args.voxel} m; "
           f"load average {os.getloadavg()[0]:.1f}\n")
-    print_table(["refinement", "sent", "TFs", "latency p50 (ms)", "p95 (ms)", "max (ms)",
+    print_table(["refinement:registration", "sent", "TFs", "latency p50 (ms)", "p95 (ms)", "max (ms)",
                  "in-node p50 (ms)", "in-node p95 (ms)", "median rot. err. (deg)"],
-                [[r["icp"], str(r["sent"]), str(r["received"]), f"{r['latency_ms_p50']:.0f}",
+                [[r["setting"], str(r["sent"]), str(r["received"]), f"{r['latency_ms_p50']:.0f}",
                   f"{r['latency_ms_p95']:.0f}", f"{r['latency_ms_max']:.0f}",
                   f"{r['processing_ms_p50']:.0f}", f"{r['processing_ms_p95_max']:.0f}",
                   f"{r['rotation_error_deg_median']:.1f}"] for r in results], "lrrrrrrrr")
