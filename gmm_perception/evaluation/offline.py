@@ -116,7 +116,8 @@ def _record(frame: FrameRecord, result: SceneFrame) -> None:
             registration = answer.result
             frame.detections.append(Detection(
                 answer.object_id, registration.reference_name, registration.T_cloud_object,
-                registration.fitness, registration.inlier_rmse, answer.milliseconds))
+                registration.fitness, registration.inlier_rmse, answer.milliseconds,
+                registration.mode))
         elif answer.stage == "classification":
             classification = answer.result
             frame.classifications.append(ClassifiedObject(

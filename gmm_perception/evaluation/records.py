@@ -24,6 +24,7 @@ class Detection:
     fitness: float
     inlier_rmse: float
     latency_ms: float  # registration of this object (as the node reports it)
+    mode: str = "registered"  # "registered" (global) or "tracked" (from the last pose)
 
 
 @dataclass(frozen=True)

@@ -135,7 +135,8 @@ def scene_metrics(run: EvaluationRun, library: dict[str, np.ndarray],
     rows = [row for i in evaluated
             for row in match_frame(run, i, library, match_distance, success_fraction)]
     scorable = [t for t in run.truth if t.model_points is not None]
-    detections = sum(len(run.frames[i].detections) for i in evaluated)
+    all_detections = [d for i in evaluated for d in run.frames[i].detections]
+    detections = len(all_detections)
     opportunities = len(scorable) * len(evaluated)
     last = evaluated[-1] if evaluated else None
     last_rows = [row for row in rows if last is not None and row.frame == run.frames[last].index]
@@ -184,6 +185,13 @@ def scene_metrics(run: EvaluationRun, library: dict[str, np.ndarray],
             "rmse_m": _summary(r.rmse for r in rows),
             "rotation_error_deg": _summary(r.rotation_error_deg for r in rows),
             "translation_error_m": _summary(r.translation_error for r in rows),
+            # Detections answered by tracking (ICP from the last pose) rather than by a global
+            # registration, and the registration stage's time per detection in each mode.
+            "tracked_share": (sum(d.mode == "tracked" for d in all_detections)
+                              / len(all_detections) if all_detections else None),
+            "ms_per_object": {mode: _summary(d.latency_ms for d in all_detections
+                                             if d.mode == mode)
+                              for mode in ("registered", "tracked")},
         },
         "classification": classification,
         "surfaces": surface_metrics(run, evaluated, match_distance),

@@ -313,7 +313,7 @@ def _frames(contents: BagContents, player: _Player, warnings: list[str]) -> list
             frame.detections.append(Detection(
                 _object_id(result.object_id), result.reference_name,
                 invert_transform(_matrix(result.transform)), result.fitness,
-                result.inlier_rmse, result.latency_ms))
+                result.inlier_rmse, result.latency_ms, result.mode or "registered"))
         for msg in sorted(player.classifications.get(stamp, []), key=lambda m: m.object_id):
             frame.classifications.append(ClassifiedObject(
                 _object_id(msg.object_id), msg.label,

@@ -92,3 +92,18 @@ def test_truth_without_a_model_is_listed_not_scored():
     metrics, rows = scene_metrics(run_with([FrameRecord(0, 0)], truth), {})
     assert rows == [] and metrics["truth_without_model"] == ["ghost"]
     assert metrics["registration"]["recall"] == 0.0
+
+
+def test_tracked_share_and_time_per_object_by_mode():
+    pose = make_transform(np.eye(3), [5, 0, 0])
+    truth = [TruthObject("cube", pose, CUBE)]
+    modes = ["registered", "tracked", "tracked", "tracked"]
+    costs = [80.0, 4.0, 6.0, 5.0]
+    frames = [FrameRecord(i, i, detections=[Detection(1, "cube", pose, 1.0, 0.0, ms, mode)])
+              for i, (mode, ms) in enumerate(zip(modes, costs))]
+    registration = scene_metrics(run_with(frames, truth), {"cube": CUBE})[0]["registration"]
+    assert registration["tracked_share"] == pytest.approx(0.75)
+    assert registration["ms_per_object"]["tracked"]["median"] == pytest.approx(5.0)
+    assert registration["ms_per_object"]["registered"]["max"] == pytest.approx(80.0)
+    assert scene_metrics(run_with([FrameRecord(0, 0)], truth),
+                         {"cube": CUBE})[0]["registration"]["tracked_share"] is None
