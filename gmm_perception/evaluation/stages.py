@@ -14,9 +14,10 @@ import numpy as np
 
 from gmm_perception.device import resolve_device
 from gmm_perception.pipeline.configs import ClassifyConfig, NodeConfig, PreprocessConfig, \
-    RegistrationConfig, SegmentConfig, ShapeModelConfig, UpsampleConfig, default_values, \
-    node_configs
+    RegistrationConfig, ReuseConfig, SegmentConfig, ShapeModelConfig, UpsampleConfig, \
+    default_values, node_configs
 from gmm_perception.pipeline.preprocess import ObjectStep, Preprocessor
+from gmm_perception.pipeline.reuse import ReusedStage
 from gmm_perception.pipeline.scene import ScenePipeline, load_classifier, \
     load_registrar, load_shape_modeller, load_upsampler
 from gmm_perception.pipeline_config import NodeEntry, PipelineConfigError, load_pipeline, \
@@ -70,7 +71,8 @@ def build_scene(pipeline: str | Path, library: dict[str, np.ndarray], library_di
             (UPSAMPLING, "upsampling", UpsampleConfig, load_upsampler)):
         if executable in entries:
             node = configs(executable)
-            steps[stage] = ObjectStep(Preprocessor(node[PreprocessConfig]),
-                                      load(node[config_class], torch_device)[0])
+            # As the node: run again for an object only when its cloud changed (ReuseConfig).
+            steps[stage] = ObjectStep(Preprocessor(node[PreprocessConfig]), ReusedStage(
+                load(node[config_class], torch_device)[0], node[ReuseConfig]), keyed=True)
     return ScenePipeline(segmentation[NodeConfig].target_frame, segmentation[PreprocessConfig],
                          segmentation[SegmentConfig], steps)

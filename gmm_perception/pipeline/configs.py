@@ -137,6 +137,29 @@ class SegmentConfig:
 
 
 @dataclass(frozen=True)
+class ReuseConfig:
+    """When a per-object stage (classification, shape model, upsampling) answers an object
+    again from its last answer instead of running: objects mostly stand still, and a model pass
+    per object per frame is what keeps a scene from sensor rate (issue 16)."""
+
+    rerun_fraction: float = setting(0.2, "Run again for an object once this fraction of its "
+                                    "points are new: farther than rerun_distance from the cloud "
+                                    "the stage last ran on (0: run every frame).",
+                                    low=0.0, high=1.0)
+    rerun_distance: float = setting(0.03, "Distance beyond which a point counts as new, metres.",
+                                    low=0.001, high=10.0)
+    rerun_period: float = setting(3.0, "Seconds (cloud stamps) after which the stage runs again "
+                                  "for an object anyway (0: only on change).",
+                                  low=0.0, high=3600.0)
+    republish: bool = setting(False, "On frames where the stage did not run, publish the last "
+                              "answer again with the new stamp (for subscribers that want every "
+                              "frame); off: publish only new answers.")
+
+    def __post_init__(self):
+        validate(self)
+
+
+@dataclass(frozen=True)
 class RegistrationConfig:
     """The registration stage: which network, which references, how hypotheses are refined and
     scored. Lengths are metres."""
@@ -353,11 +376,11 @@ NODE_CONFIGS: dict[str, tuple[type, ...]] = {
     "segmentation_node": (NodeConfig, PreprocessConfig, SegmentConfig),
     "registration_node": (NodeConfig, PreprocessConfig, RegistrationConfig,
                           RegistrationOutputConfig),
-    "classification_node": (NodeConfig, PreprocessConfig, ClassifyConfig,
+    "classification_node": (NodeConfig, PreprocessConfig, ClassifyConfig, ReuseConfig,
                             ClassificationOutputConfig),
-    "shape_model_node": (NodeConfig, PreprocessConfig, ShapeModelConfig,
+    "shape_model_node": (NodeConfig, PreprocessConfig, ShapeModelConfig, ReuseConfig,
                          ShapeModelOutputConfig),
-    "upsampling_node": (NodeConfig, PreprocessConfig, UpsampleConfig),
+    "upsampling_node": (NodeConfig, PreprocessConfig, UpsampleConfig, ReuseConfig),
 }
 
 

@@ -13,9 +13,8 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from gmm_perception.data.pointcloud2 import object_id_of
 from gmm_perception.pipeline.classify import Classifier
-from gmm_perception.pipeline.configs import ClassificationOutputConfig, ClassifyConfig, \
-    PreprocessConfig
-from gmm_perception.pipeline.preprocess import ObjectStep, Preprocessor
+from gmm_perception.pipeline.configs import ClassificationOutputConfig, ClassifyConfig
+from gmm_perception.pipeline.preprocess import stamp_seconds
 from gmm_perception.pipeline.scene import load_classifier
 from gmm_perception.ros.mixture_msgs import mixture_to_msg
 from gmm_perception.ros.node_base import ModelNode, run_node
@@ -36,22 +35,26 @@ class ClassificationNode(ModelNode):
         if configs[ClassifyConfig] != self.classifier.config:  # the seed: the model stays
             self.classifier = Classifier(configs[ClassifyConfig], self.classifier.model,
                                          self.classifier.class_names, self.device)
-        self.step = ObjectStep(Preprocessor(configs[PreprocessConfig]), self.classifier)
+        self.step = self.reused_step(configs, self.classifier)
         self.output_config = configs[ClassificationOutputConfig]
 
     def process(self, msg: PointCloud2) -> None:
         object_id = object_id_of(msg)  # a malformed id field is rejected before the work
         cloud = self.read_cloud(msg)
         points = self.step.preprocess(cloud.points)  # the marker stands on them
-        result = self.step.stage(points)
+        result = self.step.stage(points, object_id, stamp_seconds(cloud.stamp), cloud.frame_id)
+        if not self.answer_is_new():
+            return
         header = Header(stamp=cloud.stamp, frame_id=cloud.frame_id)
         self.result_pub.publish(ObjectClassification(
             header=header, object_id="" if object_id is None else str(object_id),
             class_id=result.class_id, label=result.label,
             class_labels=self.classifier.class_names,
             scores=result.scores.astype(float).tolist(), model_name=self.model_name))
-        self.markers_pub.publish(self._label_marker(points, result, object_id, header))
-        if self.output_config.publish_mixture and result.mixture is not None:
+        if self.wanted(self.markers_pub):
+            self.markers_pub.publish(self._label_marker(points, result, object_id, header))
+        if self.output_config.publish_mixture and result.mixture is not None and \
+                self.wanted(self.mixture_pub):
             self.mixture_pub.publish(mixture_to_msg(*result.mixture, header,
                                                     model_name=f"{self.model_name}:input_fit"))
 

@@ -59,8 +59,10 @@ from gmm_perception.config import ConfigError, from_values
 from gmm_perception.data.pointcloud2 import MalformedCloudError, read_xyz
 from gmm_perception.geometry.points import EmptyCloudError
 from gmm_perception.geometry.tf_tree import TransformError
-from gmm_perception.pipeline.configs import NODE_CONFIGS, NodeConfig, build_configs
-from gmm_perception.pipeline.preprocess import cloud_in_frame
+from gmm_perception.pipeline.configs import NODE_CONFIGS, NodeConfig, PreprocessConfig, \
+    ReuseConfig, build_configs
+from gmm_perception.pipeline.preprocess import ObjectStep, Preprocessor, cloud_in_frame
+from gmm_perception.pipeline.reuse import ReusedStage
 from gmm_perception.pipeline.stats import StageStats
 from gmm_perception.pipeline.work_queue import DropOldestQueue
 from gmm_perception.ros.middleware import use_default_dds_profile
@@ -174,6 +176,12 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
         publisher = self.create_lifecycle_publisher(msg_type, topic, qos)
         self._outputs.append(publisher)
         return publisher
+
+    @staticmethod
+    def wanted(publisher) -> bool:
+        """Whether anyone subscribes to `publisher`: optional outputs (markers, aligned and
+        resampled clouds) are neither built nor sent when nobody does."""
+        return publisher.get_subscription_count() > 0
 
     def resolve_torch_device(self):
         """The configured torch device, CUDA falling back to the CPU with a logged warning."""
@@ -510,6 +518,23 @@ class ModelNode(PerceptionNode):
         self.checkpoint_note = (f"{config.checkpoint} (model {payload['model']}, code "
                                 f"{payload['metadata'].get('code_version', 'unknown')})")
         return stage
+
+    def reused_step(self, configs: dict, stage) -> ObjectStep:
+        """The node's step around `stage`, run for an object again only when its cloud changed
+        (ReuseConfig); a new configuration starts with no kept answers."""
+        self.reuse = ReusedStage(stage, configs[ReuseConfig])
+        return ObjectStep(Preprocessor(configs[PreprocessConfig]), self.reuse, keyed=True)
+
+    def answer_is_new(self) -> bool:
+        """Whether the step's last answer should be published: it is new, or `republish` asks
+        for every frame."""
+        reuse = getattr(self, "reuse", None)
+        return reuse is None or not reuse.last_reused or self.configs[ReuseConfig].republish
+
+    def stage_diagnostics(self) -> dict[str, Any]:
+        """How often the stage ran and how often an object's last answer was reused."""
+        reuse = getattr(self, "reuse", None)
+        return {} if reuse is None else {"stage_runs": reuse.runs, "reused_answers": reuse.reuses}
 
 
 def run_node(node_class: type[PerceptionNode], node_name: str, args: list[str] | None = None

@@ -132,6 +132,8 @@ class RegistrationNode(ModelNode):
             method=result.method, mode=result.mode, track_age=result.track_age)
         message.header.stamp, message.header.frame_id = cloud.stamp, cloud.frame_id
         self.result_pub.publish(message)
+        if not self.wanted(self.aligned_pub):
+            return
         reference = next(ref.points for ref in self.registrar.references
                          if ref.name == result.reference_name)
         aligned = transform_points(object_in_cloud, reference.astype(np.float32))

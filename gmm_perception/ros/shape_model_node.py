@@ -16,9 +16,7 @@ from std_msgs.msg import Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from gmm_perception.data.pointcloud2 import object_id_of
-from gmm_perception.pipeline.configs import PreprocessConfig, ShapeModelConfig, \
-    ShapeModelOutputConfig
-from gmm_perception.pipeline.preprocess import ObjectStep, Preprocessor
+from gmm_perception.pipeline.configs import ShapeModelConfig, ShapeModelOutputConfig
 from gmm_perception.pipeline.scene import load_shape_modeller
 from gmm_perception.pipeline.shape_model import ShapeModeller
 from gmm_perception.ros.mixture_msgs import ellipsoid_markers, mixture_to_msg
@@ -67,21 +65,26 @@ class ShapeModelNode(ModelNode):
         if configs[ShapeModelConfig] != self.modeller.config:
             self.modeller = ShapeModeller(configs[ShapeModelConfig], self.modeller.model,
                                           self.device, self.modeller.num_points)
-        self.step = ObjectStep(Preprocessor(configs[PreprocessConfig]), self.modeller)
+        self.step = self.reused_step(configs, self.modeller)
         self.marker_level = self.depth if marker_level < 0 else marker_level
 
     def process(self, msg: PointCloud2) -> None:
         object_id = object_id_of(msg)  # a malformed id field is rejected before the work
         cloud = self.read_cloud(msg)
-        result = self.step(cloud.points)
+        result = self.step(cloud.points, object_id, cloud.stamp, cloud.frame_id)
+        if not self.answer_is_new():
+            return
         header = Header(stamp=cloud.stamp, frame_id=cloud.frame_id)
         for level, (arrays, publisher) in enumerate(zip(result.levels, self.level_pubs)):
+            if not self.wanted(publisher):
+                continue
             publisher.publish(mixture_to_msg(
                 arrays["weights"], arrays["means"], arrays["covariances"], header,
                 model_name=self.model_name, level=level,
                 parent_indices=arrays["parents"] if level else None))
-        self.markers_pub.publish(self._markers(result.levels[self.marker_level], object_id,
-                                               header))
+        if self.wanted(self.markers_pub):
+            self.markers_pub.publish(self._markers(result.levels[self.marker_level], object_id,
+                                                   header))
         resampled = (xyz_to_cloud(result.resampled, cloud.frame_id, cloud.stamp)
                      if object_id is None else
                      object_cloud(result.resampled, object_id, cloud.frame_id, cloud.stamp))

@@ -10,8 +10,7 @@ from __future__ import annotations
 from sensor_msgs.msg import PointCloud2
 
 from gmm_perception.data.pointcloud2 import object_id_of
-from gmm_perception.pipeline.configs import PreprocessConfig, UpsampleConfig
-from gmm_perception.pipeline.preprocess import ObjectStep, Preprocessor
+from gmm_perception.pipeline.configs import UpsampleConfig
 from gmm_perception.pipeline.scene import load_upsampler
 from gmm_perception.pipeline.upsample import Upsampler
 from gmm_perception.ros.node_base import ModelNode, run_node
@@ -31,12 +30,14 @@ class UpsamplingNode(ModelNode):
         rebuild around the loaded model."""
         if configs[UpsampleConfig] != self.upsampler.config:
             self.upsampler = Upsampler(configs[UpsampleConfig], self.upsampler.model, self.device)
-        self.step = ObjectStep(Preprocessor(configs[PreprocessConfig]), self.upsampler)
+        self.step = self.reused_step(configs, self.upsampler)
 
     def process(self, msg: PointCloud2) -> None:
         object_id = object_id_of(msg)  # a malformed id field is rejected before the work
         cloud = self.read_cloud(msg)
-        dense = self.step(cloud.points).points
+        dense = self.step(cloud.points, object_id, cloud.stamp, cloud.frame_id).points
+        if not self.answer_is_new():
+            return
         self.dense_pub.publish(
             xyz_to_cloud(dense, cloud.frame_id, cloud.stamp) if object_id is None
             else object_cloud(dense, object_id, cloud.frame_id, cloud.stamp))

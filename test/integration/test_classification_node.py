@@ -95,3 +95,39 @@ def test_tiny_and_empty_clouds_are_rejected_and_the_node_carries_on(probe, start
     assert probe.wait(lambda: probe.diagnostic_count(NODE, "failed")
                       + probe.diagnostic_count(NODE, "rejected") >= 1, 5), node.log()
     assert node.alive()
+
+
+@pytest.mark.parametrize("republish", [False, True])
+def test_a_standing_object_is_classified_once_unless_every_frame_is_wanted(
+        probe, start_node, held_out, republish):
+    """Ten frames of one unchanged object at 10 Hz: the model runs once; the answer is sent
+    once, or on every frame with the new stamp when `republish` is on."""
+    node = start_node("classification_node", "-r", "__node:=classification_it",
+                      "-r", "points:=/cls_reuse", "-p", f"republish:={str(republish).lower()}",
+                      "-p", "diagnostics_period:=0.2")
+    results = probe.record(ObjectClassification, f"{NODE}/classification")
+    publisher = probe.publisher(PointCloud2, "/cls_reuse")
+    assert probe.wait_for_subscribers(publisher, timeout=60), node.log()
+    placed = (held_out[0][1] * 0.4 + [3.0, 0.5, 0.4]).astype(np.float32)
+
+    def frame(k: int):
+        return object_cloud(placed, 5, "map", TimeMsg(sec=40, nanosec=100_000_000 * k))
+    for _ in range(60):  # best effort: repeat the first frame until the node answers it
+        publisher.publish(frame(0))
+        if probe.wait(lambda: results, timeout=0.5):
+            break
+    assert results, node.log()
+    first = len(results)  # the first frame may have arrived more than once
+    for k in range(1, 10):
+        publisher.publish(frame(k))
+        probe.spin_for(0.1)
+    probe.spin_for(1.0)
+    # Best effort input: allow one of the nine later frames to be lost on the way.
+    assert probe.wait(lambda: int(probe.diagnostics.get(NODE, {}).get("reused_answers", 0))
+                      >= 8, 5), probe.diagnostics.get(NODE)
+    assert probe.diagnostics[NODE]["stage_runs"] == "1"
+    if republish:
+        stamps = {r.header.stamp.nanosec for r in results}
+        assert len(stamps) >= 9 and len({r.label for r in results}) == 1
+    else:
+        assert len(results) == first
