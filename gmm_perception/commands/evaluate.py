@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="report directory (default: <bag>/../evaluation)")
     parser.add_argument("--points-topic", default="/points")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--processes", action="store_true",
+                        help="live mode: each node in its own process (default: one process)")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -71,7 +73,7 @@ def _run(mode: str, contents, args, library: dict, library_dir: Path):
     from gmm_perception.ros.live_evaluation import run_live
 
     return run_live(contents, args.pipeline, library_dir, rate=args.rate, device=args.device,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, processes=args.processes)
 
 
 def main(args: argparse.Namespace) -> int:

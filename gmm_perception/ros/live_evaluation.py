@@ -195,7 +195,11 @@ class _Player:
 
 def run_live(contents: BagContents, pipeline: str | Path, library_dir: str | Path, *,
              rate: float = 1.0, device: str = "auto", progress: bool = True,
-             startup_timeout: float = 120.0, drain_timeout: float = 60.0) -> EvaluationRun:
+             startup_timeout: float = 120.0, drain_timeout: float = 60.0,
+             processes: bool = False) -> EvaluationRun:
+    """The bag played into the pipeline's nodes at `rate` times its recorded speed: every node
+    in one runner process, or with `processes` each in its own (gmm_perception_runner
+    --processes)."""
     if rate <= 0:
         raise ValueError(f"rate must be positive, got {rate}")
     pipeline = Path(pipeline)
@@ -220,7 +224,7 @@ def run_live(contents: BagContents, pipeline: str | Path, library_dir: str | Pat
         with open(log_path, "w") as log:
             runner = subprocess.Popen(
                 [str(Path(sys.executable).parent / "gmm_perception_runner"), str(live_yaml),
-                 "--use-sim-time"], stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(),
+                 "--use-sim-time", *(["--processes"] if processes else [])], stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(),
                 start_new_session=True)
             input_topic = entries[SEGMENTATION].remappings.get("points", "points")
             player = _Player(entries, "/" + input_topic.lstrip("/"))
