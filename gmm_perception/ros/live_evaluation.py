@@ -196,10 +196,10 @@ class _Player:
 def run_live(contents: BagContents, pipeline: str | Path, library_dir: str | Path, *,
              rate: float = 1.0, device: str = "auto", progress: bool = True,
              startup_timeout: float = 120.0, drain_timeout: float = 60.0,
-             processes: bool = False) -> EvaluationRun:
-    """The bag played into the pipeline's nodes at `rate` times its recorded speed: every node
-    in one runner process, or with `processes` each in its own (gmm_perception_runner
-    --processes)."""
+             processes: bool = True) -> EvaluationRun:
+    """The bag played into the pipeline's nodes at `rate` times its recorded speed: each node in
+    its own process (gmm_perception_runner --processes, what measured faster here:
+    bench/scene_latency.py), or with `processes=False` every node in one runner process."""
     if rate <= 0:
         raise ValueError(f"rate must be positive, got {rate}")
     pipeline = Path(pipeline)
