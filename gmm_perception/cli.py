@@ -37,7 +37,7 @@ def _make_bag(args: argparse.Namespace) -> int:
 
     from gmm_perception.data.mesh_dataset import default_data_dir
     from gmm_perception.data.shape_set import MeshSet
-    from gmm_perception.evaluation.bag import make_demo
+    from gmm_perception.evaluation.bag import DEMO_PRESETS, make_demo
 
     meshes_path = args.meshes or default_data_dir() / "sh3d" / "sh3d_meshes.npz"
     if not Path(meshes_path).is_file():
@@ -46,16 +46,19 @@ def _make_bag(args: argparse.Namespace) -> int:
         return 2
     started = time.perf_counter()
     try:
-        demo = make_demo(args.output, MeshSet.load(meshes_path), storage=args.storage,
-                         sensor=args.sensor, frames=args.frames, objects=args.objects,
-                         seed=args.seed, rate_hz=args.rate, progress=True, overwrite=args.force)
+        demo = make_demo(args.output, MeshSet.load(meshes_path), preset=args.preset,
+                         storage=args.storage, sensor=args.sensor, frames=args.frames,
+                         objects=args.objects, seed=args.seed, rate_hz=args.rate, progress=True,
+                         overwrite=args.force)
     except (FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     seconds = time.perf_counter() - started
     bag = demo.bag
-    print(f"bag:     {bag.path} ({bag.storage}, {bag.frames} frames at {args.rate:g} Hz, "
-          f"{(bag.end_ns - bag.start_ns) / 1e9:.1f} s; messages {bag.message_counts})")
+    rate = DEMO_PRESETS[args.preset].rate_hz if args.rate is None else args.rate
+    print(f"bag:     {bag.path} ({bag.storage}, preset {args.preset}, {bag.frames} frames at "
+          f"{rate:g} Hz, {(bag.end_ns - bag.start_ns) / 1e9:.1f} s; messages "
+          f"{bag.message_counts})")
     print(f"library: {Path(args.output) / 'library'} ({len(demo.library)} PLY meshes, metres, "
           "object frames)")
     print(f"sensor:  {demo.sensor} in frame '{demo.sensor_frame}'; ground truth on /tf_static "
@@ -63,9 +66,11 @@ def _make_bag(args: argparse.Namespace) -> int:
     for obj in demo.scene.objects:
         x, y, z = obj.T_world_object[:3, 3]
         size = np.ptp(np.asarray(obj.mesh.vertices), axis=0)
+        carried = "" if obj.present is None else \
+            f"  present in frames {obj.present[0]}-{obj.present[1] - 1}"
         print(f"  {obj.name:<14} {obj.class_name:<10} {obj.model_id:<40} xyz ({x:+.2f}, "
               f"{y:+.2f}, {z:+.2f}) m  yaw {obj.yaw_deg:+6.1f} deg  size "
-              f"{size[0]:.2f} x {size[1]:.2f} x {size[2]:.2f} m")
+              f"{size[0]:.2f} x {size[1]:.2f} x {size[2]:.2f} m{carried}")
     counts = np.array(bag.points_per_frame)
     if len(counts):
         print(f"points per frame: min {counts.min()}, median {int(np.median(counts))}, "
@@ -108,10 +113,19 @@ def build_parser() -> argparse.ArgumentParser:
     make_bag.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
     make_bag.add_argument("--sensor", choices=["lidar", "depth"], default="lidar",
                           help="Ouster OS1-64 LiDAR or RealSense D435 depth at half resolution")
-    make_bag.add_argument("--frames", type=int, default=30, help="scans on one orbit")
-    make_bag.add_argument("--objects", type=int, default=3, help="objects of distinct classes")
-    make_bag.add_argument("--seed", type=int, default=0, help="scene, orbit and noise seed")
-    make_bag.add_argument("--rate", type=float, default=5.0, help="frames per second")
+    from gmm_perception.evaluation.bag import DEFAULT_PRESET, DEMO_PRESETS
+
+    make_bag.add_argument("--preset", choices=sorted(DEMO_PRESETS), default=DEFAULT_PRESET,
+                          help="; ".join(f"{name}: {p.summary}"
+                                         for name, p in DEMO_PRESETS.items())
+                          + f" (default: {DEFAULT_PRESET}; orbit is the first demo's bag)")
+    make_bag.add_argument("--frames", type=int, default=None,
+                          help="scans along the sensor's path (default: the preset's)")
+    make_bag.add_argument("--objects", type=int, default=None,
+                          help="objects of distinct classes (default: the preset's)")
+    make_bag.add_argument("--seed", type=int, default=0, help="scene, path and noise seed")
+    make_bag.add_argument("--rate", type=float, default=None,
+                          help="frames per second (default: the preset's)")
     make_bag.add_argument("--meshes", type=Path, default=None,
                           help="MeshSet .npz (default: <data dir>/sh3d/sh3d_meshes.npz)")
     make_bag.add_argument("--force", action="store_true",

@@ -18,6 +18,13 @@ Frame k is stamped ``start_ns + round(k * 1e9 / rate_hz)`` with a fixed ``start_
 (classes, source models, scales, poses, sensor) is also stored as JSON in the bag's metadata
 ``custom_data`` under ``SCENE_KEY``.
 
+Visibility: objects can be out of view (occluded, or carried in or out during the bag), so the
+scene JSON's ``visibility`` holds each object's returns per frame (``points``: name -> one count
+per frame of ``stamps_ns``), counted exactly from the ray cast; an object is visible in a frame
+when it has at least ``min_points`` (`VISIBLE_MIN_POINTS`) there (`BagContents.truth_visibility`;
+the metrics count only visible objects). A bag without it (the ``orbit`` preset's, older bags)
+counts every object as visible in every frame.
+
 Replay latching: rosbag2's player re-offers the reliability and durability recorded in each
 topic's ``offered_qos_profiles`` (when all recorded offers agree; rosbag2_transport's
 ``adapt_offer_to_recorded_offers``), so /tf_static, recorded as one reliable, transient-local,
@@ -61,6 +68,9 @@ TF_STATIC_TOPIC = "/tf_static"
 CLOCK_TOPIC = "/clock"
 TRUTH_PREFIX = "truth/"  # ground-truth object frames: truth/<object name>
 SCENE_KEY = "gmm_perception.scene"  # custom_data key of the scene's JSON description
+# Returns an object needs in a frame to count as visible there: one frame's worth of the
+# segmentation's smallest cluster (SegmentConfig.min_cluster_points' default).
+VISIBLE_MIN_POINTS = 30
 
 POINTCLOUD2 = "sensor_msgs/msg/PointCloud2"
 TFMESSAGE = "tf2_msgs/msg/TFMessage"
@@ -172,12 +182,14 @@ def write_demo_bag(path: str | Path, scene: DemoScene, frames: Iterable[Frame],
                    storage: Literal["mcap", "sqlite3"] = "mcap", sensor_frame: str = "lidar",
                    world_frame: str = "world", rate_hz: float = 5.0,
                    clock_rate_hz: float | None = None, start_ns: int = EPOCH_NS,
-                   sensor_info: dict[str, Any] | None = None) -> BagSummary:
+                   sensor_info: dict[str, Any] | None = None,
+                   visibility: bool = True) -> BagSummary:
     """Write `frames` (consumed lazily, one at a time) and the scene's ground truth as a bag.
 
     `path` is the rosbag2 directory to create (it must not exist). `clock_rate_hz`, when above
     `rate_hz`, adds /clock ticks between frames so a replaying node's timers run smoothly.
-    `sensor_info` (e.g. the sensor's parameters) is stored beside the scene in custom_data.
+    `sensor_info` (e.g. the sensor's parameters) is stored beside the scene in custom_data, and
+    with `visibility` each object's returns per frame (see the module docstring).
     """
     if storage not in ("mcap", "sqlite3"):
         raise ValueError(f"storage must be 'mcap' or 'sqlite3', got '{storage}'")
@@ -195,6 +207,8 @@ def write_demo_bag(path: str | Path, scene: DemoScene, frames: Iterable[Frame],
     writer.set_custom_data(SCENE_KEY, json.dumps(description))
     counts = dict.fromkeys(EXPECTED_TYPES, 0)
     points_per_frame: list[int] = []
+    stamps: list[int] = []
+    object_points: list[list[int]] = []  # per frame, per object
     writer.open()
     try:
         conns = {topic: writer.add_connection(topic, msgtype, typestore=msgs.ts,
@@ -222,6 +236,15 @@ def write_demo_bag(path: str | Path, scene: DemoScene, frames: Iterable[Frame],
             put(TF_TOPIC, ns, msgs.tf([pose]))
             put(POINTS_TOPIC, ns, msgs.cloud(frame.points, sensor_frame, ns))
             points_per_frame.append(len(frame.points))
+            stamps.append(ns)
+            object_points.append(frame.object_points(len(scene.objects)).tolist())
+        if visibility:  # custom_data goes into the metadata when the writer closes
+            per_object = np.array(object_points, dtype=np.int64).reshape(-1, len(scene.objects))
+            description["visibility"] = {
+                "min_points": VISIBLE_MIN_POINTS, "stamps_ns": stamps,
+                "points": {obj.name: per_object[:, i].tolist()
+                           for i, obj in enumerate(scene.objects)}}
+            writer.set_custom_data(SCENE_KEY, json.dumps(description))
     finally:
         writer.close()
     return BagSummary(path, storage, len(points_per_frame), points_per_frame, counts, start_ns,
@@ -408,6 +431,30 @@ class BagContents:
         return {t.child[len(prefix):]: t.T_parent_child for t in self.static_transforms
                 if t.child.startswith(prefix)}
 
+    def truth_visibility(self, warnings: list[str] | None = None
+                         ) -> dict[str, frozenset[int]] | None:
+        """Object name -> the frame stamps (ns) it is visible in; None when the bag does not
+        record visibility (then every object counts as visible in every frame). A malformed
+        record is a warning (appended to `warnings`, default this bag's) and counts as none."""
+        record = (self.scene or {}).get("visibility")
+        if record is None:
+            return None
+        try:
+            stamps = [int(s) for s in record["stamps_ns"]]
+            least = int(record["min_points"])
+            visible = {}
+            for name, points in record["points"].items():
+                if len(points) != len(stamps):
+                    raise ValueError(f"{name} has {len(points)} counts for {len(stamps)} stamps")
+                visible[str(name)] = frozenset(s for s, n in zip(stamps, points)
+                                               if int(n) >= least)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            (self.warnings if warnings is None else warnings).append(
+                f"the scene's visibility record is malformed ({exc}): every object counts as "
+                "visible in every frame")
+            return None
+        return visible
+
 
 def read_bag(path: str | Path, points_topic: str = POINTS_TOPIC) -> BagContents:
     """Read a whole bag; defects become `warnings` (see BagReader)."""
@@ -454,6 +501,42 @@ def demo_sensor(kind: str):
     return sensor, DEMO_SENSORS[kind][1], DEMO_SENSORS[kind][0]
 
 
+@dataclass(frozen=True)
+class DemoPreset:
+    """What a demo bag shows; `make-bag --preset` and `demo --preset` take one by name."""
+
+    summary: str
+    frames: int
+    objects: int
+    rate_hz: float  # the bag's frame rate
+    playback_rate: float  # the demo's live playback speed, relative to the recording
+    arena_radius: float  # metres: the disc the objects stand in
+    trajectory: Literal["orbit", "drive"]  # scene.Orbit (random start) or the default DrivePath
+    carry: bool  # one object carried in at 30 % of the bag and another out at 70 %
+    visibility: bool  # record each object's returns per frame in the truth
+
+
+DEMO_PRESETS = {
+    # A robot's LiDAR at its real 10 Hz, played at 1x: it drives round the near side of five
+    # objects (6 -> 4 -> 6 m from their centre) while one is carried in and another out.
+    "robot": DemoPreset("a robot drives past 5 objects, 10 Hz at 1x; one object carried in, one "
+                        "out", frames=100, objects=5, rate_hz=10.0, playback_rate=1.0,
+                        arena_radius=3.0, trajectory="drive", carry=True, visibility=True),
+    # The first demo, kept so that its numbers stay reproducible: the same bag as before.
+    "orbit": DemoPreset("3 objects, a LiDAR orbiting at 3.5 m, 5 Hz at 0.25x", frames=30,
+                        objects=3, rate_hz=5.0, playback_rate=0.25, arena_radius=2.5,
+                        trajectory="orbit", carry=False, visibility=False),
+}
+DEFAULT_PRESET = "robot"
+
+
+def demo_preset(name: str) -> DemoPreset:
+    try:
+        return DEMO_PRESETS[name]
+    except KeyError:
+        raise ValueError(f"preset must be one of {sorted(DEMO_PRESETS)}, got '{name}'") from None
+
+
 @dataclass
 class DemoOutput:
     scene: DemoScene
@@ -461,20 +544,28 @@ class DemoOutput:
     library: list[Path]
     sensor: str  # description of the simulated sensor
     sensor_frame: str
+    preset: str = DEFAULT_PRESET
 
 
-def make_demo(output: str | Path, meshes: MeshSet, *, storage: str = "mcap", sensor: str = "lidar",
-              frames: int = 30, objects: int = 3, seed: int = 0, rate_hz: float = 5.0,
+def make_demo(output: str | Path, meshes: MeshSet, *, preset: str = DEFAULT_PRESET,
+              storage: str = "mcap", sensor: str = "lidar", frames: int | None = None,
+              objects: int | None = None, seed: int = 0, rate_hz: float | None = None,
               progress: bool = False, overwrite: bool = False) -> DemoOutput:
     """Build a scene from `meshes` (a MeshSet), write `output`/bag and `output`/library/*.ply.
 
-    The scene, the orbit's start and the sensor noise all follow from `seed` (noise from its own
-    stream, so changing the sensor does not move the objects). `overwrite` replaces an earlier
-    demo's bag and library; without it an existing bag is an error (rosbag2 never overwrites).
+    `preset` (`DEMO_PRESETS`) sets the scene, the sensor's path and the defaults of `frames`,
+    `objects` and `rate_hz`. The scene, the orbit's start, who is carried in and out, and the
+    sensor noise all follow from `seed` (noise from its own stream, so changing the sensor does
+    not move the objects). `overwrite` replaces an earlier demo's bag and library; without it an
+    existing bag is an error (rosbag2 never overwrites).
     """
-    from gmm_perception.evaluation.scene import build_demo_scene, scan_frames, sensor_poses, \
-        write_library
+    from gmm_perception.evaluation.scene import DrivePath, build_demo_scene, carry_in_and_out, \
+        scan_frames, sensor_poses, write_library
 
+    config = demo_preset(preset)
+    frames = config.frames if frames is None else frames
+    objects = config.objects if objects is None else objects
+    rate_hz = config.rate_hz if rate_hz is None else rate_hz
     output = Path(output)
     bag_path, library_dir = output / "bag", output / "library"
     if bag_path.exists():
@@ -487,8 +578,12 @@ def make_demo(output: str | Path, meshes: MeshSet, *, storage: str = "mcap", sen
         for old in library_dir.glob("*.ply"):
             old.unlink()
     simulated, sensor_frame, description = demo_sensor(sensor)
-    scene = build_demo_scene(meshes, np.random.default_rng(seed), num_objects=objects)
-    poses = sensor_poses(frames, simulated, scene.orbit)
+    rng = np.random.default_rng(seed)
+    scene = build_demo_scene(meshes, rng, num_objects=objects, arena_radius=config.arena_radius,
+                             path=DrivePath() if config.trajectory == "drive" else None)
+    if config.carry and objects >= 2 and frames >= 3:  # too short a bag keeps everyone
+        carry_in_and_out(scene, rng, frames)
+    poses = sensor_poses(frames, simulated, scene.trajectory)
     stream: Iterable[Frame] = scan_frames(scene, simulated, poses,
                                           np.random.default_rng([seed, 1]))
     if progress:
@@ -499,5 +594,5 @@ def make_demo(output: str | Path, meshes: MeshSet, *, storage: str = "mcap", sen
     library = write_library(scene, library_dir)
     info = {"kind": sensor, "model": description, **asdict(simulated)}
     summary = write_demo_bag(bag_path, scene, stream, storage=storage, sensor_frame=sensor_frame,
-                             rate_hz=rate_hz, sensor_info=info)
-    return DemoOutput(scene, summary, library, description, sensor_frame)
+                             rate_hz=rate_hz, sensor_info=info, visibility=config.visibility)
+    return DemoOutput(scene, summary, library, description, sensor_frame, preset)

@@ -32,6 +32,7 @@ def truth_objects(contents: BagContents, world_frame: str, library: dict,
     cache = transform_cache(contents)
     classes = {obj.get("name"): obj.get("class", "") for obj in (contents.scene or {}).get(
         "objects", [])}
+    visibility = contents.truth_visibility(warnings) or {}
     truth = []
     for name, _ in sorted(contents.truth_poses().items()):
         try:
@@ -43,7 +44,8 @@ def truth_objects(contents: BagContents, world_frame: str, library: dict,
             warnings.append(f"ground truth '{name}' has no model in the library: not scored")
         # The class: the scene description's, else the name without its _<index> suffix.
         default_class = name.rsplit("_", 1)[0] if name.rsplit("_", 1)[-1].isdigit() else name
-        truth.append(TruthObject(name, T, library.get(name), classes.get(name, default_class)))
+        truth.append(TruthObject(name, T, library.get(name), classes.get(name, default_class),
+                                 visibility.get(name)))
     if not truth:
         warnings.append("the bag has no ground truth (no truth/<name> frames on /tf_static): "
                         "registrations are reported but not scored")

@@ -81,6 +81,12 @@ class TruthObject:
     T_world_object: np.ndarray
     model_points: np.ndarray | None  # (M, 3) in the model frame; None if the library lacks it
     class_name: str = ""  # for classification scores; "" when the bag does not say
+    # Stamps (ns) of the frames it is visible in; None: visible in every frame (bags that do
+    # not record visibility). Out of view, it cannot be detected, so recall does not count it.
+    visible_ns: frozenset[int] | None = None
+
+    def visible_at(self, stamp_ns: int) -> bool:
+        return self.visible_ns is None or stamp_ns in self.visible_ns
 
     @property
     def diameter(self) -> float:

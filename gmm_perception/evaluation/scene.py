@@ -1,4 +1,5 @@
-"""A small room of held-out CAD objects on a floor, scanned from a sensor that circles it.
+"""A small room of held-out CAD objects on a floor, scanned from a sensor that circles it or
+drives past it.
 
 The demo bag (see `bag.py`) needs data whose ground truth is exact by construction, so every
 number here is chosen, not estimated:
@@ -11,10 +12,16 @@ number here is chosen, not estimated:
 * Objects stand upright on the floor plane z = 0 (their lowest vertex touches it), turned by a
   random yaw only (the models are upright, so pitch or roll would put them on their side), and
   do not overlap: bounding circles stay ``GAP`` apart and inside the arena disc, so the sensor's
-  orbit (outside the arena) never enters an object.
+  orbit or drive (outside the arena) never enters an object.
+* The sensor either circles the scene at one radius facing its centre (`Orbit`, the old demo)
+  or drives past it as a robot does (`DrivePath`: level, facing its direction of travel, its
+  distance to the objects changing). An object may be carried in or out during the scan
+  (`SceneObject.present`): it is in the scene, and ray cast, only in those frames.
 * Scans are ray cast (`sensors.scan`) against the objects and the floor together, so occlusion
   between objects and the floor returns a real segmentation would have to remove are both there.
-  Each frame keeps, per point, which object (or the floor) it hit.
+  Each frame keeps, per point, which object (or the floor) it hit, so how much of each object a
+  frame saw (`Frame.object_points`; none when it is occluded, out of range or carried out) is
+  exact too.
 
 Only numpy, trimesh and Open3D (through `sensors`): no ROS.
 """
@@ -22,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence, Union
 
 import numpy as np
 import trimesh
@@ -77,6 +84,12 @@ class SceneObject:
     mesh: trimesh.Trimesh  # the scaled model in its model (object) frame, metres
     T_world_object: np.ndarray  # (4, 4): model-frame points -> world
     scale: float  # metres per unit of the normalised model
+    # Frames [first, end) in which the object is in the scene (carried in at `first`, out at
+    # `end`); None: in every frame. Its pose is the same whenever it is there.
+    present: tuple[int, int] | None = None
+
+    def present_at(self, frame_index: int) -> bool:
+        return self.present is None or self.present[0] <= frame_index < self.present[1]
 
     @property
     def radius(self) -> float:
@@ -123,18 +136,81 @@ class Orbit:
                          np.full(num_frames, self.height)], axis=1)
 
 
+@dataclass(frozen=True)
+class DrivePath:
+    """The sensor on a robot driving past the scene: level at ``height`` (a mast-mounted LiDAR
+    at the orbit's height, 1.2 m), facing its direction of travel, along an arc of the ellipse
+    with semi-axes ``semi_x``, ``semi_y`` about ``centre``.
+
+    The default half ellipse runs from (-6, 0) round the near side through (0, -4) to (6, 0), so
+    the distance to the scene's centre goes 6 -> 4 -> 6 m. Frames are evenly spaced in the
+    ellipse's parameter, both ends included: the robot is faster along the side (about 1.9 m/s
+    over 10 s) than in the bends at the ends (about 1.3 m/s).
+    """
+
+    semi_x: float = 6.0
+    semi_y: float = 4.0
+    height: float = 1.2
+    start_deg: float = 180.0  # ellipse parameter of the first pose (180: at (-semi_x, 0))
+    arc_deg: float = 180.0  # positive: counter-clockwise seen from above
+    centre: tuple[float, float] = (0.0, 0.0)
+
+    def __post_init__(self):
+        if self.semi_x <= 0 or self.semi_y <= 0:
+            raise ValueError("semi-axes must be positive")
+        if not 0.0 < abs(self.arc_deg) <= 360.0:
+            raise ValueError("arc_deg must be non-zero and at most 360 in magnitude")
+
+    def _parameters(self, num_frames: int) -> np.ndarray:
+        if num_frames < 1:
+            raise ValueError("num_frames must be >= 1")
+        return np.radians(self.start_deg + self.arc_deg * np.linspace(0.0, 1.0, num_frames))
+
+    def eyes(self, num_frames: int) -> np.ndarray:
+        """(num_frames, 3) sensor positions along the arc."""
+        t = self._parameters(num_frames)
+        return np.stack([self.centre[0] + self.semi_x * np.cos(t),
+                         self.centre[1] + self.semi_y * np.sin(t),
+                         np.full(num_frames, self.height)], axis=1)
+
+    def headings(self, num_frames: int) -> np.ndarray:
+        """(num_frames, 3) unit horizontal directions of travel."""
+        t = self._parameters(num_frames)
+        sense = np.sign(self.arc_deg)
+        d = np.stack([-self.semi_x * np.sin(t) * sense, self.semi_y * np.cos(t) * sense,
+                      np.zeros(num_frames)], axis=1)
+        return d / np.linalg.norm(d, axis=1, keepdims=True)
+
+    def closest_approach(self, point: Sequence[float] = (0.0, 0.0)) -> float:
+        """Least horizontal distance from `point` to the path (sampled every 0.1 degree)."""
+        samples = self.eyes(max(2, int(abs(self.arc_deg) * 10) + 1))[:, :2]
+        return float(np.linalg.norm(samples - np.asarray(point, dtype=np.float64)[:2],
+                                    axis=1).min())
+
+
+Trajectory = Union[Orbit, DrivePath]
+
+
 @dataclass
 class DemoScene:
-    """Objects on a floor plus the orbit the sensor flies; see `build_demo_scene`."""
+    """Objects on a floor plus the sensor's path: an orbit, or a drive (`path`); see
+    `build_demo_scene`."""
 
     objects: list[SceneObject]
     floor: trimesh.Trimesh
-    orbit: Orbit
+    orbit: Orbit | None
     arena_radius: float = ARENA_RADIUS
+    path: DrivePath | None = None  # when set, the sensor drives this instead of the orbit
 
-    def meshes_world(self) -> list[trimesh.Trimesh]:
-        """Ray-casting geometry: object k is geometry id k, the floor comes last."""
-        return [obj.mesh_world() for obj in self.objects] + [self.floor]
+    @property
+    def trajectory(self) -> Trajectory:
+        return self.path if self.path is not None else self.orbit
+
+    def meshes_world(self, objects: Sequence[int] | None = None) -> list[trimesh.Trimesh]:
+        """Ray-casting geometry: the k-th of `objects` (indices, default all) is geometry id k,
+        the floor comes last."""
+        chosen = range(len(self.objects)) if objects is None else objects
+        return [self.objects[i].mesh_world() for i in chosen] + [self.floor]
 
     def object(self, name: str) -> SceneObject:
         for obj in self.objects:
@@ -143,19 +219,30 @@ class DemoScene:
         raise KeyError(f"no object '{name}' in the scene")
 
     def describe(self) -> dict:
-        """JSON-ready ground truth: per object its class, source model, scale and pose."""
-        return {
-            "objects": [{
+        """JSON-ready ground truth: per object its class, source model, scale and pose (and the
+        frames it is present in, when it is carried in or out); the orbit or the drive."""
+        objects = []
+        for obj in self.objects:
+            item = {
                 "name": obj.name, "class": obj.class_name, "model_id": obj.model_id,
                 "scale": obj.scale, "yaw_deg": obj.yaw_deg,
                 "position": obj.T_world_object[:3, 3].tolist(),
                 "size": np.ptp(np.asarray(obj.mesh.vertices), axis=0).tolist(),
                 "T_world_object": obj.T_world_object.tolist(),
-            } for obj in self.objects],
+            }
+            if obj.present is not None:
+                item["present_frames"] = list(obj.present)
+            objects.append(item)
+        description = {
+            "objects": objects,
             "floor_size": float(np.ptp(np.asarray(self.floor.vertices)[:, 0])),
             "arena_radius": self.arena_radius,
-            "orbit": asdict(self.orbit),
         }
+        if self.orbit is not None:
+            description["orbit"] = asdict(self.orbit)
+        if self.path is not None:
+            description["path"] = {"kind": "drive", **asdict(self.path)}
+        return description
 
 
 @dataclass
@@ -166,6 +253,10 @@ class Frame:
     points: np.ndarray  # (N, 3) float32, sensor frame
     T_world_sensor: np.ndarray  # (4, 4) float64, the exact pose of the scan
     labels: np.ndarray  # (N,) int16: index into DemoScene.objects, FLOOR_LABEL for the floor
+
+    def object_points(self, num_objects: int) -> np.ndarray:
+        """(num_objects,) returns of each object in this frame (0: not seen at all)."""
+        return np.bincount(self.labels[self.labels >= 0], minlength=num_objects)[:num_objects]
 
 
 def floor_mesh(size: float = FLOOR_SIZE) -> trimesh.Trimesh:
@@ -187,14 +278,15 @@ def class_scale(class_name: str, normalised_vertices: np.ndarray) -> float:
 
 def build_demo_scene(meshes: MeshSet, rng: np.random.Generator, num_objects: int = 3,
                      split: str = "test", classes: Sequence[str] | None = None,
-                     orbit: Orbit | None = None, arena_radius: float = ARENA_RADIUS
-                     ) -> DemoScene:
+                     orbit: Orbit | None = None, arena_radius: float = ARENA_RADIUS,
+                     path: DrivePath | None = None) -> DemoScene:
     """`num_objects` models of distinct classes from `split`, sized, placed and turned at random.
 
     `classes` limits the candidate classes (default: `DEFAULT_CLASSES` present in the split, or
-    every class of the split if it has none of them). The default orbit starts at a random
-    azimuth so different seeds see the scene from different sides. Raises ValueError when the
-    split has too few classes or the objects cannot be laid out without overlap.
+    every class of the split if it has none of them). Without a drive `path` the sensor orbits:
+    the default orbit starts at a random azimuth so different seeds see the scene from different
+    sides. Raises ValueError when the split has too few classes, the sensor's path enters the
+    arena, or the objects cannot be laid out without overlap.
     """
     if num_objects < 1:
         raise ValueError("num_objects must be >= 1")
@@ -210,10 +302,17 @@ def build_demo_scene(meshes: MeshSet, rng: np.random.Generator, num_objects: int
     if len(candidates) < num_objects:
         raise ValueError(f"{num_objects} objects of distinct classes need as many classes; "
                          f"the '{split}' split offers {candidates}")
-    orbit = orbit or Orbit(start_deg=float(rng.uniform(0.0, 360.0)))
-    if orbit.radius <= arena_radius + np.linalg.norm(orbit.target[:2]):
-        raise ValueError("the orbit must stay outside the arena, or the sensor could end up "
-                         "inside an object")
+    if path is not None:
+        if orbit is not None:
+            raise ValueError("give an orbit or a drive path, not both")
+        if path.closest_approach() <= arena_radius:
+            raise ValueError("the drive path must stay outside the arena, or the sensor could "
+                             "end up inside an object")
+    else:
+        orbit = orbit or Orbit(start_deg=float(rng.uniform(0.0, 360.0)))
+        if orbit.radius <= arena_radius + np.linalg.norm(orbit.target[:2]):
+            raise ValueError("the orbit must stay outside the arena, or the sensor could end "
+                             "up inside an object")
 
     chosen = [str(c) for c in rng.choice(candidates, size=num_objects, replace=False)]
     counts: dict[str, int] = {}
@@ -231,7 +330,22 @@ def build_demo_scene(meshes: MeshSet, rng: np.random.Generator, num_objects: int
                                    np.eye(4), scale))
 
     _place(objects, rng, arena_radius)
-    return DemoScene(objects, floor_mesh(), orbit, arena_radius)
+    return DemoScene(objects, floor_mesh(), orbit, arena_radius, path)
+
+
+def carry_in_and_out(scene: DemoScene, rng: np.random.Generator, num_frames: int,
+                     enter_at: float = 0.3, leave_at: float = 0.7) -> None:
+    """Someone carries one object (chosen at random) in at `enter_at` of the scan and another
+    out at `leave_at`: sets their `present` frames. Needs two objects and three frames."""
+    if len(scene.objects) < 2 or num_frames < 3:
+        raise ValueError("carrying one object in and another out needs 2 objects and 3 frames")
+    if not 0.0 < enter_at < 1.0 or not 0.0 < leave_at < 1.0:
+        raise ValueError("enter_at and leave_at are fractions of the scan in (0, 1)")
+    enter = min(max(1, round(enter_at * num_frames)), num_frames - 1)
+    leave = min(max(1, round(leave_at * num_frames)), num_frames - 1)
+    carried_in, carried_out = (int(i) for i in rng.choice(len(scene.objects), 2, replace=False))
+    scene.objects[carried_in].present = (enter, num_frames)
+    scene.objects[carried_out].present = (0, leave)
 
 
 def _place(objects: list[SceneObject], rng: np.random.Generator, arena_radius: float) -> None:
@@ -271,25 +385,34 @@ def _place(objects: list[SceneObject], rng: np.random.Generator, arena_radius: f
                                             [centres[i][0], centres[i][1], -lowest])
 
 
-def sensor_poses(num_frames: int, sensor: Sensor, orbit: Orbit = Orbit()) -> np.ndarray:
-    """(num_frames, 4, 4) T_world_sensor along `orbit`, each facing its target (`look_at`)."""
+def sensor_poses(num_frames: int, sensor: Sensor, orbit: Trajectory = Orbit()) -> np.ndarray:
+    """(num_frames, 4, 4) T_world_sensor along `orbit`, each facing its target (`look_at`), or
+    along a `DrivePath`, level and facing the direction of travel."""
+    eyes = orbit.eyes(num_frames)
+    if isinstance(orbit, DrivePath):
+        return np.stack([sensor.look_at(eye, eye + heading)
+                         for eye, heading in zip(eyes, orbit.headings(num_frames))])
     target = np.asarray(orbit.target, dtype=np.float64)
-    return np.stack([sensor.look_at(eye, target) for eye in orbit.eyes(num_frames)])
+    return np.stack([sensor.look_at(eye, target) for eye in eyes])
 
 
 def scan_frames(scene: DemoScene, sensor: Sensor, poses: Iterable[np.ndarray],
                 rng: np.random.Generator | None = None) -> Iterator[Frame]:
     """Scan the scene from each pose in turn, lazily (one frame in memory at a time).
 
-    The Open3D ray-casting scene is built once. `rng` drives range noise and dropout and is
+    Frame k scans the objects present at k (`SceneObject.present`). The Open3D ray-casting
+    scene is built once per set of present objects. `rng` drives range noise and dropout and is
     required when the sensor has either.
     """
-    target = raycasting_scene(scene.meshes_world())
-    floor_id = len(scene.objects)
+    targets: dict[tuple[int, ...], object] = {}
     for index, T_world_sensor in enumerate(poses):
-        s = scan(target, sensor, T_world_sensor, rng)
-        labels = np.where(s.hit_geometry == floor_id, FLOOR_LABEL, s.hit_geometry)
-        yield Frame(index, s.points_sensor, s.T_world_sensor, labels.astype(np.int16))
+        present = tuple(i for i, obj in enumerate(scene.objects) if obj.present_at(index))
+        if present not in targets:
+            targets[present] = raycasting_scene(scene.meshes_world(present))
+        s = scan(targets[present], sensor, T_world_sensor, rng)
+        # Geometry k is the k-th present object, the floor comes after them.
+        label_of = np.array([*present, FLOOR_LABEL], dtype=np.int16)
+        yield Frame(index, s.points_sensor, s.T_world_sensor, label_of[s.hit_geometry])
 
 
 def reference_cloud(obj: SceneObject, count: int, rng: np.random.Generator) -> np.ndarray:

@@ -12,7 +12,10 @@ both are reported too (and the RMSE of the same point distances, DeepGMR's measu
 detections whose model is right.
 
 Success: the right library model and ADD-S below `success_fraction` (0.1) of the object's
-diameter. Recall: successes over (ground-truth objects x frames evaluated).
+diameter. Recall: successes over (ground-truth objects x frames evaluated), counting an object
+only in the frames it is visible in (`TruthObject.visible_at`: all of them when the bag does not
+record visibility). Detections are matched against every object, so one the pipeline still
+holds while it is out of view is no false positive, but neither does it count towards recall.
 """
 from __future__ import annotations
 
@@ -137,19 +140,30 @@ def scene_metrics(run: EvaluationRun, library: dict[str, np.ndarray],
     scorable = [t for t in run.truth if t.model_points is not None]
     all_detections = [d for i in evaluated for d in run.frames[i].detections]
     detections = len(all_detections)
-    opportunities = len(scorable) * len(evaluated)
+    # Recall counts an object only in the frames it is visible in.
+    visible_frames = {t.name: [i for i in evaluated if t.visible_at(run.frames[i].stamp_ns)]
+                      for t in scorable}
+    opportunities = sum(len(frames) for frames in visible_frames.values())
+    truth_of = {t.name: t for t in scorable}
+    seen_rows = [row for row in rows if truth_of[row.truth].visible_at(row.stamp_ns)]
     last = evaluated[-1] if evaluated else None
-    last_rows = [row for row in rows if last is not None and row.frame == run.frames[last].index]
+    last_rows = [row for row in seen_rows
+                 if last is not None and row.frame == run.frames[last].index]
+    last_visible = [t for t in scorable
+                    if last is not None and t.visible_at(run.frames[last].stamp_ns)]
     per_object = {}
     by_truth = defaultdict(list)
     for row in rows:
         by_truth[row.truth].append(row)
     for truth in scorable:
         mine = by_truth[truth.name]
+        visible = len(visible_frames[truth.name])
         per_object[truth.name] = {
             "diameter_m": truth.diameter,
             "frames_matched": len(mine),
-            "recall": sum(r.success for r in mine) / len(evaluated) if evaluated else 0.0,
+            "frames_visible": visible,
+            "recall": (sum(r.success for r in mine if truth.visible_at(r.stamp_ns)) / visible
+                       if visible else 0.0),
             "model_accuracy": (sum(r.model == truth.name for r in mine) / len(mine)
                                if mine else 0.0),
             "add_s_m": _summary(r.add_s for r in mine),
@@ -172,13 +186,14 @@ def scene_metrics(run: EvaluationRun, library: dict[str, np.ndarray],
         "detection": {
             "detections": detections, "matched": len(rows),
             "precision": len(rows) / detections if detections else 0.0,
-            "recall": len(rows) / opportunities if opportunities else 0.0,
+            "recall": len(seen_rows) / opportunities if opportunities else 0.0,
         },
         "registration": {
             "success_rule": f"right model and ADD-S < {success_fraction:g} x diameter",
-            "recall": sum(r.success for r in rows) / opportunities if opportunities else 0.0,
-            "final_frame_recall": (sum(r.success for r in last_rows) / len(scorable)
-                                   if scorable and last is not None else 0.0),
+            "recall": (sum(r.success for r in seen_rows) / opportunities
+                       if opportunities else 0.0),
+            "final_frame_recall": (sum(r.success for r in last_rows) / len(last_visible)
+                                   if last_visible else 0.0),
             "model_accuracy": sum(r.model == r.truth for r in rows) / len(rows) if rows else 0.0,
             "add_s_m": _summary(r.add_s for r in rows),
             "add_m": _summary(r.add for r in rows),

@@ -9,8 +9,9 @@ from gmm_perception.data.formats import load_cloud, load_mesh
 from gmm_perception.data.procedural import procedural_meshes
 from gmm_perception.data.sensors import DepthCamera, SpinningLidar
 from gmm_perception.data.shape_set import MeshSet
-from gmm_perception.evaluation.scene import CLASS_SIZES, FLOOR_LABEL, GAP, Orbit, \
-    build_demo_scene, reference_cloud, scan_frames, sensor_poses, write_library
+from gmm_perception.evaluation.scene import CLASS_SIZES, FLOOR_LABEL, GAP, DrivePath, Orbit, \
+    build_demo_scene, carry_in_and_out, reference_cloud, scan_frames, sensor_poses, \
+    write_library
 from gmm_perception.geometry.transforms import euler_to_matrix, make_transform, \
     transform_points
 
@@ -166,3 +167,58 @@ def test_library_plys_read_back_as_the_model_frame_meshes(meshes, tmp_path):
         dense = reference_cloud(obj, 40_000, np.random.default_rng(0))
         distance, _ = cKDTree(dense).query(cloud)
         assert np.quantile(distance, 0.95) < 0.02
+
+
+def test_drive_path_is_level_faces_its_travel_and_changes_distance():
+    path = DrivePath(semi_x=6.0, semi_y=4.0, height=1.2)
+    lidar_poses = sensor_poses(21, SMALL_LIDAR, path)
+    camera_poses = sensor_poses(21, DepthCamera(), path)
+    eyes = lidar_poses[:, :3, 3]
+    np.testing.assert_allclose(eyes[[0, 10, 20], :2], [[-6, 0], [0, -4], [6, 0]], atol=1e-12)
+    np.testing.assert_allclose(eyes[:, 2], 1.2)
+    distance = np.linalg.norm(eyes[:, :2], axis=1)
+    assert distance.max() - distance.min() == pytest.approx(2.0)  # not an orbit
+    assert path.closest_approach() == pytest.approx(4.0, abs=1e-3)
+    travel = np.diff(eyes, axis=0)
+    travel /= np.linalg.norm(travel, axis=1, keepdims=True)
+    forward = lidar_poses[:, :3, 0]
+    # Facing the direction of travel (the chord between frames, within the step's turn) ...
+    assert np.all(np.sum(forward[:-1] * travel, axis=1) > 0.98)
+    np.testing.assert_allclose(forward[10], [1.0, 0.0, 0.0], atol=1e-12)
+    # ... level: the LiDAR's z is up, the camera's optical axis horizontal.
+    np.testing.assert_allclose(lidar_poses[:, :3, 2], np.tile([0.0, 0.0, 1.0], (21, 1)),
+                               atol=1e-12)
+    np.testing.assert_allclose(camera_poses[:, 2, 2], 0.0, atol=1e-12)
+    np.testing.assert_allclose(camera_poses[:, :3, 2], forward, atol=1e-12)
+
+
+def test_a_drive_must_stay_outside_the_arena(meshes):
+    with pytest.raises(ValueError, match="outside the arena"):
+        build_demo_scene(meshes, np.random.default_rng(0), path=DrivePath(semi_y=2.0))
+    scene = build_demo_scene(meshes, np.random.default_rng(0), num_objects=5, arena_radius=3.0,
+                             path=DrivePath())
+    check_layout(scene)
+    assert scene.orbit is None and scene.trajectory == DrivePath()
+    assert scene.describe()["path"]["kind"] == "drive" and "orbit" not in scene.describe()
+
+
+def test_carried_objects_are_scanned_only_while_present_and_truth_stays_exact(meshes):
+    rng = np.random.default_rng(4)
+    scene = build_demo_scene(meshes, rng, num_objects=3, arena_radius=3.0, path=DrivePath(),
+                             classes=["chair", "table", "lamp"])
+    carry_in_and_out(scene, rng, 10)
+    present = {obj.name: obj.present for obj in scene.objects}
+    assert sorted(p for p in present.values() if p is not None) == [(0, 7), (3, 10)]
+    lidar = SpinningLidar(channels=32, vertical_fov=(-25.0, 15.0), horizontal_resolution=0.5)
+    poses = sensor_poses(10, lidar, scene.trajectory)
+    frames = list(scan_frames(scene, lidar, poses))
+    counts = np.array([frame.object_points(3) for frame in frames])
+    for i, obj in enumerate(scene.objects):
+        inside = np.array([obj.present_at(k) for k in range(10)])
+        assert np.all(counts[~inside, i] == 0), obj.name  # carried out: no returns at all
+        assert counts[inside, i].sum() > 100, obj.name
+    described = {o["name"]: o.get("present_frames") for o in scene.describe()["objects"]}
+    assert described == {n: (list(p) if p else None) for n, p in present.items()}
+    assert_ground_truth_exact(scene, frames, rng)  # a moving sensor, objects coming and going
+    with pytest.raises(ValueError, match="2 objects and 3 frames"):
+        carry_in_and_out(scene, rng, 2)

@@ -107,3 +107,38 @@ def test_tracked_share_and_time_per_object_by_mode():
     assert registration["ms_per_object"]["registered"]["max"] == pytest.approx(80.0)
     assert scene_metrics(run_with([FrameRecord(0, 0)], truth),
                          {"cube": CUBE})[0]["registration"]["tracked_share"] is None
+
+
+def test_recall_counts_an_object_only_in_the_frames_it_is_visible_in():
+    cube_pose, rod_pose = make_transform(np.eye(3), [5, 0, 0]), make_transform(np.eye(3), [0, 5, 0])
+    # The cube is in view in frames 1 and 2 of 0-3 (stamps 10 ns apart); the rod in all four.
+    truth = [TruthObject("cube", cube_pose, CUBE, visible_ns=frozenset({10, 20})),
+             TruthObject("rod", rod_pose, ROD)]
+    frames = []
+    for k in range(4):
+        found = [detection(1, "cube", cube_pose)]  # held by the pipeline also out of view
+        if k < 2:
+            found.append(detection(2, "rod", rod_pose))  # the rod is missed in frames 2 and 3
+        frames.append(FrameRecord(k, 10 * k, detections=found))
+    metrics, rows = scene_metrics(run_with(frames, truth), {"cube": CUBE, "rod": ROD})
+    assert len(rows) == 6 and all(row.success for row in rows)
+    # Chances: cube 2 + rod 4; successes: cube in frames 1, 2 and rod in 0, 1.
+    assert metrics["registration"]["recall"] == pytest.approx(4 / 6)
+    assert metrics["detection"]["recall"] == pytest.approx(4 / 6)
+    assert metrics["detection"]["precision"] == 1.0  # out of view is not a false positive
+    assert metrics["per_object"]["cube"]["recall"] == 1.0
+    assert metrics["per_object"]["cube"]["frames_visible"] == 2
+    assert metrics["per_object"]["cube"]["frames_matched"] == 4
+    assert metrics["per_object"]["rod"]["recall"] == pytest.approx(0.5)
+    assert metrics["registration"]["final_frame_recall"] == 0.0  # only the rod is in view
+    # An object never in view: no chances, recall 0 for it, nothing counted for the others.
+    truth[0] = TruthObject("cube", cube_pose, CUBE, visible_ns=frozenset())
+    metrics, _ = scene_metrics(run_with(frames, truth), {"cube": CUBE, "rod": ROD})
+    assert metrics["registration"]["recall"] == pytest.approx(2 / 4)
+    assert metrics["per_object"]["cube"]["recall"] == 0.0
+    assert metrics["per_object"]["cube"]["frames_visible"] == 0
+    # Without visibility (older bags) every object counts in every frame, as before.
+    truth[0] = TruthObject("cube", cube_pose, CUBE)
+    metrics, _ = scene_metrics(run_with(frames, truth), {"cube": CUBE, "rod": ROD})
+    assert metrics["registration"]["recall"] == pytest.approx(6 / 8)
+    assert metrics["registration"]["final_frame_recall"] == pytest.approx(0.5)
