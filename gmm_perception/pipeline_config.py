@@ -33,6 +33,9 @@ class NodeEntry:
     parameter_files: tuple[Path, ...] = ()
     parameters: dict[str, Any] = field(default_factory=dict)
     remappings: dict[str, str] = field(default_factory=dict)
+    # Scheduling priority of the node's process (0-19, as `nice`) when each node runs in its own
+    # process: the surface stages yield the cores to segmentation and registration.
+    nice: int = 0
 
     def ros_arguments(self) -> list[str]:
         """Node-specific command-line arguments, as `ros2 run` and launch_ros would pass them."""
@@ -53,6 +56,10 @@ def _entry(raw: dict, base_dir: Path, index: int) -> NodeEntry:
                                   f"(known: {sorted(NODES)})")
     parameters = raw.get("parameters") or []
     remappings = raw.get("remappings") or {}
+    nice = raw.get("nice", 0)
+    if isinstance(nice, bool) or not isinstance(nice, int) or not 0 <= nice <= 19:
+        raise PipelineConfigError(f"node '{executable}': 'nice' must be an integer 0-19 (a "
+                                  f"lower scheduling priority), got {nice!r}")
     if not isinstance(parameters, list):
         raise PipelineConfigError(f"node '{executable}': 'parameters' must be a list of files "
                                   f"and mappings, got {parameters!r}")
@@ -69,12 +76,13 @@ def _entry(raw: dict, base_dir: Path, index: int) -> NodeEntry:
         if not path.is_file():
             raise PipelineConfigError(f"node '{executable}': parameter file '{path}' does not exist")
         files.append(path)
-    unknown = set(raw) - {"executable", "name", "namespace", "parameters", "remappings"}
+    unknown = set(raw) - {"executable", "name", "namespace", "parameters", "remappings", "nice"}
     if unknown:
         raise PipelineConfigError(f"node '{executable}': unknown keys {sorted(unknown)}")
     return NodeEntry(executable=executable, name=raw.get("name") or NODES[executable][2],
                      namespace=(raw.get("namespace") or "").strip("/"),
-                     parameter_files=tuple(files), parameters=inline, remappings=dict(remappings))
+                     parameter_files=tuple(files), parameters=inline, remappings=dict(remappings),
+                     nice=nice)
 
 
 def load_pipeline(path: str | Path) -> list[NodeEntry]:

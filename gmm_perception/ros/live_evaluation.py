@@ -71,7 +71,7 @@ def write_live_pipeline(pipeline: Path, library_dir: Path, device: str, director
         nodes.append({"executable": executable, "name": entry.name,
                       "namespace": entry.namespace,
                       "parameters": [*map(str, entry.parameter_files), inline],
-                      "remappings": dict(entry.remappings)})
+                      "remappings": dict(entry.remappings), "nice": entry.nice})
     path = directory / "live_pipeline.yaml"
     path.write_text(yaml.safe_dump({"nodes": nodes}, sort_keys=False))
     return path

@@ -164,19 +164,23 @@ def torch_threads_per_process(node_count: int, requested: int | None = None) -> 
     return max(1, len(os.sched_getaffinity(0)) // max(1, node_count))
 
 
-def _die_with_parent(parent: int):
+def _child_setup(parent: int, nice: int = 0):
     """preexec_fn: the child gets SIGTERM when the runner dies, even by SIGKILL (Linux; a
-    no-op elsewhere). libc is looked up here, in the runner, not in the forked child."""
+    no-op elsewhere), and runs at the entry's `nice` priority. libc is looked up here, in the
+    runner, not in the forked child."""
     try:
         prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        return None
+        prctl = None
 
-    def set_death_signal() -> None:
-        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the runner died before prctl took effect
-            os._exit(1)
-    return set_death_signal
+    def setup() -> None:
+        if nice:
+            os.nice(nice)
+        if prctl is not None:
+            prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+            if os.getppid() != parent:  # the runner died before prctl took effect
+                os._exit(1)
+    return setup
 
 
 def _status(returncode: int) -> str:
@@ -222,9 +226,10 @@ class NodeProcesses:
                 break
             process = subprocess.Popen(
                 node_command(entry, self.use_sim_time, self.ros_args), env=env,
-                start_new_session=True, preexec_fn=_die_with_parent(os.getpid()))
+                start_new_session=True, preexec_fn=_child_setup(os.getpid(), entry.nice))
             self.children.append((entry, process))
-            _log(f"{entry.executable} '{entry.name}' started (pid {process.pid})")
+            _log(f"{entry.executable} '{entry.name}' started (pid {process.pid}"
+                 + (f", nice {entry.nice})" if entry.nice else ")"))
 
     def request_stop(self, signum: int = signal.SIGINT) -> None:
         """Signal-handler safe: the first call stops the pipeline, a second kills it."""

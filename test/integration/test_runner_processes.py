@@ -191,3 +191,27 @@ def test_nodes_do_not_outlive_a_killed_runner(probe, start_node, tmp_path, no_or
     runner.process.kill()
     runner.process.wait(10)
     assert not wait_gone(children, 20), runner.log()
+
+
+@pytest.mark.integration
+def test_a_node_runs_at_its_entrys_lower_priority(probe, start_node, tmp_path, no_orphans):
+    """`nice: 7` in a pipeline entry: that node's process runs 7 levels below the runner."""
+    pipeline = tmp_path / "nice.yaml"
+    pipeline.write_text(yaml.safe_dump({"processes": True, "nodes": [
+        {"executable": "preprocess_node", "name": "nice_check", "nice": 7,
+         "remappings": {"points": "/nice_in"}}]}))
+    runner = start_node([RUNNER, str(pipeline)])
+    children = node_children(runner, 1)
+    no_orphans.extend(children)
+    assert children[0].nice() == psutil.Process(runner.pid).nice() + 7, runner.log()
+
+
+@pytest.mark.parametrize("nice", [-1, 20, "low", True])
+def test_a_bad_priority_is_refused_with_its_reason(tmp_path, nice):
+    from gmm_perception.pipeline_config import PipelineConfigError, load_pipeline
+
+    pipeline = tmp_path / "bad.yaml"
+    pipeline.write_text(yaml.safe_dump({"nodes": [{"executable": "preprocess_node",
+                                                   "nice": nice}]}))
+    with pytest.raises(PipelineConfigError, match="'nice' must be an integer 0-19"):
+        load_pipeline(pipeline)
