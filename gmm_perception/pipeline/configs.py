@@ -220,7 +220,7 @@ class RegistrationConfig:
     track_recheck: float = setting(5.0, "Seconds (cloud stamps) after which a tracked object "
                                    "is registered globally again; the better fit wins.",
                                    low=0.0, high=3600.0)
-    track_timeout: float = setting(1.0, "Seconds an object may go unseen before its track is "
+    track_timeout: float = setting(2.0, "Seconds an object may go unseen before its track is "
                                    "dropped.", low=0.0, high=3600.0)
     track_points: int = setting(512, "Source points ICP uses per tracked frame (a random "
                                 "subset): bounds a tracked frame's cost.", low=16, high=100_000)
@@ -244,6 +244,23 @@ class ClassifyConfig:
                                   what="Classifier checkpoint (GMCN or pointnet_cls).")
     classification_points: int = setting(2048, "Points per object given to the model (as in "
                                          "training).", low=64, high=16384, read_only=True)
+    temperature: float = setting(0.0, "Temperature T of the scores softmax(logits / T) "
+                                 "(calibration); 0 = the checkpoint's calibration file "
+                                 "(<checkpoint stem>.calibration.json beside it, T fitted on "
+                                 "validation views), 1 when it has none.", low=0.0, high=100.0)
+    fusion_forgetting: float = setting(1.0, "Per object, the class evidence is "
+                                       "fused over its frames: L = forgetting * L_prev + "
+                                       "log p (normalised); 1 = every frame weighs alike, "
+                                       "smaller lets old frames fade, 0 = the last frame only.",
+                                       low=0.0, high=1.0)
+    fusion_timeout: float = setting(5.0, "Seconds (cloud stamps) an object may go unseen before "
+                                    "its fused class starts anew (also when stamps go back).",
+                                    low=0.0, high=3600.0)
+    unknown_threshold: float = setting(-1.0, "The fused label is 'unknown' while the fused "
+                                       "class's probability is below this; -1 = the "
+                                       "checkpoint's calibration file's (chosen on validation "
+                                       "for 90 % accuracy of the answered), 0 = never "
+                                       "unknown.", low=-1.0, high=1.0)
     seed: int = _seed()
 
     def __post_init__(self):
@@ -314,7 +331,9 @@ class NodeConfig:
     output_depth: int = setting(5, "History depth of the outputs.", low=1, high=100,
                                 read_only=True)
     queue_size: int = setting(1, "Frames waiting for the worker; when full the oldest is "
-                              "dropped and counted (1 = always the newest).", low=1, high=32,
+                              "dropped and counted (1 = always the newest). Object nodes keep "
+                              "only each object's newest cloud (an older one is replaced in "
+                              "its place and counted as dropped).", low=1, high=32,
                               read_only=True)
     target_frame: str = setting("", "Frame to transform input clouds into before processing, "
                                 "through TF (empty keeps the input frame).", read_only=True)

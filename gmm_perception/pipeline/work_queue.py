@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Generic, TypeVar
+from typing import Callable, Generic, Hashable, TypeVar
 
 T = TypeVar("T")
 
@@ -13,21 +13,34 @@ class DropOldestQueue(Generic[T]):
 
     Callbacks must never block and memory must stay bounded under any input rate, so a
     perception node keeps only the newest frames and counts the ones it displaced.
+
+    With `key` (e.g. the object a cloud holds), a new item replaces a pending item of the same
+    key in its place in the line: a node that falls behind works on each object's newest cloud,
+    every object in turn, instead of on a backlog of one object's old clouds. Items whose key
+    is None are never replaced.
     """
 
-    def __init__(self, capacity: int = 1):
+    def __init__(self, capacity: int = 1, key: Callable[[T], Hashable] | None = None):
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
-        self._items: deque[T] = deque()
+        self._items: deque[tuple[Hashable, T]] = deque()  # (key or None, item)
         self._capacity = capacity
+        self._key = key
         self._ready = threading.Condition()
         self._closed = False
 
     def put(self, item: T) -> T | None:
         """Enqueue `item`; return the item it displaced (None when nothing was dropped)."""
+        key = self._key(item) if self._key is not None else None
         with self._ready:
-            dropped = self._items.popleft() if len(self._items) >= self._capacity else None
-            self._items.append(item)
+            if key is not None:
+                for index, (pending_key, pending) in enumerate(self._items):
+                    if pending_key == key:
+                        self._items[index] = (key, item)
+                        self._ready.notify()
+                        return pending
+            dropped = self._items.popleft()[1] if len(self._items) >= self._capacity else None
+            self._items.append((key, item))
             self._ready.notify()
             return dropped
 
@@ -36,7 +49,7 @@ class DropOldestQueue(Generic[T]):
         with self._ready:
             if not self._ready.wait_for(lambda: self._items or self._closed, timeout):
                 return None
-            return self._items.popleft() if self._items else None
+            return self._items.popleft()[1] if self._items else None
 
     def clear(self) -> int:
         """Discard pending items; return how many."""

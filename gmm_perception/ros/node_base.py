@@ -56,7 +56,7 @@ from rclpy.time import Time
 from sensor_msgs.msg import PointCloud2
 
 from gmm_perception.config import ConfigError, from_values
-from gmm_perception.data.pointcloud2 import MalformedCloudError, read_xyz
+from gmm_perception.data.pointcloud2 import MalformedCloudError, object_id_of, read_xyz
 from gmm_perception.geometry.points import EmptyCloudError
 from gmm_perception.geometry.tf_tree import TransformError
 from gmm_perception.pipeline.configs import NODE_CONFIGS, NodeConfig, PreprocessConfig, \
@@ -130,7 +130,8 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
         self.tf_buffer: TfBuffer | None = None
         self._outputs: list = []
         self._subscription = None
-        self._queue: DropOldestQueue = DropOldestQueue(self.settings.queue_size)
+        self._queue: DropOldestQueue = DropOldestQueue(self.settings.queue_size,
+                                                       key=self.queue_key)
         self._worker: threading.Thread | None = None
         self._generation = 0  # the current worker's; a replaced (stalled) worker sees it change
         self._busy: tuple[int, float] | None = None  # (generation, since) of the frame at work
@@ -159,6 +160,10 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
     @abstractmethod
     def process(self, msg) -> None:
         """Handle one input message on the worker thread: convert, run the stage, publish."""
+
+    # Queue key of an input message (None: never replaced in the queue): object nodes key
+    # by the object a cloud holds, so they work on each object's newest cloud in turn.
+    queue_key: ClassVar[Any] = None
 
     def stage_diagnostics(self) -> dict[str, Any]:
         """Stage-specific values for /diagnostics (default: none)."""
@@ -518,6 +523,15 @@ class ModelNode(PerceptionNode):
         self.checkpoint_note = (f"{config.checkpoint} (model {payload['model']}, code "
                                 f"{payload['metadata'].get('code_version', 'unknown')})")
         return stage
+
+    @staticmethod
+    def queue_key(msg) -> int | None:
+        """The object a segmented cloud holds; None (never replaced) for other clouds and for
+        malformed ones, which the worker then rejects with its reason."""
+        try:
+            return object_id_of(msg)
+        except Exception:  # noqa: BLE001 - a callback never raises
+            return None
 
     def reused_step(self, configs: dict, stage) -> ObjectStep:
         """The node's step around `stage`, run for an object again only when its cloud changed

@@ -125,3 +125,14 @@ def test_fast_producer_slow_consumer_loses_only_displaced_items():
     assert len(dropped) > 0, "the consumer was not slow enough to exercise dropping"
     assert len(dropped) + len(consumed) + len(queue) == produced
     assert sorted(dropped + consumed) == list(range(produced))
+
+
+def test_a_keyed_queue_keeps_each_objects_newest_item_in_its_place():
+    queue = DropOldestQueue(4, key=lambda item: item[0])
+    assert queue.put(("a", 1)) is None and queue.put(("b", 1)) is None
+    assert queue.put(("a", 2)) == ("a", 1)  # replaced in place: "a" keeps its turn
+    assert queue.put((None, 1)) is None and queue.put((None, 2)) is None  # never replaced
+    assert len(queue) == 4
+    assert queue.put(("c", 1)) == ("a", 2)  # full: the oldest goes, as without a key
+    assert [queue.get(0) for _ in range(4)] == [("b", 1), (None, 1), (None, 2), ("c", 1)]
+    assert queue.get(0) is None
