@@ -1,7 +1,7 @@
 """Classification benchmark: GMCN (ours) against the PointNet baseline on the same held-out clouds.
 
     python bench/classification.py [--gmcn PATH] [--pointnet PATH] [--views 4] [--max-models N]
-                                   [--no-pool] [--threads 2] [--json PATH]
+                                   [--no-pool] [--threads 2] [--json PATH] [--no-diagram]
 
 Test sets (bench/_shape_data.load_benchmark_rows, i.e. gmm_perception.data.held_out), one row
 each: "sh3d test" (every held-out SH3D model, as in earlier cards), then, when the shape pool is
@@ -18,6 +18,16 @@ the classification node's stage (pipeline.classify.Classifier). Training minutes
 each checkpoint's log. Writes the confusion matrices (PNG) beside the JSON:
 confusion_<model>_<setting>.png for the SH3D row, confusion_<model>_<setting>_<row>.png for the
 others.
+
+Calibration (issue 17), per model and row: the expected calibration error (ECE, 15 equal-width
+bins) and NLL of the raw scores (T = 1) and of the calibrated ones (the temperature of the
+checkpoint's calibration file, `<stem>.calibration.json`, fitted on validation views by
+`python -m gmm_perception.train.calibrate`; the test views here never take part in it); then each
+model's --views scans fused as one track (pipeline.fuse, ClassifyConfig's default forgetting):
+the accuracy of every fused label and of the final ones, and at the file's "unknown" threshold
+the coverage (share of fused labels answered) and the accuracy of those answered. The
+reliability diagram of the SH3D row (raw and calibrated, partial scans and full clouds) is
+written beside the checkpoint as `<stem>_reliability.png` (--no-diagram: not written).
 
 A checkpoint that is missing or unusable leaves its model's row out with the reason (the PointNet
 baseline's is not committed: train it with config/train/pointnet_cls.yaml); the others still run.
@@ -37,11 +47,13 @@ if __package__ in (None, ""):  # run as a file (python bench/<name>.py): import 
 
 from bench._report import environment, print_table, write_json  # noqa: E402
 from bench._shape_data import SH3D_ROW, load_benchmark_rows  # noqa: E402
+from gmm_perception.metrics.calibration import answered_at, expected_calibration_error, \
+    log_softmax, negative_log_likelihood, plot_reliability_diagram  # noqa: E402
 from gmm_perception.metrics.classification import accuracy, confusion_matrix, \
     per_class_accuracy, plot_confusion_matrix  # noqa: E402
 from gmm_perception.models.checkpoint import CheckpointError  # noqa: E402
 from gmm_perception.models.registry import load_model  # noqa: E402
-from gmm_perception.pipeline.classify import Classifier  # noqa: E402
+from gmm_perception.pipeline.classify import Classifier, load_calibration  # noqa: E402
 from gmm_perception.pipeline.configs import ClassifyConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,18 +76,57 @@ def test_clouds(data_dir: Path, views: int, num_points: int, class_names: list[s
     return clouds, notes
 
 
-def evaluate(classifier: Classifier, clouds: np.ndarray, labels: np.ndarray, n: int) -> dict:
+def evaluate(classifier: Classifier, clouds: np.ndarray, labels: np.ndarray, n: int,
+             temperature: float = 1.0) -> tuple[dict, np.ndarray]:
+    """(the metrics, (N, C) log-probabilities) of `classifier` (uncalibrated, T = 1) on the
+    clouds; ECE and NLL raw and at `temperature`."""
     classifier(clouds[0])  # warm-up
-    predictions, times = [], []
+    predictions, times, logits = [], [], []
     for cloud in clouds:
         started = time.perf_counter()
-        predictions.append(classifier(cloud).class_id)
+        result = classifier(cloud)
         times.append((time.perf_counter() - started) * 1e3)
-    predictions = np.array(predictions)
+        predictions.append(result.class_id)
+        logits.append(np.log(np.maximum(result.scores, 1e-300)))
+    predictions, logits = np.array(predictions), np.array(logits)
     return {"objects": len(labels), "accuracy": accuracy(labels, predictions),
             "mean_class_accuracy": float(np.nanmean(per_class_accuracy(labels, predictions, n))),
             "confusion": confusion_matrix(labels, predictions, n).tolist(),
-            "ms_median": float(np.median(times)), "ms_p95": float(np.percentile(times, 95))}
+            "ms_median": float(np.median(times)), "ms_p95": float(np.percentile(times, 95)),
+            **calibration_metrics(logits, labels, temperature)}, logits
+
+
+def calibration_metrics(logits: np.ndarray, labels: np.ndarray, temperature: float) -> dict:
+    """ECE (15 bins) and NLL of softmax(logits) and of softmax(logits / temperature)."""
+    return {f"{name}_{when}": value
+            for when, t in (("raw", 1.0), ("calibrated", temperature))
+            for name, value in (("ece", expected_calibration_error(
+                np.exp(log_softmax(logits, t)), labels)),
+                ("nll", negative_log_likelihood(logits, labels, t)))}
+
+
+def fused_tracks(logits: np.ndarray, labels: np.ndarray, temperature: float, forgetting: float,
+                 threshold: float) -> dict:
+    """Each model's views (logits (M, V, C), labels (M,)) fused as one track: accuracy of every
+    fused label and of the final ones; coverage and accuracy of the answered at `threshold`,
+    fused and per frame."""
+    from gmm_perception.pipeline.fuse import fuse_sequence
+
+    probabilities = np.exp(log_softmax(logits, temperature))
+    fused = np.stack([fuse_sequence(track, forgetting) for track in probabilities])  # (M, V, C)
+    steps = np.repeat(labels, logits.shape[1])
+    fused_flat, frames = fused.reshape(-1, fused.shape[-1]), probabilities.reshape(
+        -1, fused.shape[-1])
+    fused_correct, frame_correct = fused_flat.argmax(1) == steps, frames.argmax(1) == steps
+    at = answered_at(fused_flat.max(1), fused_correct, threshold)
+    alone = answered_at(frames.max(1), frame_correct, threshold)
+    return {"tracks": len(labels), "views_per_track": int(logits.shape[1]),
+            "forgetting": forgetting, "threshold": threshold,
+            "accuracy_all_steps": float(fused_correct.mean()),
+            "accuracy_final": float(np.mean(fused[:, -1].argmax(1) == labels)),
+            "coverage": at["coverage"], "accuracy_answered": at["accuracy"],
+            "per_frame_coverage": alone["coverage"],
+            "per_frame_accuracy_answered": alone["accuracy"]}
 
 
 def minutes_per_epoch(checkpoint: Path) -> float:
@@ -105,6 +156,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (timings)")
     parser.add_argument("--json", type=Path,
                         default=ROOT / "bench" / "results" / "classification.json")
+    parser.add_argument("--no-diagram", action="store_true",
+                        help="do not write the reliability diagram beside the checkpoint")
     args = parser.parse_args()
     if args.views < 1:
         parser.error("--views must be >= 1")
@@ -112,6 +165,7 @@ def main() -> None:
     report = {"environment": environment(), "threads": args.threads, "results": {}, "missing": {},
               "dropped": {}, "missing_rows": {}}
     rows_by_set: dict[str, list[list[str]]] = {}
+    calibration_rows: list[list[str]] = []
     held_out = {}  # (points, class names) -> test_clouds(...): shared by the checkpoints
     for name, path, model_name in (("GMCN (ours)", args.gmcn, "gmcn"),
                                    ("PointNet", args.pointnet, "pointnet_cls")):
@@ -133,9 +187,19 @@ def main() -> None:
         for set_name, note in notes.items():
             target = report["missing_rows"] if set_name not in clouds else report["dropped"]
             target.setdefault(set_name, {})[name] = note
-        # The classification node's stage, given the checkpoint's training input size.
-        config = ClassifyConfig(classification_points=num_points)
+        # The classification node's stage, given the checkpoint's training input size, raw
+        # (T = 1): the calibrated scores are softmax(logits / T) of the same logits.
+        config = ClassifyConfig(checkpoint=str(path), classification_points=num_points,
+                                temperature=1.0, unknown_threshold=0.0)
         classifier = Classifier(config, model, class_names, torch.device("cpu"))
+        calibration = load_calibration(path) or {}
+        temperature = float(calibration.get("temperature", 1.0))
+        threshold = float(calibration.get("unknown_threshold", 0.0))
+        forgetting = ClassifyConfig().fusion_forgetting
+        report.setdefault("calibration", {})[name] = {
+            "file": str(path.with_name(path.stem + ".calibration.json")) if calibration
+            else None, "temperature": temperature, "unknown_threshold": threshold,
+            "fusion_forgetting": forgetting}
         params = sum(p.numel() for p in model.parameters())
         for set_name, settings in clouds.items():
             result = {"checkpoint": str(path), "epoch": payload["metadata"].get("epoch"),
@@ -143,12 +207,34 @@ def main() -> None:
                       "dropped": notes.get(set_name, "")}
             suffix = "" if set_name == SH3D_ROW else "_" + set_name.replace(" ", "_").replace(
                 "/", "-")
+            logits = {}
             for setting, (data, labels) in settings.items():
-                result[setting] = evaluate(classifier, data, labels, len(class_names))
+                result[setting], logits[setting] = evaluate(classifier, data, labels,
+                                                            len(class_names), temperature)
                 plot_confusion_matrix(
                     np.array(result[setting]["confusion"]), class_names,
                     args.json.with_name(f"confusion_{model_name}_{setting}{suffix}.png"))
+            result["fused"] = fused_tracks(
+                logits["partial"].reshape(len(settings["full"][1]), args.views, -1),
+                settings["full"][1], temperature, forgetting, threshold)
+            if set_name == SH3D_ROW and not args.no_diagram:
+                curves = {f"{setting} {when}": (np.exp(log_softmax(logits[setting], t)),
+                                                settings[setting][1])
+                          for setting in ("partial", "full")
+                          for when, t in (("raw", 1.0), (f"T={temperature:.2f}", temperature))}
+                result["reliability_diagram"] = str(plot_reliability_diagram(
+                    curves, path.with_name(path.stem + "_reliability.png"),
+                    f"{name}, {set_name}: raw and calibrated"))
             report["results"].setdefault(set_name, {})[name] = result
+            fused = result["fused"]
+            calibration_rows.append([
+                set_name, name, f"{temperature:.2f}",
+                f"{result['full']['ece_raw']:.3f} / {result['full']['ece_calibrated']:.3f}",
+                f"{result['partial']['ece_raw']:.3f} / {result['partial']['ece_calibrated']:.3f}",
+                f"{result['partial']['accuracy']:.3f}",
+                f"{fused['accuracy_all_steps']:.3f} / {fused['accuracy_final']:.3f}",
+                f"{threshold:.3f}", f"{fused['coverage']:.3f}",
+                f"{fused['accuracy_answered']:.3f}"])
             rows_by_set.setdefault(set_name, []).append([
                 set_name, name, str(result["full"]["objects"]),
                 str(result["partial"]["objects"]), notes.get(set_name) or "-", f"{params:,}",
@@ -167,6 +253,13 @@ def main() -> None:
                  "ms/object median", "ms/object p95", "train min/epoch"],
                 [row for set_rows in rows_by_set.values() for row in set_rows],
                 "llrrlrrrrrrrr")
+    print(f"\nCalibration (temperature from each checkpoint's calibration file, fitted on "
+          f"validation views) and fusion of each model's {args.views} scans as one track "
+          f"(forgetting {ClassifyConfig().fusion_forgetting:g}); coverage and accuracy of the "
+          "answered fused labels at the 'unknown' threshold:\n")
+    print_table(["set", "model", "T", "full ECE raw / cal.", "partial ECE raw / cal.",
+                 "partial acc. per frame", "fused acc. all steps / final", "unknown below",
+                 "coverage", "acc. answered"], calibration_rows, "llrrrrrrrr")
     for set_name, reasons in report["missing_rows"].items():
         for reason in dict.fromkeys(reasons.values()):  # one line per distinct reason
             models = ", ".join(n for n, r in reasons.items() if r == reason)

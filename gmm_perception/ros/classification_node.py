@@ -1,8 +1,11 @@
 """classification_node: the class of each object cloud (GMCN, or the PointNet baseline).
 
 Input `points`: one object per message (the segmentation's `~/objects`; its `object_id` field
-names the object). Publishes `~/classification` (ObjectClassification), `~/markers` (the label
-above the object) and, when `publish_mixture` is set, `~/mixture` (GMCN's fitted input GMM).
+names the object). Publishes `~/classification` (ObjectClassification: the frame's calibrated
+answer and the object's class fused over its frames, which may be "unknown"), `~/markers` (the
+fused label above the object) and, when `publish_mixture` is set, `~/mixture` (GMCN's fitted
+input GMM). A frame whose answer is reused (the object's cloud did not change, ReuseConfig) adds
+no evidence to the fused class.
 """
 from __future__ import annotations
 
@@ -14,7 +17,8 @@ from visualization_msgs.msg import Marker, MarkerArray
 from gmm_perception.data.pointcloud2 import object_id_of
 from gmm_perception.pipeline.classify import Classifier
 from gmm_perception.pipeline.configs import ClassificationOutputConfig, ClassifyConfig
-from gmm_perception.pipeline.preprocess import stamp_seconds
+from gmm_perception.pipeline.fuse import FusingStage
+from gmm_perception.pipeline.preprocess import ObjectStep, stamp_seconds
 from gmm_perception.pipeline.scene import load_classifier
 from gmm_perception.ros.mixture_msgs import mixture_to_msg
 from gmm_perception.ros.node_base import ModelNode, run_node
@@ -35,8 +39,23 @@ class ClassificationNode(ModelNode):
         if configs[ClassifyConfig] != self.classifier.config:  # the seed: the model stays
             self.classifier = Classifier(configs[ClassifyConfig], self.classifier.model,
                                          self.classifier.class_names, self.device)
-        self.step = self.reused_step(configs, self.classifier)
+        # Any new configuration starts the fused classes anew, as it does the reused answers
+        # (its first frame per object runs the stage again: it must not count twice).
+        self.fusion = self.classifier.fusion()
+        reused = self.reused_step(configs, self.classifier)
+        self.step = ObjectStep(reused.preprocess, FusingStage(reused.stage, self.fusion),
+                               keyed=True)
         self.output_config = configs[ClassificationOutputConfig]
+
+    def stage_diagnostics(self) -> dict:
+        """The reuse counts, the objects with a fused class, the frames fused and the tracks
+        restarted (unseen for fusion_timeout or stamps went back), and the temperature used."""
+        fusion = getattr(self, "fusion", None)
+        if fusion is None:
+            return super().stage_diagnostics()
+        return {**super().stage_diagnostics(), "fused_objects": len(fusion.tracks),
+                "fused_observations": fusion.observations, "fusion_restarts": fusion.restarts,
+                "temperature": f"{self.classifier.temperature:.3f}"}
 
     def process(self, msg: PointCloud2) -> None:
         object_id = object_id_of(msg)  # a malformed id field is rejected before the work
@@ -46,11 +65,14 @@ class ClassificationNode(ModelNode):
         if not self.answer_is_new():
             return
         header = Header(stamp=cloud.stamp, frame_id=cloud.frame_id)
+        fused = result.fused
         self.result_pub.publish(ObjectClassification(
             header=header, object_id="" if object_id is None else str(object_id),
             class_id=result.class_id, label=result.label,
             class_labels=self.classifier.class_names,
-            scores=result.scores.astype(float).tolist(), model_name=self.model_name))
+            scores=result.scores.astype(float).tolist(), model_name=self.model_name,
+            fused_class_id=fused.class_id, fused_label=fused.label,
+            fused_scores=fused.scores.astype(float).tolist(), observations=fused.observations))
         if self.wanted(self.markers_pub):
             self.markers_pub.publish(self._label_marker(points, result, object_id, header))
         if self.output_config.publish_mixture and result.mixture is not None and \
@@ -64,7 +86,7 @@ class ClassificationNode(ModelNode):
         marker = Marker(header=header, ns="classification",
                         id=0 if object_id is None else object_id,
                         type=Marker.TEXT_VIEW_FACING, action=Marker.ADD,
-                        text=f"{result.label} {result.scores[result.class_id]:.0%}")
+                        text=f"{result.fused.label} {result.fused.confidence:.0%}")
         marker.pose.position = Point(x=float(top[0]), y=float(top[1]), z=float(top[2]))
         marker.pose.orientation.w = 1.0
         marker.scale.z = 0.12
