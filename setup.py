@@ -18,7 +18,9 @@ setup(
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
         (f"share/{PACKAGE}/config/train", glob("config/train/*.yaml")),
         (f"share/{PACKAGE}/msg", glob("msg/*.msg")),
-        *((f"share/{PACKAGE}/{folder}", glob(f"{folder}/*.pt") + glob(f"{folder}/*.md"))
+        # Checkpoints with their cards and calibration files (a stage reads its JSON beside them).
+        *((f"share/{PACKAGE}/{folder}", glob(f"{folder}/*.pt") + glob(f"{folder}/*.md")
+           + glob(f"{folder}/*.json"))
           for folder in sorted(glob("checkpoints/*"))),
     ],
     install_requires=["setuptools"],

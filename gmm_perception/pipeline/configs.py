@@ -164,7 +164,7 @@ class RegistrationConfig:
     """The registration stage: which network, which references, how hypotheses are refined and
     scored. Lengths are metres."""
 
-    checkpoint: str = _checkpoint("deepgmr", "deepgmr_sh3d.pt", what="DeepGMR checkpoint file.")
+    checkpoint: str = _checkpoint("deepgmr", "deepgmr_pool.pt", what="DeepGMR checkpoint file.")
     reference_mode: str = setting("file", "Where the reference comes from: a model file, every "
                                   "model file of a directory (library: best match wins), the "
                                   "'reference' topic, or the previous frame (scan-to-scan).",
