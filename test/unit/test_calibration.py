@@ -12,7 +12,6 @@ import torch
 from gmm_perception.metrics.calibration import answered_at, expected_calibration_error, \
     fit_temperature, log_softmax, negative_log_likelihood, plot_reliability_diagram, \
     reliability_bins, scaled_probabilities, unknown_threshold
-from gmm_perception.models.gmcn import Gmcn, GmcnConfig
 from gmm_perception.pipeline.classify import Classifier, calibration_path, load_calibration
 from gmm_perception.pipeline.configs import ClassifyConfig
 
@@ -68,14 +67,6 @@ def test_the_reliability_diagram_is_a_small_png(tmp_path):
 
 
 NAMES = ["a", "b", "c"]
-
-
-@pytest.fixture(scope="module")
-def gmcn():
-    torch.manual_seed(0)
-    config = GmcnConfig(num_classes=3, input_components=16, channels=(4,), components=(8,),
-                        fit_points=512, final_dense_components=4)
-    return Gmcn(config).eval()
 
 
 def cloud(n=512):

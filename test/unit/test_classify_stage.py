@@ -4,21 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from gmm_perception.models.gmcn import Gmcn, GmcnConfig
 from gmm_perception.models.pointnet_classifier import PointNetClassifier, \
     PointNetClassifierConfig
 from gmm_perception.pipeline.configs import ClassifyConfig
 from gmm_perception.pipeline.classify import MIN_POINTS, Classifier
 
 NAMES = ["a", "b", "c"]
-
-
-@pytest.fixture(scope="module")
-def gmcn():
-    torch.manual_seed(0)
-    config = GmcnConfig(num_classes=3, input_components=16, channels=(4,), components=(8,),
-                        fit_points=512, final_dense_components=4)
-    return Gmcn(config).eval()
 
 
 def cloud(rng, n=600, centre=(5.0, -2.0, 0.5)):
