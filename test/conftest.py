@@ -131,3 +131,16 @@ def probe(ros_context):
     probe = Probe(ros_context)
     yield probe
     probe.close()
+
+
+@pytest.fixture(scope="module")
+def gmcn():
+    """An untrained three-class GMCN small enough for fast classification-stage tests."""
+    import torch
+
+    from gmm_perception.models.gmcn import Gmcn, GmcnConfig
+
+    torch.manual_seed(0)
+    config = GmcnConfig(num_classes=3, input_components=16, channels=(4,), components=(8,),
+                        fit_points=512, final_dense_components=4)
+    return Gmcn(config).eval()
