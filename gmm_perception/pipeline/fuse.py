@@ -23,8 +23,9 @@ from typing import Any, Callable, Hashable, Sequence
 
 import numpy as np
 
-# Tracks kept at most (as PoseTracker's): a stream of new ids must not grow the table unbounded.
-MAX_TRACKS = 256
+from gmm_perception.pipeline.object_memory import MAX_OBJECTS, remember, still_current
+
+MAX_TRACKS = MAX_OBJECTS  # tracks kept at most (object_memory)
 # Probabilities are floored here before the log: one frame can weigh against a class by at most
 # log(1e-9) ~ -21 nats, never rule it out for good.
 MIN_PROBABILITY = 1e-9
@@ -111,7 +112,7 @@ class ClassFusion:
     def _live(self, key: Hashable, now: float) -> ClassTrack | None:
         """The track of `key`, unless it timed out or time went back (then it is dropped)."""
         track = self.tracks.get(key)
-        if track is not None and not track.seen <= now <= track.seen + self.timeout:
+        if track is not None and not still_current(track.seen, now, self.timeout):
             self.tracks.pop(key)
             self.restarts += 1
             return None
@@ -119,10 +120,7 @@ class ClassFusion:
 
     def _keep(self, key: Hashable, track: ClassTrack, now: float) -> None:
         track.seen = now
-        self.tracks.pop(key, None)  # re-insert: the dict's order is least recently seen first
-        self.tracks[key] = track
-        while len(self.tracks) > MAX_TRACKS:
-            self.tracks.pop(next(iter(self.tracks)))
+        remember(self.tracks, key, track)
 
 
 class FusingStage:

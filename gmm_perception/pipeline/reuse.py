@@ -18,8 +18,8 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from gmm_perception.pipeline.configs import ReuseConfig
+from gmm_perception.pipeline.object_memory import MAX_OBJECTS, remember  # noqa: F401 - re-exported
 
-MAX_OBJECTS = 256  # answers kept at most; the least recently seen object goes first
 TREE_POINTS = 2048  # of the cloud an answer came from, kept to compare later clouds against
 PROBE_POINTS = 512  # of a new cloud, compared (the share of new points changes by ~2 % at 512)
 
@@ -46,19 +46,17 @@ class ReusedStage:
     def __call__(self, points: np.ndarray, key: Hashable = None, stamp: float | None = None,
                  frame_id: str = "") -> Any:
         stamp = 0.0 if stamp is None else float(stamp)
-        answer = self._answers.pop(key, None)
+        answer = self._answers.get(key)
         if answer is not None and not self._changed(answer, points, stamp, frame_id):
-            self._answers[key] = answer  # re-inserted: most recently seen last
+            remember(self._answers, key, answer)
             self.last_reused = True
             self.reuses += 1
             return answer.result
         self.last_reused = False
         result = self.stage(points)
         self.runs += 1
-        self._answers[key] = _Answer(cKDTree(self._sample(points, TREE_POINTS)), stamp, frame_id,
-                                     result)
-        while len(self._answers) > MAX_OBJECTS:
-            self._answers.pop(next(iter(self._answers)))
+        remember(self._answers, key, _Answer(cKDTree(self._sample(points, TREE_POINTS)), stamp,
+                                             frame_id, result))
         return result
 
     def new_fraction(self, key: Hashable, points: np.ndarray) -> float | None:

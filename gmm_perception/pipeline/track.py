@@ -24,11 +24,10 @@ from typing import Hashable
 
 import numpy as np
 
+from gmm_perception.pipeline.object_memory import MAX_OBJECTS, remember, still_current
 from gmm_perception.pipeline.register import DeepGmrRegistrar, Registration, rank_fit
 
-# Tracks kept at most; the least recently seen go first (a scene never holds this many objects,
-# a stream of new ids must not grow the table without bound).
-MAX_TRACKS = 256
+MAX_TRACKS = MAX_OBJECTS  # tracks kept at most (object_memory)
 
 
 @dataclass
@@ -72,7 +71,7 @@ class PoseTracker:
             return self._global(source)
         track = self.tracks.get(key)
         if track is not None and not (
-                track.frame_id == frame_id and track.seen <= now <= track.seen + config.track_timeout
+                track.frame_id == frame_id and still_current(track.seen, now, config.track_timeout)
                 and any(ref.name == track.reference_name for ref in self.registrar.references)):
             track = self.tracks.pop(key)  # unseen too long, time went back, or other frame
             track = None
@@ -109,7 +108,4 @@ class PoseTracker:
     def _keep(self, key: Hashable, track: Track, result: Registration, now: float) -> None:
         track.reference_name, track.transform, track.seen = (result.reference_name,
                                                              result.transform, now)
-        self.tracks.pop(key, None)  # re-insert: the dict's order is least recently seen first
-        self.tracks[key] = track
-        while len(self.tracks) > MAX_TRACKS:
-            self.tracks.pop(next(iter(self.tracks)))
+        remember(self.tracks, key, track)
