@@ -57,6 +57,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from gmm_perception.geometry.normalise import normalise_clouds
 from gmm_perception.gmm.hierarchical import HierarchicalGmm
 from gmm_perception.models.pointnet import PointNetGlobalFeature
 
@@ -104,22 +105,6 @@ class PointGmmConfig:
 
 
 # ------------------------------------------------------------------------------- network
-def normalise_input(points: torch.Tensor, mode: str = "unit_sphere"
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(normalised points, centre (B, 3), scale (B,)) with points = normalised * scale + centre.
-
-    unit_sphere: centroid and largest distance from it; centre: centroid, scale 1; none: 0, 1."""
-    b = points.shape[0]
-    if mode == "none":
-        return points, points.new_zeros(b, 3), points.new_ones(b)
-    centre = points.mean(dim=1)
-    centred = points - centre.unsqueeze(1)
-    if mode == "centre":
-        return centred, centre, points.new_ones(b)
-    scale = centred.norm(dim=-1).amax(dim=1).clamp_min(1e-9)
-    return centred / scale.reshape(-1, 1, 1), centre, scale
-
-
 def canonical_yaw(points: torch.Tensor) -> torch.Tensor:
     """R (B, 3, 3), a turn about z, such that points @ R (= R^T x) has its horizontal principal
     axis along +x, the sign chosen so that the points' third moment along it is positive.
@@ -303,7 +288,7 @@ class PointGmm(nn.Module):
     def forward(self, points: torch.Tensor) -> PointGmmOutput:
         """Clouds (B, N, 3), any frame and units -> hGMM in that frame (module docstring)."""
         points = points[..., :3].to(torch.float32)
-        normalised, centre, scale = normalise_input(points, self.config.input_normalisation)
+        normalised, centre, scale = normalise_clouds(points, self.config.input_normalisation)
         rotation = canonical_yaw(normalised) if self.config.canonical_yaw else None
         if rotation is not None:
             normalised = normalised @ rotation

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from gmm_perception.geometry.normalise import normalise_clouds
 from gmm_perception.models.pointnet import shared_mlp
 
 MODEL_NAME = "pointnet_cls"
@@ -65,13 +66,6 @@ class TNet(nn.Module):
         return self.out(self.head(pooled)).view(-1, self.k, self.k) + eye
 
 
-def normalise_points(points: torch.Tensor) -> torch.Tensor:
-    """(B, N, 3) clouds centred on their centroid and scaled into the unit sphere."""
-    centred = points - points.mean(dim=1, keepdim=True)
-    radius = centred.norm(dim=-1).amax(dim=1).clamp_min(1e-9)
-    return centred / radius[:, None, None]
-
-
 class PointNetClassifier(nn.Module):
     def __init__(self, config: PointNetClassifierConfig = PointNetClassifierConfig()):
         super().__init__()
@@ -86,9 +80,14 @@ class PointNetClassifier(nn.Module):
         self.out = nn.Linear(c.head_widths[-1], c.num_classes)
         self._feature_matrix: torch.Tensor | None = None
 
+    @staticmethod
+    def prepare_points(points: torch.Tensor) -> torch.Tensor:
+        """Raw clouds (B, N, 3) -> centred clouds in the unit sphere (B, N, 3): the model's input,
+        also for training (no model needed)."""
+        return normalise_clouds(points.to(torch.float32))[0]
+
     def prepare(self, points: torch.Tensor) -> torch.Tensor:
-        """Raw clouds (B, N, 3) -> normalised clouds (B, N, 3)."""
-        return normalise_points(points.to(torch.float32))
+        return self.prepare_points(points)
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         """Normalised clouds (B, N, 3) -> log-probabilities (B, num_classes)."""

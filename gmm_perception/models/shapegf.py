@@ -73,7 +73,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from gmm_perception.models.pointgmm import normalise_input
+from gmm_perception.geometry.normalise import normalise_clouds
 from gmm_perception.models.pointnet import PointNetGlobalFeature
 
 MODEL_NAME = "shapegf"
@@ -134,19 +134,6 @@ def geometric_sigmas(sigma_max: float, sigma_min: float, levels: int) -> torch.T
         return torch.tensor([sigma_max], dtype=torch.float32)
     return torch.exp(torch.linspace(math.log(sigma_max), math.log(sigma_min), levels,
                                     dtype=torch.float64)).float()
-
-
-def normalise_points(points: torch.Tensor, mode: str = "unit_sphere"
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(normalised (B, N, 3), centre (B, 3), scale (B,)) with points = normalised * scale + centre.
-    unit_sphere / centre / none as `pointgmm.normalise_input`; bbox: bounding-box centre and half
-    the longest side, so the cloud fills [-1, 1]^3 along its longest axis (the paper's)."""
-    if mode != "bbox":
-        return normalise_input(points, mode)
-    low, high = points.amin(dim=1), points.amax(dim=1)
-    centre = 0.5 * (low + high)
-    scale = (0.5 * (high - low)).amax(dim=1).clamp_min(1e-9)
-    return (points - centre.unsqueeze(1)) / scale.reshape(-1, 1, 1), centre, scale
 
 
 def smoothed_set_score(x: torch.Tensor, points: torch.Tensor, tau: torch.Tensor,
@@ -311,7 +298,7 @@ class ShapeGf(nn.Module):
     def encode(self, points: torch.Tensor) -> ShapeGfCode:
         """Clouds (B, N, 3), caller's frame -> latent and the normalisation to map back."""
         points = points[..., :3].to(self.sigmas.dtype)
-        normalised, centre, scale = normalise_points(points, self.config.input_normalisation)
+        normalised, centre, scale = normalise_clouds(points, self.config.input_normalisation)
         code = ShapeGfCode(self.encoder(normalised), centre, scale)
         if self.config.input_guide:
             code.inputs, code.spacing = normalised, mean_spacing(normalised)

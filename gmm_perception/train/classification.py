@@ -33,13 +33,14 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from gmm_perception.data.held_out import VALIDATION_SPLIT, held_out_set
+from gmm_perception.data.held_out import POOL_VALIDATION_SPLIT, VALIDATION_SPLIT, held_out_set
 from gmm_perception.data.partial_scans import scan_pool
 from gmm_perception.data.shape_set import MeshSet, ShapeSet
 from gmm_perception.geometry.transforms import rotation_z
+from gmm_perception.train.classification_views import ViewMix, ViewSource
 from gmm_perception.metrics.classification import accuracy, per_class_accuracy
 from gmm_perception.models.gmcn import MODEL_NAME as GMCN, GmcnConfig, fit_input
-from gmm_perception.models.pointnet_classifier import MODEL_NAME as POINTNET_CLS, normalise_points
+from gmm_perception.models.pointnet_classifier import MODEL_NAME as POINTNET_CLS, PointNetClassifier
 from gmm_perception.models.registry import MODELS, build_model
 
 VALIDATION_SEED = 1_000_003
@@ -63,6 +64,18 @@ class ClassificationData:
     class_balanced: bool = False  # draw classes uniformly, then a model of the class
     weight_scale_samples: int = 128  # GMCN: clouds used for the data-set weight normalisation
     pool_seed: int = 0
+    # Sensor views of the shape pool (train/classification_views.py) instead of the SH3D set's
+    # depth scans: `view_pool` is the views' cache file ("" = the SH3D mode above). Then
+    # `shapes`/`meshes` are the pool's, `classes` the categories kept (in this order),
+    # `partial_fraction` the share of single views, `accumulated_fraction` that of 2-6 views
+    # accumulated, sampling is class-balanced and validation is the pool's `val` split.
+    view_pool: str = ""
+    classes: list[str] = field(default_factory=list)
+    views_per_shape: int = 24
+    accumulated_fraction: float = 0.3
+    accumulated_views: tuple[int, int] = (2, 6)
+    val_views: int = 8  # single views per validation shape
+    val_accumulated: int = 4  # accumulations of 3 views per validation shape
 
 
 def _preparer(model_name: str, model_config: dict[str, Any]
@@ -72,7 +85,7 @@ def _preparer(model_name: str, model_config: dict[str, Any]
         config = GmcnConfig(**model_config)
         return lambda points: fit_input(points, config)
     if model_name == POINTNET_CLS:
-        return lambda points: normalise_points(points.to(torch.float32))
+        return PointNetClassifier.prepare_points
     raise ValueError(f"classification trains '{GMCN}' or '{POINTNET_CLS}', not '{model_name}'")
 
 
@@ -101,6 +114,10 @@ class ClassificationTask:
         if not 0.0 <= d.partial_fraction <= 1.0:
             raise ValueError("partial_fraction must lie in [0, 1]")
         shapes = ShapeSet.load(d.shapes)
+        self.views = None
+        if d.view_pool:
+            self._init_views(shapes)
+            return
         if shapes.points.shape[1] < d.num_points:
             raise ValueError(f"shapes hold {shapes.points.shape[1]} points, fewer than "
                              f"num_points={d.num_points}")
@@ -125,6 +142,35 @@ class ClassificationTask:
             self.model["input_weight_scale"] = self._weight_scale()
         self.prepare = _preparer(self.model_name, self.model)
         self.val_full, self.val_partial = self._validation_sets(shapes, meshes)
+        self.val_sets = {"full": self.val_full}
+        if self.val_partial is not None:
+            self.val_sets["partial"] = self.val_partial
+
+    def _init_views(self, shapes: ShapeSet) -> None:
+        d = self.data
+        if not d.meshes or not d.classes:
+            raise ValueError("view training needs data.meshes and data.classes")
+        self.views = ViewSource(shapes, MeshSet.load(d.meshes), list(d.classes), d.view_pool,
+                                d.views_per_shape, d.pool_seed, d.num_points,
+                                ViewMix(d.partial_fraction, d.accumulated_fraction,
+                                        tuple(d.accumulated_views)),
+                                train_split="train", val_split=POOL_VALIDATION_SPLIT,
+                                progress=self.progress)
+        self.class_names = list(d.classes)
+        configured = self.model.setdefault("num_classes", len(self.class_names))
+        if configured != len(self.class_names):
+            raise ValueError(f"model num_classes={configured} but data.classes holds "
+                             f"{len(self.class_names)}")
+        self.train_shapes = self.views.shapes.subset("train")
+        self.pool = None
+        if self.model_name == GMCN and "input_weight_scale" not in self.model:
+            self.model["input_weight_scale"] = self._weight_scale()
+        self.prepare = _preparer(self.model_name, self.model)
+        val = self.views.validation(d.val_views, d.val_accumulated)
+        self.val_models = len(self.views.val.rows)
+        self.val_sets = {tag: _EvalSet(self._prepared(clouds), labels)
+                         for tag, (clouds, labels) in val.items()}
+        self.val_full, self.val_partial = self.val_sets["full"], self.val_sets.get("partial")
 
     # ----------------------------------------------------------------------------- data
     def _augment(self, clouds: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -143,6 +189,9 @@ class ClassificationTask:
                        ) -> tuple[np.ndarray, np.ndarray]:
         """`count` augmented training clouds (count, num_points, 3) and their labels."""
         d = self.data
+        if self.views is not None:
+            clouds, labels = self.views.sample(rng, count)
+            return self._augment(clouds, rng), labels
         labels = self.train_shapes.labels
         if d.class_balanced:
             present = np.unique(labels)
@@ -200,11 +249,14 @@ class ClassificationTask:
 
     def data_description(self) -> dict[str, Any]:
         return {**asdict(self.data), "class_names": self.class_names,
-                "train_models": len(self.train_shapes), "val_split": VALIDATION_SPLIT,
+                "train_models": len(self.train_shapes),
+                "val_split": POOL_VALIDATION_SPLIT if self.views is not None else VALIDATION_SPLIT,
                 "val_models": self.val_models,
-                "val_partial_scans": (0 if self.val_partial is None
-                                      else len(self.val_partial.labels)),
-                "partial_pool": None if self.pool is None else list(self.pool.shape[:2])}
+                "val_clouds": {tag: len(s.labels) for tag, s in self.val_sets.items()},
+                "partial_pool": None if self.pool is None else list(self.pool.shape[:2]),
+                "views": None if self.views is None else {
+                    "shapes": len(self.views.pool), "views": self.views.pool.num_views,
+                    "key": self.views.pool.config.get("key")}}
 
     def train_batch(self, rng: np.random.Generator, device: torch.device):
         clouds, labels = self._sample_clouds(rng, self.batch_size)
@@ -232,9 +284,7 @@ class ClassificationTask:
         n = len(self.class_names)
         metrics: dict[str, float] = {}
         truth, predicted, losses = [], [], []
-        for tag, dataset in (("full", self.val_full), ("partial", self.val_partial)):
-            if dataset is None:
-                continue
+        for tag, dataset in self.val_sets.items():
             loss, prediction = self._evaluate(model, device, dataset)
             losses.append(loss)
             metrics[f"val_nll_{tag}"] = loss

@@ -37,6 +37,9 @@ class TrainSettings:
     device: str = "auto"
     threads: int = 0  # torch CPU threads; 0 = torch's default
     init_checkpoint: str = ""  # start from these weights when there is no last.pt to resume
+    # Also keep the weights of every k-th epoch as epoch_<k>.pt (0 = none): a comparison at equal
+    # epochs with a slower model picks the snapshot of the epoch that model reached.
+    snapshot_every: int = 0
     # Verifies the distributed path: every rank writes its final state dict and its last epoch's
     # training losses to <output_dir>/rank<k>.pt (test/integration/test_distributed_training.py).
     save_rank_states: bool = False
@@ -196,6 +199,9 @@ def train(task: TrainingTask, settings: TrainSettings, resume: bool = True) -> P
             best = metrics["val_loss"]
             save_checkpoint(best_path, model=task.name, state_dict=model.state_dict(),
                             config=config, metadata=metadata)
+        if settings.snapshot_every > 0 and epoch % settings.snapshot_every == 0:
+            save_checkpoint(out / f"epoch_{epoch:04d}.pt", model=task.name,
+                            state_dict=model.state_dict(), config=config, metadata=metadata)
         save_checkpoint(last_path, model=task.name, state_dict=model.state_dict(), config=config,
                         metadata=metadata, training_state={
                             "optimiser": optimiser.state_dict(),

@@ -327,7 +327,7 @@ def test_output_follows_a_translation_and_scaling_of_the_input(mode):
 
 
 def test_unit_sphere_normalisation_centres_and_scales_the_input():
-    from gmm_perception.models.pointgmm import normalise_input
+    from gmm_perception.geometry.normalise import normalise_clouds as normalise_input
 
     points = torch.rand(2, 100, 3) * 7.0 + 3.0
     normalised, centre, scale = normalise_input(points)

@@ -13,7 +13,8 @@ import torch
 from gmm_perception.data.procedural import procedural_shapes
 from gmm_perception.models.registry import build_model
 from gmm_perception.models.shapegf import ShapeGf, ShapeGfConfig, annealed_langevin, \
-    geometric_sigmas, normalise_points, smoothed_set_score
+    geometric_sigmas, smoothed_set_score
+from gmm_perception.geometry.normalise import normalise_clouds
 from gmm_perception.models.shapegf_loss import score_matching_loss
 from gmm_perception.train.run import TASKS, load_config
 from gmm_perception.train.upsampling import UpsamplingData, UpsamplingTask
@@ -216,7 +217,7 @@ def test_upsampled_points_follow_the_input_frame(mode):
         torch.testing.assert_close(b, a * scale + offset, atol=2e-4 * scale, rtol=1e-4)
     single = model.upsample(cloud[0], 100, steps_per_level=1, prior="gaussian")
     assert single.shape == (100, 3)
-    normalised, centre, s = normalise_points(cloud * scale + offset, mode)
+    normalised, centre, s = normalise_clouds(cloud * scale + offset, mode)
     torch.testing.assert_close(normalised * s[:, None, None] + centre[:, None],
                                cloud * scale + offset)
     if mode == "bbox":

@@ -1,0 +1,130 @@
+"""What a robot's classifier sees, for training it: sensor views of the shape pool's categorised
+shapes, single and accumulated, drawn class-balanced.
+
+A `ViewPool` (data/views.py: a RealSense D435 depth camera and an Ouster OS1-64 LiDAR, objects
+0.3-2 m across at ranges that give 200-20,000 returns) of the pool's categorised shapes of the
+training and validation splits is built once and cached. A training sample is, with the
+configured shares, one view (fresh sensor noise), 2-6 views accumulated as the scene pipeline
+accumulates an object's frames (voxel grid), or the stored full surface cloud; every cloud in
+the object's upright frame, resampled to `num_points` by `geometry.points.resample` (repeats
+when a far view holds fewer returns), which is what the classification stage does at run time.
+The class is drawn uniformly, then a shape of it: the pool's classes hold 11-33 training shapes.
+
+Validation (what picks the checkpoint) is the pool's `val` split only: per shape its full cloud,
+`val_views` single views and `val_accumulated` accumulations of 3 views, fixed seeds and one
+seeded heading per shape; never the test or cross splits.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from gmm_perception.data.shape_set import MeshSet, ShapeSet
+from gmm_perception.data.view_loader import ViewLoader
+from gmm_perception.data.views import cached_view_pool
+from gmm_perception.geometry.transforms import rotation_z
+
+_VAL_SEED = 2_026_120_7
+
+
+@dataclass
+class ViewMix:
+    """Shares of the training samples (the rest are full surface clouds)."""
+
+    single: float = 0.5
+    accumulated: float = 0.3
+    accumulated_views: tuple[int, int] = (2, 6)
+
+    def __post_init__(self):
+        if not (0 <= self.single and 0 <= self.accumulated and
+                self.single + self.accumulated <= 1):
+            raise ValueError("view shares must be >= 0 and sum to at most 1")
+        low, high = self.accumulated_views
+        if not 2 <= low <= high:
+            raise ValueError("accumulated_views must be (min, max) with 2 <= min <= max")
+
+
+def categorised(shapes: ShapeSet, class_names: list[str]) -> tuple[ShapeSet, np.ndarray]:
+    """The shapes of `class_names` with labels re-indexed into that list."""
+    index = {name: k for k, name in enumerate(class_names)}
+    unknown = sorted(set(class_names) - set(shapes.class_names))
+    if unknown:
+        raise ValueError(f"classes {unknown} are not in the shape file")
+    mapping = np.array([index.get(name, -1) for name in shapes.class_names])
+    labels = mapping[shapes.labels]
+    keep = labels >= 0
+    kept = shapes.select(keep)
+    kept.labels = labels[keep]
+    kept.class_names = list(class_names)
+    return kept, labels[keep]
+
+
+class ViewSource:
+    """Training and validation clouds of one split pair from a cached view pool."""
+
+    def __init__(self, shapes: ShapeSet, meshes: MeshSet, class_names: list[str],
+                 cache: str, views_per_shape: int, seed: int, num_points: int, mix: ViewMix,
+                 train_split: str = "train", val_split: str = "val", workers: int = 2,
+                 progress: bool = True):
+        self.shapes, _ = categorised(shapes, class_names)
+        self.class_names, self.num_points, self.mix = list(class_names), num_points, mix
+        ids = self.shapes.model_ids[np.isin(self.shapes.split, (train_split, val_split))]
+        self.pool = cached_view_pool(cache, meshes, [str(i) for i in ids], views_per_shape,
+                                     seed, workers=workers, progress=progress)
+        self.train = ViewLoader(self.pool, self.shapes, train_split, seed=seed,
+                                num_points=num_points)
+        self.val = ViewLoader(self.pool, self.shapes, val_split, seed=_VAL_SEED,
+                              num_points=num_points)
+        labels = self.train.shapes.labels[self.train.full_row[self.train.rows]]
+        self._rows_of_class = {c: self.train.rows[labels == c] for c in np.unique(labels)}
+
+    def label(self, loader: ViewLoader, row: int) -> int:
+        return int(loader.shapes.labels[loader.full_row[row]])
+
+    def _cloud(self, loader: ViewLoader, row: int, kind: str, rng: np.random.Generator,
+               count: int = 0) -> np.ndarray:
+        views = loader.pool.views_of(row)
+        if kind == "full":
+            return loader.full_cloud(row, self.num_points, rng)
+        if kind == "single":
+            return loader.scan_cloud(views[rng.integers(len(views))][None], rng, self.num_points)
+        picked = rng.choice(views, min(count, len(views)), replace=False)
+        return loader.scan_cloud(picked, rng, self.num_points)
+
+    def sample(self, rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """`count` training clouds (count, num_points, 3), upright object frame, and labels."""
+        classes = np.array(sorted(self._rows_of_class))
+        clouds = np.empty((count, self.num_points, 3), dtype=np.float32)
+        labels = np.empty(count, dtype=np.int64)
+        low, high = self.mix.accumulated_views
+        for i in range(count):
+            c = classes[rng.integers(len(classes))]
+            row = int(rng.choice(self._rows_of_class[c]))
+            draw = rng.random()
+            kind = ("single" if draw < self.mix.single else
+                    "accumulated" if draw < self.mix.single + self.mix.accumulated else "full")
+            clouds[i] = self._cloud(self.train, row, kind, rng, int(rng.integers(low, high + 1)))
+            labels[i] = c
+        return clouds, labels
+
+    def validation(self, views: int, accumulated: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Fixed validation clouds per kind: {"full", "partial" (single views), "accumulated"}:
+        (clouds (n, num_points, 3), labels (n,)), each shape turned by one seeded heading."""
+        out: dict[str, list] = {"full": [], "partial": [], "accumulated": []}
+        for row in self.val.rows:
+            rng = np.random.default_rng([_VAL_SEED, int(row)])
+            turn = rotation_z(np.array([rng.uniform(0, 2 * np.pi)]))[0].T
+            label = self.label(self.val, row)
+            out["full"].append((self._cloud(self.val, row, "full", rng) @ turn, label))
+            shape_views = self.val.pool.views_of(row)
+            for v in shape_views[:views]:
+                cloud = self.val.scan_cloud(np.array([v]), rng, self.num_points)
+                out["partial"].append((cloud @ turn, label))
+            for _ in range(accumulated):
+                cloud = self._cloud(self.val, row, "accumulated", rng, 3)
+                out["accumulated"].append((cloud @ turn, label))
+        return {kind: (np.stack([c for c, _ in items]).astype(np.float32),
+                       np.array([label for _, label in items], dtype=np.int64))
+                for kind, items in out.items() if items}
+

@@ -1,0 +1,77 @@
+"""Training data of the classifiers from sensor views (train/classification_views.py)."""
+import numpy as np
+import pytest
+import trimesh
+
+from gmm_perception.data.mesh_ops import normalize_mesh, sample_surface
+from gmm_perception.data.procedural import procedural_mesh
+from gmm_perception.data.shape_set import MeshSet, ShapeSet
+from gmm_perception.train.classification_views import ViewMix, ViewSource, categorised
+
+POINTS = 256
+
+
+@pytest.fixture(scope="module")
+def shapes_and_meshes():
+    rng = np.random.default_rng(0)
+    made = [procedural_mesh("chair", rng), procedural_mesh("chair", rng),
+            procedural_mesh("chair", rng), trimesh.creation.box((1.0, 0.4, 0.8)),
+            procedural_mesh("chair", rng), trimesh.creation.box((0.5, 0.5, 1.0)),
+            trimesh.creation.icosphere(2), procedural_mesh("table", rng)]
+    made = [normalize_mesh(m) for m in made]
+    # classes: 0 chair, 1 box, 2 uncategorised
+    labels = np.array([0, 0, 0, 1, 0, 1, 2, 1])
+    split = np.array(["train", "train", "train", "train", "val", "val", "train", "test"])
+    ids = np.array([f"m{i}" for i in range(len(made))])
+    names = ["chair", "box", "uncategorised"]
+    meshes = MeshSet([np.asarray(m.vertices, np.float32) for m in made],
+                     [np.asarray(m.faces, np.int32) for m in made], labels, names, split, ids)
+    points = np.stack([sample_surface(m, 512, np.random.default_rng(k))
+                       for k, m in enumerate(made)])
+    return ShapeSet(points, labels, names, split, ids), meshes
+
+
+@pytest.fixture(scope="module")
+def source(shapes_and_meshes, tmp_path_factory):
+    shapes, meshes = shapes_and_meshes
+    cache = tmp_path_factory.mktemp("views") / "views.npz"
+    return ViewSource(shapes, meshes, ["box", "chair"], str(cache), views_per_shape=3, seed=0,
+                      num_points=POINTS, mix=ViewMix(0.5, 0.3, (2, 3)), workers=1,
+                      progress=False)
+
+
+def test_labels_follow_the_given_class_order_and_uncategorised_shapes_are_dropped(
+        shapes_and_meshes):
+    shapes, _ = shapes_and_meshes
+    kept, labels = categorised(shapes, ["box", "chair"])
+    assert list(kept.model_ids) == ["m0", "m1", "m2", "m3", "m4", "m5", "m7"]
+    np.testing.assert_array_equal(labels, [1, 1, 1, 0, 1, 0, 0])
+    with pytest.raises(ValueError, match="not in the shape file"):
+        categorised(shapes, ["box", "lamp"])
+
+
+def test_only_train_and_val_shapes_are_scanned_and_splits_stay_apart(source):
+    assert set(source.pool.model_ids) == {"m0", "m1", "m2", "m3", "m4", "m5"}
+    train = set(source.pool.model_ids[source.train.rows])
+    val = set(source.pool.model_ids[source.val.rows])
+    assert train == {"m0", "m1", "m2", "m3"} and val == {"m4", "m5"}
+
+
+def test_sampling_is_class_balanced_and_clouds_have_the_stage_point_count(source):
+    clouds, labels = source.sample(np.random.default_rng(1), 400)
+    assert clouds.shape == (400, POINTS, 3) and np.isfinite(clouds).all()
+    # one box against three chairs in training, yet each class is drawn about half the time
+    share = np.mean(labels == 0)
+    assert 0.42 < share < 0.58
+    # unit-shape frame: every cloud lies near the unit sphere of its shape
+    assert np.abs(clouds).max() < 1.3
+
+
+def test_validation_holds_every_val_shape_once_per_kind_and_is_fixed(source):
+    first = source.validation(views=2, accumulated=1)
+    again = source.validation(views=2, accumulated=1)
+    assert {k: len(v[1]) for k, v in first.items()} == {"full": 2, "partial": 4,
+                                                        "accumulated": 2}
+    np.testing.assert_array_equal(first["full"][1], [1, 0])  # m4 chair, m5 box
+    for kind in first:
+        np.testing.assert_array_equal(first[kind][0], again[kind][0])
