@@ -1,7 +1,8 @@
 """Classification benchmark: GMCN (ours) against the PointNet baseline on the same held-out clouds.
 
-    python bench/classification.py [--gmcn PATH] [--pointnet PATH] [--views 4] [--max-models N]
-                                   [--no-pool] [--threads 2] [--json PATH] [--no-diagram]
+    python bench/classification.py [--gmcn PATH] [--pointnet PATH] [--model NAME=PATH ...]
+                                   [--views 4] [--range-views 8] [--max-models N] [--no-pool]
+                                   [--threads 2] [--json PATH] [--no-diagram]
 
 Test sets (bench/_shape_data.load_benchmark_rows, i.e. gmm_perception.data.held_out), one row
 each: "sh3d test" (every held-out SH3D model, as in earlier cards), then, when the shape pool is
@@ -29,6 +30,19 @@ the coverage (share of fused labels answered) and the accuracy of those answered
 reliability diagram of the SH3D row (raw and calibrated, partial scans and full clouds) is
 written beside the checkpoint as `<stem>_reliability.png` (--no-diagram: not written).
 
+Sensor views (issue 17: from how far away, and from how many points, can a robot trust the
+classifier), bench/_classification_views.py: --range-views D435 / OS1-64 views per categorised
+shape of the pool's test and cross-source rows (200-20,000 returns, real sizes and ranges, cached
+under data/views with this SEED), in the upright object frame in metres with sensor noise, and
+accumulations of 3 views; per model and row accuracy and mean class accuracy, single views binned
+by returns, range and sensor, accumulations by points, each bin with its count; the single-view
+accuracy against returns and range is plotted to views_accuracy.png beside the JSON. 0 leaves
+them out.
+
+Models: --gmcn and --pointnet, and any number of --model NAME=PATH (a GMCN or PointNet
+checkpoint, e.g. a snapshot at equal epochs); each is a row of every table. Labels are matched to
+each checkpoint's own class list by name, so checkpoints of other class orders score alike.
+
 A checkpoint that is missing or unusable leaves its model's row out with the reason (the PointNet
 baseline's is not committed: train it with config/train/pointnet_cls.yaml); the others still run.
 """
@@ -45,6 +59,7 @@ import torch
 if __package__ in (None, ""):  # run as a file (python bench/<name>.py): import `bench` from here
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
+from bench import _classification_views as views_bench  # noqa: E402
 from bench._report import environment, print_table, write_json  # noqa: E402
 from bench._shape_data import SH3D_ROW, load_benchmark_rows  # noqa: E402
 from gmm_perception.metrics.calibration import answered_at, expected_calibration_error, \
@@ -129,6 +144,19 @@ def fused_tracks(logits: np.ndarray, labels: np.ndarray, temperature: float, for
             "per_frame_accuracy_answered": alone["accuracy"]}
 
 
+def named_checkpoint(text: str) -> tuple[str, Path]:
+    """'NAME=PATH' of --model -> (name, path)."""
+    name, sep, path = text.partition("=")
+    if not sep or not name.strip() or not path.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got '{text}'")
+    return name.strip(), Path(path.strip())
+
+
+def file_tag(name: str) -> str:
+    """A model's name as a file-name part ('views @40' -> 'views_40')."""
+    return "_".join("".join(c if c.isalnum() or c in "-." else " " for c in name).split())
+
+
 def minutes_per_epoch(checkpoint: Path) -> float:
     import csv
 
@@ -148,11 +176,17 @@ def main() -> None:
     # config/train/pointnet_cls.yaml (same budget as GMCN), which writes this file.
     parser.add_argument("--pointnet", type=Path,
                         default=ROOT / "checkpoints" / "pointnet_cls" / "run" / "best.pt")
+    parser.add_argument("--model", type=named_checkpoint, action="append", default=[],
+                        metavar="NAME=PATH", help="one more GMCN or PointNet checkpoint "
+                        "(repeatable), a row of every table under NAME")
     parser.add_argument("--data-dir", type=Path, default=ROOT / "data")
     parser.add_argument("--views", type=int, default=4, help="partial scans per test model")
+    parser.add_argument("--range-views", type=int, default=8,
+                        help="sensor views per shape of the views rows (0: no views rows)")
     parser.add_argument("--max-models", type=int, default=0,
                         help="models per row, a fixed seeded subset (0 = all)")
-    parser.add_argument("--no-pool", action="store_true", help="only the SH3D test row")
+    parser.add_argument("--no-pool", action="store_true",
+                        help="only the SH3D test row (no pool rows, no views rows)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (timings)")
     parser.add_argument("--json", type=Path,
                         default=ROOT / "bench" / "results" / "classification.json")
@@ -161,14 +195,28 @@ def main() -> None:
     args = parser.parse_args()
     if args.views < 1:
         parser.error("--views must be >= 1")
+    if args.range_views < 0:
+        parser.error("--range-views must be >= 0")
+    if args.no_pool:
+        args.range_views = 0  # the views rows are pool rows
+    names = [name for name, _ in args.model]
+    if len(set(names)) != len(names) or set(names) & {"GMCN (ours)", "PointNet"}:
+        parser.error("--model names must be unique and not 'GMCN (ours)' or 'PointNet'")
     torch.set_num_threads(args.threads)
     report = {"environment": environment(), "threads": args.threads, "results": {}, "missing": {},
               "dropped": {}, "missing_rows": {}}
     rows_by_set: dict[str, list[list[str]]] = {}
     calibration_rows: list[list[str]] = []
-    held_out = {}  # (points, class names) -> test_clouds(...): shared by the checkpoints
-    for name, path, model_name in (("GMCN (ours)", args.gmcn, "gmcn"),
-                                   ("PointNet", args.pointnet, "pointnet_cls")):
+    # (points, sorted class names) -> test_clouds(...): shared by the checkpoints, whatever
+    # their class order (the clouds do not depend on it; labels are remapped per checkpoint).
+    held_out = {}
+    view_rows: dict | None = None  # built at the first usable checkpoint, scored by every one
+    report["views"] = {"views_per_shape": args.range_views, "results": {}, "missing_rows": {}}
+    for name, path, model_name, tag in (("GMCN (ours)", args.gmcn, "gmcn", "gmcn"),
+                                        ("PointNet", args.pointnet, "pointnet_cls",
+                                         "pointnet_cls"),
+                                        *((n, p, ("gmcn", "pointnet_cls"), file_tag(n))
+                                          for n, p in args.model)):
         try:
             model, payload = load_model(path, model_name)
         except CheckpointError as error:
@@ -179,11 +227,16 @@ def main() -> None:
             continue
         num_points = payload["config"]["data"]["num_points"]
         class_names = list(payload["config"]["data"]["class_names"])
-        key = (num_points, tuple(class_names))
+        key = (num_points, tuple(sorted(class_names)))
         if key not in held_out:
-            held_out[key] = test_clouds(args.data_dir, args.views, num_points, class_names,
+            held_out[key] = test_clouds(args.data_dir, args.views, num_points, list(key[1]),
                                         args.max_models, pool=not args.no_pool)
-        clouds, notes = held_out[key]
+        sorted_clouds, notes = held_out[key]
+        # Labels index the sorted names: map them to this checkpoint's class order by name.
+        to_model = np.array([class_names.index(c) for c in key[1]], dtype=np.int64)
+        clouds = {row: {setting: (data, to_model[labels])
+                        for setting, (data, labels) in settings.items()}
+                  for row, settings in sorted_clouds.items()}
         for set_name, note in notes.items():
             target = report["missing_rows"] if set_name not in clouds else report["dropped"]
             target.setdefault(set_name, {})[name] = note
@@ -213,7 +266,7 @@ def main() -> None:
                                                             len(class_names), temperature)
                 plot_confusion_matrix(
                     np.array(result[setting]["confusion"]), class_names,
-                    args.json.with_name(f"confusion_{model_name}_{setting}{suffix}.png"))
+                    args.json.with_name(f"confusion_{tag}_{setting}{suffix}.png"))
             result["fused"] = fused_tracks(
                 logits["partial"].reshape(len(settings["full"][1]), args.views, -1),
                 settings["full"][1], temperature, forgetting, threshold)
@@ -244,6 +297,21 @@ def main() -> None:
                 f"{result['partial']['mean_class_accuracy']:.3f}",
                 f"{result['full']['ms_median']:.0f}", f"{result['full']['ms_p95']:.0f}",
                 f"{result['minutes_per_epoch']:.2f}"])
+        if args.range_views:
+            if view_rows is None:
+                view_rows, view_notes = views_bench.view_rows(
+                    args.data_dir, args.range_views, SEED, args.max_models,
+                    workers=args.threads)
+                report["views"]["rows"] = view_notes
+            for set_name, row in view_rows.items():
+                scored = views_bench.score_row(
+                    row, class_names, lambda data, labels: evaluate(
+                        classifier, data, labels, len(class_names), temperature))
+                if scored is None:
+                    report["views"]["missing_rows"].setdefault(set_name, {})[name] = (
+                        "none of the row's classes is the model's")
+                else:
+                    report["views"]["results"].setdefault(set_name, {})[name] = scored
     if not held_out:
         raise SystemExit("no usable checkpoint: " + "; ".join(report["missing"].values()))
     print(f"\n{args.views} partial scans per model; batch 1, {args.threads} threads; load average "
@@ -266,6 +334,18 @@ def main() -> None:
             print(f"\n{set_name}: row missing ({models}): {reason}")
     for name, reason in report["missing"].items():
         print(f"\n{name}: row missing: {reason}")
+    if args.range_views:
+        views_report = report["views"]
+        if views_report["results"]:
+            views_bench.print_view_tables(views_report["results"], args.range_views, print_table)
+            views_report["figure"] = str(views_bench.plot_view_accuracy(
+                views_report["results"], args.json.with_name("views_accuracy.png")))
+        for set_name, note in views_report.get("rows", {}).items():
+            if set_name not in views_report["results"] and note:
+                print(f"\nviews, {set_name}: row missing: {note}")
+        for set_name, reasons in views_report["missing_rows"].items():
+            for model, reason in reasons.items():
+                print(f"\nviews, {set_name}, {model}: row missing: {reason}")
     write_json(args.json, report)
 
 if __name__ == "__main__":
