@@ -101,6 +101,16 @@ def run_offline(contents: BagContents, scene: ScenePipeline, library: dict,
     return run
 
 
+def classified_object(object_id: int, classification) -> ClassifiedObject:
+    """What the evaluation records of a `Classification` (with its fused class, as the
+    classification node publishes them)."""
+    fused = classification.fused
+    return ClassifiedObject(object_id, classification.label,
+                            float(classification.scores[classification.class_id]),
+                            *(() if fused is None else (fused.label, fused.confidence,
+                                                        fused.observations)))
+
+
 def _record(frame: FrameRecord, result: SceneFrame) -> None:
     """A frame's answers as the evaluation records them (the surface stages' clouds beside
     the segmented input they were made from)."""
@@ -121,10 +131,7 @@ def _record(frame: FrameRecord, result: SceneFrame) -> None:
                 registration.fitness, registration.inlier_rmse, answer.milliseconds,
                 registration.mode))
         elif answer.stage == "classification":
-            classification = answer.result
-            frame.classifications.append(ClassifiedObject(
-                answer.object_id, classification.label,
-                float(classification.scores[classification.class_id])))
+            frame.classifications.append(classified_object(answer.object_id, answer.result))
         elif answer.stage == "shape_model":
             frame.surfaces.append(SurfaceCloud(answer.object_id, "shape_model",
                                                answer.result.resampled))

@@ -32,8 +32,14 @@ class ClassifiedObject:
     """One object's class in one frame."""
 
     object_id: int
-    label: str
+    label: str  # this frame's own answer
     score: float  # the winning class's probability
+    # The class fused over the object's track so far (pipeline/fuse.py): its label ("unknown"
+    # while unsure), top fused probability and the frames fused. "" / 0 where the run did not
+    # fuse (records made before the fused answer existed).
+    fused_label: str = ""
+    fused_score: float = 0.0
+    observations: int = 0
 
 
 # What a surface cloud of an object is: the segmented input, PointGMM's resampled mixture, or

@@ -409,9 +409,32 @@ def _summary_rows(metrics: dict) -> list[list[str]]:
          _degrees(_stat(registration.get("rotation_error_deg"), "median"))],
         ["translation error median (right model)",
          _metres(_stat(registration.get("translation_error_m"), "median"))],
-        ["classification accuracy",
-         _fraction((metrics.get("classification") or {}).get("accuracy"))],
-    ]
+    ] + _classification_rows(metrics)
+
+
+def _classification_rows(metrics: dict) -> list[list[str]]:
+    """Per-frame and fused classification (the report's summary and the CLI's share them); none
+    for a run without classifications."""
+    classification = metrics.get("classification") or {}
+    if not classification.get("classified"):
+        return []
+    fused, final = classification.get("fused") or {}, classification.get("final_label") or {}
+    targets = classification.get("targets") or {}
+
+    def target(key: str) -> str:
+        return f" (target >= {targets[key]:.0%})" if key in targets else ""
+
+    rows = [["classification accuracy (per frame)", _fraction(classification.get("accuracy"))]]
+    if fused.get("observations"):  # records with fused labels (older runs have none)
+        rows += [[f"fused label accuracy, unknown = wrong{target('fused_accuracy')}",
+                  _fraction(fused.get("accuracy"))],
+                 ["fused label accuracy of the answered / answered share",
+                  f"{_fraction(fused.get('accuracy_answered'))} / "
+                  f"{_fraction(fused.get('coverage'))}"],
+                 [f"final-label accuracy{target('final_label_accuracy')}",
+                  f"{_fraction(final.get('accuracy'))} ({final.get('right', 0)} / "
+                  f"{final.get('tracks', 0)} objects)"]]
+    return rows
 
 
 def _per_object_rows(metrics: dict) -> list[list[str]]:
@@ -460,15 +483,19 @@ def _markdown(run: EvaluationRun, metrics: dict, title: str, plots: list[Path]) 
     missing = metrics.get("truth_without_model") or []
     if missing:
         parts += ["", "Not scored (no library model): " + ", ".join(missing) + "."]
-    classified = [[name, obj["classification"]["class"], obj["classification"]["most_common_label"],
-                   str(obj["classification"]["classified"]),
-                   _fraction(obj["classification"]["accuracy"])]
-                  for name, obj in sorted(metrics.get("per_object", {}).items())
-                  if "classification" in obj]
+    classified = []
+    for name, obj in sorted(metrics.get("per_object", {}).items()):
+        if "classification" in obj:
+            c = obj["classification"]
+            classified.append([name, c["class"], c["most_common_label"], str(c["classified"]),
+                               _fraction(c["accuracy"]), _fraction(c.get("fused_accuracy")),
+                               c.get("final_label") or "n/a"])
     if classified:
         parts += ["", "## Classification", "",
-                  _table(["object", "class", "most common label", "classifications", "accuracy"],
-                         classified)]
+                  "Per frame, and fused over the object's track (unknown = wrong); the final "
+                  "label is the fused label of the last frame matched to the object.", "",
+                  _table(["object", "class", "most common label", "classifications",
+                          "accuracy per frame", "fused accuracy", "final label"], classified)]
     surfaces = metrics.get("surfaces") or {}
     if surfaces:
         kinds = [k for k in SURFACE_KINDS if k in surfaces["median_chamfer_m"]]
@@ -532,9 +559,7 @@ def summary_table(metrics: dict) -> str:
         ["model accuracy", _fraction(registration.get("model_accuracy"))],
         ["ADD-S median", _metres(_stat(registration.get("add_s_m"), "median"))],
     ]
-    if (metrics.get("classification") or {}).get("classified"):
-        rows.append(["classification accuracy",
-                     _fraction(metrics["classification"].get("accuracy"))])
+    rows += _classification_rows(metrics)
     for kind, chamfer in ((metrics.get("surfaces") or {}).get("median_chamfer_m") or {}).items():
         rows.append([f"Chamfer to true surface, {KIND_TITLES[kind]}", _metres(chamfer)])
     stage = _headline_stage(latency)

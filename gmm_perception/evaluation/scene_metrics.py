@@ -28,9 +28,12 @@ from scipy.spatial import cKDTree
 
 from gmm_perception.evaluation.records import EvaluationRun, TruthObject
 from gmm_perception.geometry.transforms import rotation_error_deg, transform_points
+from gmm_perception.pipeline.fuse import UNKNOWN
 from gmm_perception.evaluation.surfaces import surface_metrics
 
 EVALUATED = ("ok", "no_objects")
+# Issue 17's targets for a classification a robot can trust: shares of right fused labels.
+CLASSIFICATION_TARGETS = {"final_label_accuracy": 0.9, "fused_accuracy": 0.8}
 
 
 @dataclass(frozen=True)
@@ -102,13 +105,27 @@ def _summary(values) -> dict[str, float]:
             "max": float(values.max())}
 
 
+def _share(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def _right(pairs: list, fused: bool = False) -> int:
+    """How many (truth, true class, ClassifiedObject) pairs are labelled right."""
+    return sum(p[1] == (p[2].fused_label if fused else p[2].label) for p in pairs)
+
+
 def _classification_metrics(run: EvaluationRun, evaluated: list[int],
                             rows: list[MatchRow]) -> dict:
     """Each classified object takes the ground truth its registration was matched to (same
-    frame, same object id); accuracy against that truth's class."""
+    frame, same object id); accuracy of each frame's own label against that truth's class.
+
+    The fused labels (records that carry one) are scored the same way, with a fused "unknown"
+    as no answer: the accuracy of the answered, the coverage (answered share) and the accuracy
+    of all, unknown counted wrong. The final label of a ground-truth object is the fused label
+    of its last matched record (unknown = wrong): what a robot acts on at the end of a track."""
     truth_of = {(row.frame, row.object_id): row.truth for row in rows}
     class_of = {t.name: t.class_name for t in run.truth}
-    pairs = []  # (truth name, true class, predicted label)
+    pairs = []  # (truth name, true class, ClassifiedObject), in frame order
     classified = 0
     for i in evaluated:
         frame = run.frames[i]
@@ -116,17 +133,32 @@ def _classification_metrics(run: EvaluationRun, evaluated: list[int],
             classified += 1
             truth = truth_of.get((frame.index, item.object_id))
             if truth is not None and class_of.get(truth):
-                pairs.append((truth, class_of[truth], item.label))
+                pairs.append((truth, class_of[truth], item))
+    fused = [p for p in pairs if p[2].fused_label]
+    answered = [p for p in fused if p[2].fused_label != UNKNOWN]
+    final = list({p[0]: p for p in fused}.values())  # the last fused record of each truth
     per_truth = {}
     for name in sorted({p[0] for p in pairs}):
         mine = [p for p in pairs if p[0] == name]
-        labels = Counter(p[2] for p in mine)
-        per_truth[name] = {"class": mine[0][1], "classified": len(mine),
-                           "accuracy": sum(p[1] == p[2] for p in mine) / len(mine),
-                           "most_common_label": labels.most_common(1)[0][0]}
-    return {"classified": classified, "matched_to_truth": len(pairs),
-            "accuracy": sum(p[1] == p[2] for p in pairs) / len(pairs) if pairs else None,
-            "per_truth": per_truth}
+        mine_fused = [p for p in fused if p[0] == name]
+        labels = Counter(p[2].label for p in mine)
+        per_truth[name] = {
+            "class": mine[0][1], "classified": len(mine),
+            "accuracy": _right(mine) / len(mine),
+            "most_common_label": labels.most_common(1)[0][0],
+            "fused_accuracy": _share(_right(mine_fused, True), len(mine_fused)),
+            "final_label": mine_fused[-1][2].fused_label if mine_fused else None}
+    return {
+        "classified": classified, "matched_to_truth": len(pairs),
+        "accuracy": _share(_right(pairs), len(pairs)),
+        "fused": {"observations": len(fused), "answered": len(answered),
+                  "coverage": _share(len(answered), len(fused)),
+                  "accuracy_answered": _share(_right(answered, True), len(answered)),
+                  "accuracy": _share(_right(fused, True), len(fused))},
+        "final_label": {"tracks": len(final), "right": _right(final, True),
+                        "accuracy": _share(_right(final, True), len(final))},
+        "targets": dict(CLASSIFICATION_TARGETS),
+        "per_truth": per_truth}
 
 
 def scene_metrics(run: EvaluationRun, library: dict[str, np.ndarray],

@@ -14,10 +14,10 @@ import numpy as np
 
 from gmm_perception.device import resolve_device
 from gmm_perception.pipeline.configs import ClassifyConfig, NodeConfig, PreprocessConfig, \
-    RegistrationConfig, ReuseConfig, SegmentConfig, ShapeModelConfig, UpsampleConfig, \
-    default_values, node_configs
+    RegistrationConfig, SegmentConfig, ShapeModelConfig, UpsampleConfig, default_values, \
+    node_configs
 from gmm_perception.pipeline.preprocess import ObjectStep, Preprocessor
-from gmm_perception.pipeline.reuse import ReusedStage
+from gmm_perception.pipeline.reuse import reused_step
 from gmm_perception.pipeline.scene import ScenePipeline, load_classifier, \
     load_registrar, load_shape_modeller, load_upsampler
 from gmm_perception.pipeline_config import NodeEntry, PipelineConfigError, load_pipeline, \
@@ -46,6 +46,17 @@ def resolved_configs(entry: NodeEntry, overrides: dict[str, Any] | None = None
     return node_configs(entry.executable, values)
 
 
+def object_step(stage: str, configs: dict[type, Any], model_stage) -> ObjectStep:
+    """A model stage's step as its node builds it (the same functions): run again for an
+    object only when its cloud changed (ReuseConfig); classes also fused over the object's
+    track (ClassifyConfig, the checkpoint's calibration file)."""
+    if stage == "classification":
+        from gmm_perception.pipeline.classify import fused_step  # torch: only when built
+
+        return fused_step(configs, model_stage)
+    return reused_step(configs, model_stage)
+
+
 def build_scene(pipeline: str | Path, library: dict[str, np.ndarray], library_dir: str | Path,
                 device: str = "auto") -> ScenePipeline:
     """The pipeline's stages in-process, on `device` (every node's `device` overridden, as the
@@ -71,8 +82,6 @@ def build_scene(pipeline: str | Path, library: dict[str, np.ndarray], library_di
             (UPSAMPLING, "upsampling", UpsampleConfig, load_upsampler)):
         if executable in entries:
             node = configs(executable)
-            # As the node: run again for an object only when its cloud changed (ReuseConfig).
-            steps[stage] = ObjectStep(Preprocessor(node[PreprocessConfig]), ReusedStage(
-                load(node[config_class], torch_device)[0], node[ReuseConfig]), keyed=True)
+            steps[stage] = object_step(stage, node, load(node[config_class], torch_device)[0])
     return ScenePipeline(segmentation[NodeConfig].target_frame, segmentation[PreprocessConfig],
                          segmentation[SegmentConfig], steps)

@@ -26,7 +26,9 @@ import torch
 from gmm_perception.geometry.points import MIN_OBJECT_POINTS, object_points, resample
 from gmm_perception.gmm import mixture as mx
 from gmm_perception.pipeline.configs import ClassifyConfig
-from gmm_perception.pipeline.fuse import ClassFusion, FusedClass
+from gmm_perception.pipeline.fuse import ClassFusion, FusedClass, FusingStage
+from gmm_perception.pipeline.preprocess import ObjectStep
+from gmm_perception.pipeline.reuse import reused_step
 
 MIN_POINTS = MIN_OBJECT_POINTS  # re-exported: the least cloud the stage takes
 CALIBRATION_SUFFIX = ".calibration.json"
@@ -112,3 +114,14 @@ class Classifier:
         class_id = int(np.argmax(scores))
         return Classification(class_id, self.class_names[class_id], scores, mixture,
                               time.perf_counter() - started)
+
+
+def fused_step(configs: dict, classifier: Classifier) -> ObjectStep:
+    """The classification node's step, from its configs: `classifier` run again only when an
+    object's cloud changed (reused_step), each answer fused over the object's track with the
+    classifier's fusion (its classes, forgetting, timeout and unknown threshold). The node and
+    the offline evaluator both build it here, so they fuse alike. Its `stage` is the
+    `FusingStage` (`.fusion`), whose `stage` is the `ReusedStage`."""
+    reused = reused_step(configs, classifier)
+    return ObjectStep(reused.preprocess, FusingStage(reused.stage, classifier.fusion()),
+                      keyed=True)

@@ -17,8 +17,9 @@ from typing import Any, Callable, Hashable
 import numpy as np
 from scipy.spatial import cKDTree
 
-from gmm_perception.pipeline.configs import ReuseConfig
+from gmm_perception.pipeline.configs import PreprocessConfig, ReuseConfig
 from gmm_perception.pipeline.object_memory import MAX_OBJECTS, remember  # noqa: F401 - re-exported
+from gmm_perception.pipeline.preprocess import ObjectStep, Preprocessor
 
 TREE_POINTS = 2048  # of the cloud an answer came from, kept to compare later clouds against
 PROBE_POINTS = 512  # of a new cloud, compared (the share of new points changes by ~2 % at 512)
@@ -82,3 +83,12 @@ class ReusedStage:
         if len(points) <= count:
             return points
         return points[self._rng.choice(len(points), count, replace=False)]
+
+
+def reused_step(configs: dict, stage: Callable[[np.ndarray], Any]) -> ObjectStep:
+    """An object node's step around `stage` (its preprocessing, then `stage` run again for an
+    object only when its cloud changed), from the node's configs: the nodes and the offline
+    evaluator build it here, so both run a stage alike. The `ReusedStage` is the step's
+    `stage`."""
+    return ObjectStep(Preprocessor(configs[PreprocessConfig]),
+                      ReusedStage(stage, configs[ReuseConfig]), keyed=True)

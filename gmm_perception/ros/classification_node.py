@@ -15,10 +15,9 @@ from std_msgs.msg import Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from gmm_perception.data.pointcloud2 import object_id_of
-from gmm_perception.pipeline.classify import Classifier
+from gmm_perception.pipeline.classify import Classifier, fused_step
 from gmm_perception.pipeline.configs import ClassificationOutputConfig, ClassifyConfig
-from gmm_perception.pipeline.fuse import FusingStage
-from gmm_perception.pipeline.preprocess import ObjectStep, stamp_seconds
+from gmm_perception.pipeline.preprocess import stamp_seconds
 from gmm_perception.pipeline.scene import load_classifier
 from gmm_perception.ros.mixture_msgs import mixture_to_msg
 from gmm_perception.ros.node_base import ModelNode, run_node
@@ -40,11 +39,10 @@ class ClassificationNode(ModelNode):
             self.classifier = Classifier(configs[ClassifyConfig], self.classifier.model,
                                          self.classifier.class_names, self.device)
         # Any new configuration starts the fused classes anew, as it does the reused answers
-        # (its first frame per object runs the stage again: it must not count twice).
-        self.fusion = self.classifier.fusion()
-        reused = self.reused_step(configs, self.classifier)
-        self.step = ObjectStep(reused.preprocess, FusingStage(reused.stage, self.fusion),
-                               keyed=True)
+        # (its first frame per object runs the stage again: it must not count twice). The
+        # offline evaluator builds its step with the same function.
+        self.step = fused_step(configs, self.classifier)
+        self.fusion, self.reuse = self.step.stage.fusion, self.step.stage.stage
         self.output_config = configs[ClassificationOutputConfig]
 
     def stage_diagnostics(self) -> dict:

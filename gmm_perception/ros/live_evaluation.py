@@ -321,7 +321,8 @@ def _frames(contents: BagContents, player: _Player, warnings: list[str]) -> list
         for msg in sorted(player.classifications.get(stamp, []), key=lambda m: m.object_id):
             frame.classifications.append(ClassifiedObject(
                 _object_id(msg.object_id), msg.label,
-                float(msg.scores[msg.class_id]) if len(msg.scores) > msg.class_id else 0.0))
+                float(msg.scores[msg.class_id]) if len(msg.scores) > msg.class_id else 0.0,
+                msg.fused_label, float(max(msg.fused_scores, default=0.0)), int(msg.observations)))
         frame.surfaces = sorted(player.surfaces.get(stamp, []),
                                 key=lambda c: (c.object_id, c.kind))
         sent = player.publish_wall.get(stamp)

@@ -59,10 +59,10 @@ from gmm_perception.config import ConfigError, from_values
 from gmm_perception.data.pointcloud2 import MalformedCloudError, object_id_of, read_xyz
 from gmm_perception.geometry.points import EmptyCloudError
 from gmm_perception.geometry.tf_tree import TransformError
-from gmm_perception.pipeline.configs import NODE_CONFIGS, NodeConfig, PreprocessConfig, \
-    ReuseConfig, build_configs
-from gmm_perception.pipeline.preprocess import ObjectStep, Preprocessor, cloud_in_frame
-from gmm_perception.pipeline.reuse import ReusedStage
+from gmm_perception.pipeline.configs import NODE_CONFIGS, NodeConfig, ReuseConfig, \
+    build_configs
+from gmm_perception.pipeline.preprocess import ObjectStep, cloud_in_frame
+from gmm_perception.pipeline.reuse import reused_step
 from gmm_perception.pipeline.stats import StageStats
 from gmm_perception.pipeline.work_queue import DropOldestQueue
 from gmm_perception.ros.middleware import use_default_dds_profile
@@ -536,8 +536,9 @@ class ModelNode(PerceptionNode):
     def reused_step(self, configs: dict, stage) -> ObjectStep:
         """The node's step around `stage`, run for an object again only when its cloud changed
         (ReuseConfig); a new configuration starts with no kept answers."""
-        self.reuse = ReusedStage(stage, configs[ReuseConfig])
-        return ObjectStep(Preprocessor(configs[PreprocessConfig]), self.reuse, keyed=True)
+        step = reused_step(configs, stage)
+        self.reuse = step.stage
+        return step
 
     def answer_is_new(self) -> bool:
         """Whether the step's last answer should be published: it is new, or `republish` asks

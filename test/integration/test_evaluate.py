@@ -105,6 +105,12 @@ def test_offline_and_live_give_the_same_metrics(scene, tmp_path):
         assert set(surfaces["clouds"]) == {"input", "shape_model", "upsampling"}, (mode, surfaces)
         assert set(surfaces["final_frame"]) == {"chair", "table"}, (mode, surfaces)
         assert all(0 < c < 1.0 for c in surfaces["median_chamfer_m"].values()), surfaces
+        # Every classification carries the class fused over its track (offline: the node's
+        # own step; live: the node's message), so every matched one is scored fused too.
+        classification = m["classification"]
+        assert classification["matched_to_truth"] > 0, (mode, classification)
+        assert classification["fused"]["observations"] == classification["matched_to_truth"]
+        assert classification["final_label"]["tracks"] == 2, (mode, classification)
     offline, live = metrics["offline"], metrics["live"]
     summary = {mode: (m["frames"], m["detection"], m["registration"]["recall"],
                       m["registration"]["model_accuracy"]) for mode, m in metrics.items()}

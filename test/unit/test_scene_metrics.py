@@ -1,10 +1,15 @@
-"""Scene metrics against hand-computed values: matching, ADD-S / ADD, success and recall."""
+"""Scene metrics against hand-computed values: matching, ADD-S / ADD, success and recall, and
+classification per frame, fused over the track and final."""
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 
-from gmm_perception.evaluation.records import Detection, EvaluationRun, FrameRecord, TruthObject
+from gmm_perception.evaluation.records import ClassifiedObject, Detection, EvaluationRun, \
+    FrameRecord, TruthObject
+from gmm_perception.evaluation.report import summary_table, write_report
 from gmm_perception.evaluation.scene_metrics import scene_metrics
 from gmm_perception.geometry.transforms import make_transform
 
@@ -142,3 +147,95 @@ def test_recall_counts_an_object_only_in_the_frames_it_is_visible_in():
     metrics, _ = scene_metrics(run_with(frames, truth), {"cube": CUBE, "rod": ROD})
     assert metrics["registration"]["recall"] == pytest.approx(6 / 8)
     assert metrics["registration"]["final_frame_recall"] == pytest.approx(0.5)
+
+
+def classified_run() -> EvaluationRun:
+    """Three objects over four frames, each classified per frame and fused (u: unknown).
+
+    object (class)  id  per frame              fused                 detected
+    cube (box)       1  box  pole box  box     u    box  box  box    0-3
+    rod (pole)       2  pole box  box  box     pole pole box  box    0-3  (fused label changes)
+    rod_2 (pole)     3  pole pole box  pole    pole u    u    pole   0-2  (frame 3 unmatched)
+    plus object 9 in frame 0: classified, never detected, no fused label (an older record).
+    """
+    poses = {"cube": make_transform(np.eye(3), [5, 0, 0]),
+             "rod": make_transform(np.eye(3), [0, 5, 0]),
+             "rod_2": make_transform(np.eye(3), [0, -5, 0])}
+    truth = [TruthObject("cube", poses["cube"], CUBE, "box"),
+             TruthObject("rod", poses["rod"], ROD, "pole"),
+             TruthObject("rod_2", poses["rod_2"], ROD, "pole")]
+    labels = {1: ("box pole box box", "unknown box box box"),
+              2: ("pole box box box", "pole pole box box"),
+              3: ("pole pole box pole", "pole unknown unknown pole")}
+    frames = []
+    for k in range(4):
+        frame = FrameRecord(k, k, detections=[detection(1, "cube", poses["cube"]),
+                                              detection(2, "rod", poses["rod"])])
+        if k < 3:
+            frame.detections.append(detection(3, "rod_2", poses["rod_2"]))
+        for object_id, (own, fused) in labels.items():
+            frame.classifications.append(ClassifiedObject(
+                object_id, own.split()[k], 0.7, fused.split()[k], 0.8, k + 1))
+        frames.append(frame)
+    frames[0].classifications.append(ClassifiedObject(9, "box", 0.9))
+    return run_with(frames, truth)
+
+
+LIBRARY = {"cube": CUBE, "rod": ROD, "rod_2": ROD}
+
+
+def test_classification_per_frame_fused_and_final_against_hand_counts():
+    metrics, rows = scene_metrics(classified_run(), LIBRARY)
+    assert len(rows) == 11
+    classification = metrics["classification"]
+    # 13 records, 11 matched to a truth (rod_2's frame 3 and object 9 are not).
+    assert classification["classified"] == 13 and classification["matched_to_truth"] == 11
+    assert classification["accuracy"] == pytest.approx(6 / 11)  # 3 + 1 + 2 right
+    fused = classification["fused"]
+    # Answered (not unknown): cube 3, rod 4, rod_2 1; right among them: 3 + 2 + 1.
+    assert fused["observations"] == 11 and fused["answered"] == 8
+    assert fused["coverage"] == pytest.approx(8 / 11)
+    assert fused["accuracy_answered"] == pytest.approx(6 / 8)
+    assert fused["accuracy"] == pytest.approx(6 / 11)  # unknown counted wrong
+    # Final labels: cube box (right), rod box (wrong: it changed), rod_2 unknown from its last
+    # matched frame (wrong; its unmatched frame 3 says pole but is not its track's).
+    assert classification["final_label"] == {"tracks": 3, "right": 1,
+                                             "accuracy": pytest.approx(1 / 3)}
+    assert classification["targets"] == {"final_label_accuracy": 0.9, "fused_accuracy": 0.8}
+    per_object = {name: metrics["per_object"][name]["classification"]
+                  for name in ("cube", "rod", "rod_2")}
+    assert [c["final_label"] for c in per_object.values()] == ["box", "box", "unknown"]
+    assert [c["fused_accuracy"] for c in per_object.values()] == pytest.approx([3 / 4, 2 / 4,
+                                                                                1 / 3])
+    assert [c["accuracy"] for c in per_object.values()] == pytest.approx([3 / 4, 1 / 4, 2 / 3])
+
+
+def test_records_without_fused_labels_score_per_frame_only():
+    run = classified_run()
+    for frame in run.frames:
+        frame.classifications = [ClassifiedObject(c.object_id, c.label, c.score)
+                                 for c in frame.classifications]
+    classification = scene_metrics(run, LIBRARY)[0]["classification"]
+    assert classification["accuracy"] == pytest.approx(6 / 11)
+    assert classification["fused"]["observations"] == 0
+    assert classification["fused"]["accuracy"] is None
+    assert classification["final_label"]["tracks"] == 0
+    table = summary_table(scene_metrics(run, LIBRARY)[0])
+    assert "54.5%" in table and "fused" not in table and "final-label" not in table
+
+
+def test_summary_and_report_show_the_fused_classification(tmp_path):
+    run = classified_run()
+    metrics, rows = scene_metrics(run, LIBRARY)
+    table = summary_table(metrics)
+    assert "| classification accuracy (per frame) | 54.5% |" in table
+    assert "| fused label accuracy, unknown = wrong (target >= 80%) | 54.5% |" in table
+    assert "| fused label accuracy of the answered / answered share | 75.0% / 72.7% |" in table
+    assert "| final-label accuracy (target >= 90%) | 33.3% (1 / 3 objects) |" in table
+    paths = write_report(run, metrics, rows, LIBRARY, tmp_path)
+    report = paths.markdown.read_text()
+    assert "| final-label accuracy (target >= 90%) | 33.3% (1 / 3 objects) |" in report
+    assert "| rod_2 | pole | pole | 3 | 66.7% | 33.3% | unknown |" in report
+    saved = json.loads(paths.metrics_json.read_text())["classification"]
+    assert saved["final_label"]["accuracy"] == pytest.approx(1 / 3)
+    assert saved["fused"]["coverage"] == pytest.approx(8 / 11)
