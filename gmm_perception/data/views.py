@@ -268,9 +268,9 @@ def accumulate(clouds: Sequence[np.ndarray], voxel: float) -> np.ndarray:
     frames (`SceneSegmenter._accumulate`): each voxelised, then the union voxelised again."""
     if voxel <= 0:
         return np.concatenate(clouds).astype(np.float32)
-    grids = [voxel_downsample(c, voxel) for c in clouds if len(c)]
+    grids = [voxel_downsample(c, voxel, fixed_grid=True) for c in clouds if len(c)]
     union = np.concatenate(grids)
-    return voxel_downsample(union, voxel) if len(grids) > 1 else union
+    return voxel_downsample(union, voxel, fixed_grid=True) if len(grids) > 1 else union
 
 
 def mesh_hash(vertices: np.ndarray, faces: np.ndarray) -> str:

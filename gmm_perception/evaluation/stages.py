@@ -74,8 +74,9 @@ def build_scene(pipeline: str | Path, library: dict[str, np.ndarray], library_di
     from gmm_perception.pipeline.track import PoseTracker  # torch and open3d: only when built
 
     registrar = load_registrar(registration[RegistrationConfig], torch_device, library)[0]
-    steps = {"registration": ObjectStep(Preprocessor(registration[PreprocessConfig]),
-                                        PoseTracker(registrar).register, keyed=True)}
+    steps = {"registration": ObjectStep(
+        Preprocessor(registration[PreprocessConfig]), PoseTracker(registrar).register,
+        keyed=True, viewpoint_frame=registration[RegistrationConfig].viewpoint_frame)}
     for executable, stage, config_class, load in (
             (CLASSIFICATION, "classification", ClassifyConfig, load_classifier),
             (SHAPE_MODEL, "shape_model", ShapeModelConfig, load_shape_modeller),

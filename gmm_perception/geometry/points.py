@@ -52,14 +52,20 @@ def object_points(points: np.ndarray, verb: str, min_points: int = MIN_OBJECT_PO
     return points
 
 
-def voxel_downsample(points: np.ndarray, voxel_size: float) -> np.ndarray:
+def voxel_downsample(points: np.ndarray, voxel_size: float,
+                     fixed_grid: bool = False) -> np.ndarray:
     """One point per occupied voxel: the centroid of its points, voxels ordered by key.
 
     Same grid as Open3D's voxel_down_sample (origin half a voxel below the cloud's minimum
     corner), in numpy: 5x faster than Open3D at 200k points and no 2.7 s import in a node.
+    With `fixed_grid` the grid is anchored at the frame's origin instead, so a voxel's content
+    never depends on other, distant points of the cloud: what accumulating frames in a fixed
+    frame needs (re-voxelising a union of grids on the same grid changes nothing it held).
     """
-    origin = points.min(axis=0).astype(np.float64) - 0.5 * voxel_size
+    origin = (np.zeros(3) if fixed_grid
+              else points.min(axis=0).astype(np.float64) - 0.5 * voxel_size)
     keys = np.floor((points - origin) / voxel_size).astype(np.int64)
+    keys -= keys.min(axis=0)
     extent = keys.max(axis=0) + 1
     linear = (keys[:, 0] * extent[1] + keys[:, 1]) * extent[2] + keys[:, 2]
     _, voxel_of_point, counts = np.unique(linear, return_inverse=True, return_counts=True)

@@ -208,6 +208,11 @@ class RegistrationConfig:
     fallback_iterations: int = setting(100_000, "Most RANSAC iterations per fallback try (it "
                                        "stops earlier at 0.999 confidence): bounds its time.",
                                        low=100, high=10_000_000)
+    viewpoint_frame: str = setting("", "The sensor's frame (TF): with it the models are also "
+                                   "scored by the share of their surface facing the sensor that "
+                                   "the object's points show, so a large model that merely "
+                                   "contains a partial view loses to the right one ('': fit "
+                                   "alone).")
     tracking: bool = setting(True, "Register once, then track: an object (by segmentation id) "
                              "registered with fitness >= track_fitness is refined by ICP from "
                              "its last pose in the next frames; global registration runs again "

@@ -67,16 +67,30 @@ class Preprocessor:
 class ObjectStep:
     """One object node's work: its preprocessing, then its stage. A `keyed` stage tracks objects
     over frames (registration: `PoseTracker.register`) and is also given the object's id, the
-    stamp in seconds and the frame."""
+    stamp in seconds and the frame. A step with a `viewpoint_frame` (the sensor's TF frame) is
+    also given the sensor's position in the cloud's frame, looked up by its caller (the node or
+    the scene pipeline) with `viewpoint`."""
 
-    def __init__(self, preprocess: Preprocessor, stage: Callable[..., Any], keyed: bool = False):
+    def __init__(self, preprocess: Preprocessor, stage: Callable[..., Any], keyed: bool = False,
+                 viewpoint_frame: str = ""):
         self.preprocess, self.stage, self.keyed = preprocess, stage, keyed
+        self.viewpoint_frame = viewpoint_frame
 
     def __call__(self, points: np.ndarray, object_id: Any = None, stamp: Any = None,
-                 frame_id: str = "") -> Any:
+                 frame_id: str = "", viewpoint: np.ndarray | None = None) -> Any:
+        if self.keyed and self.viewpoint_frame:
+            return self.stage(self.preprocess(points), object_id, stamp_seconds(stamp), frame_id,
+                              viewpoint=viewpoint)
         if self.keyed:
             return self.stage(self.preprocess(points), object_id, stamp_seconds(stamp), frame_id)
         return self.stage(self.preprocess(points))
+
+    def viewpoint(self, frame_id: str, stamp: Any, lookup: Lookup | None) -> np.ndarray | None:
+        """The sensor's position in `frame_id` at `stamp` (None without a viewpoint_frame or a
+        lookup); a lookup's error propagates to the caller, who decides what a miss costs."""
+        if not self.viewpoint_frame or lookup is None:
+            return None
+        return np.asarray(lookup(frame_id, self.viewpoint_frame, stamp), dtype=np.float64)[:3, 3]
 
 
 def stamp_seconds(stamp: Any) -> float | None:

@@ -8,7 +8,16 @@ computed once when it is added; a frame then costs one batched network pass over
 row per reference, because each reference fixes the scale) and a closed-form alignment per
 reference. With several references the best alignment by fitness wins (model library mode).
 
-Every hypothesis is scored by fit (fitness, then inlier RMSE). When the best fitness after ICP is
+Every hypothesis is scored by fit (fitness, then inlier RMSE). Fitness alone says only that the
+object's points lie on the model, so a large model that contains a partial view (a sofa for an
+armchair seen from one side) wins it. Given the sensor's position (`viewpoint`), a hypothesis is
+also scored by what the scan does *not* show: the share of the model's surface that would face
+the sensor in that pose (hidden-point removal) with an observed point near it (`coverage`: a
+model part where the sensor saw past the object is unexplained), and hypotheses rank by the
+harmonic mean of fitness and coverage (`agreement`). "Near" grows with range (the angle
+COVERAGE_ANGLE_DEG, at least inlier_threshold), as a sensor's sampling does. With a viewpoint the
+best hypothesis of each of the `REFINED_REFERENCES` best-fitting references is refined, so every
+plausible model gets its ICP before the models are compared. When the best fitness after ICP is
 below `fallback_fitness` (and `fallback` is on), the classical path also runs: FPFH + RANSAC
 (Open3D) + the same ICP, on the `fallback_references` best-fitting references, and the better fit
 wins. Each reference's FPFH features are computed once when it is added, at a voxel of
@@ -18,6 +27,7 @@ says whether the fallback ran and whether it won; the registrar counts both.
 from __future__ import annotations
 
 import time
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -42,6 +52,13 @@ ICP_COARSE_FACTOR = 4.0  # first ICP pass: this times icp_max_distance
 DUPLICATE_DEG = 5.0  # hypotheses closer than this (and than icp_max_distance) are refined once
 # Hypotheses (over references and directions) that ICP refines, best pre-ICP fit first.
 REFINED_HYPOTHESES = 2
+# With a viewpoint, also the best hypothesis of each reference up to this many references.
+REFINED_REFERENCES = 3
+COVERAGE_POINTS = 1024  # model points the coverage is measured on (a fixed subset)
+# A model point is explained by an observed point within max(inlier_threshold, its range x
+# tan(this angle)): at least the ring spacing of a 16-channel LiDAR (2 degrees: 1 from a ring),
+# far less than a missing part a few metres away (0.5 m at 5 m: 5.7 degrees).
+COVERAGE_ANGLE_DEG = 2.0
 FALLBACK_METHOD = "fallback_fpfh_ransac_icp"
 RANSAC_CONFIDENCE = 0.999
 # `Registration.fallback`: the fallback was off, not needed (the network fit well), ran and lost
@@ -66,6 +83,17 @@ class Registration:
     # pipeline.track), and the seconds since the track's first global registration.
     mode: str = "registered"
     track_age: float = 0.0
+    # Share of the model surface facing the sensor that the object's points show (nan: no
+    # viewpoint was given), and the fit the hypotheses were ranked by (module docstring).
+    coverage: float = float("nan")
+
+    @property
+    def agreement(self) -> float:
+        return agreement(self.fitness, self.coverage)
+
+    @property
+    def rank(self) -> tuple[float, float]:
+        return rank_fit((self.agreement, self.inlier_rmse))
 
     @property
     def fallback_ran(self) -> bool:
@@ -92,6 +120,26 @@ class Reference:
     gmm: IsotropicGmm  # batch of one, in normalised coordinates
     cloud: "o3d.geometry.PointCloud"  # with normals, for ICP (built once)
     features: "FpfhFeatures | None" = None  # for the fallback (built once when it is on)
+    # COVERAGE_POINTS of the model, for hidden-point removal (built once).
+    coverage_cloud: "o3d.geometry.PointCloud | None" = None
+
+
+@dataclass(frozen=True)
+class View:
+    """Where the sensor was, in the source's frame, and every observed point (not only the
+    subset ICP uses) in a tree."""
+
+    viewpoint: np.ndarray  # (3,)
+    tree: cKDTree
+
+    @classmethod
+    def of(cls, source: np.ndarray, viewpoint: np.ndarray | None) -> "View | None":
+        if viewpoint is None:
+            return None
+        viewpoint = np.asarray(viewpoint, dtype=np.float64).reshape(3)
+        if not np.isfinite(viewpoint).all():
+            return None
+        return cls(viewpoint, cKDTree(source))
 
 
 @dataclass(frozen=True)
@@ -156,8 +204,11 @@ class DeepGmrRegistrar:
         gmm = self.model.mixture(torch.from_numpy(sample[None]).to(self.device))
         cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
         cloud.estimate_normals(o3d.geometry.KDTreeSearchParamKNN(20))
+        subset = points if len(points) <= COVERAGE_POINTS else points[
+            np.random.default_rng(0).choice(len(points), COVERAGE_POINTS, replace=False)]
+        coverage_cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(subset))
         return self._with_features(Reference(name, points, centre, scale, cKDTree(points), gmm,
-                                             cloud))
+                                             cloud, coverage_cloud=coverage_cloud))
 
     def _with_features(self, ref: Reference) -> Reference:
         """`ref` with FPFH features at this config's voxel when the fallback is on (kept when
@@ -170,18 +221,22 @@ class DeepGmrRegistrar:
         return replace(ref, features=_fpfh_features(ref.points, voxel))
 
     @torch.no_grad()
-    def register(self, source: np.ndarray) -> Registration:
-        """The best registration of `source` over the library (by fitness, then inlier RMSE)."""
+    def register(self, source: np.ndarray, viewpoint: np.ndarray | None = None
+                 ) -> Registration:
+        """The best registration of `source` over the library (by fitness, or with the sensor's
+        `viewpoint` in the source's frame by agreement; then inlier RMSE)."""
         if not self.references:
             raise RuntimeError("no reference set")
         started = time.perf_counter()
         source = np.asarray(source, dtype=np.float64)
+        view = View.of(source, viewpoint)
+        rng = self._rng_for(source)
         centre = source.mean(axis=0)
         radius = float(np.linalg.norm(source - centre, axis=1).max())
         candidates = [ref for ref in self.references if radius <= MAX_SIZE_RATIO * ref.scale]
         if not candidates:  # larger than every model: still report the least bad one
             candidates = [max(self.references, key=lambda ref: ref.scale)]
-        sample = resample(source, self.num_points, self._rng)
+        sample = resample(source, self.num_points, rng)
         batch = np.stack([_normalise(sample, centre, ref.scale) for ref in candidates])
         source_gmm = self.model.mixture(torch.from_numpy(batch).to(self.device))
         reference_gmm = IsotropicGmm(*(torch.cat([getattr(ref.gmm, field) for ref in candidates])
@@ -193,7 +248,7 @@ class DeepGmrRegistrar:
         backward = torch.linalg.inv(align_mixtures(reference_gmm, source_gmm))
         T_unit = torch.stack([forward, backward], dim=1).double().cpu().numpy()  # (R, 2, 4, 4)
         if len(source) > MAX_REFINE_POINTS:
-            source = source[self._rng.choice(len(source), MAX_REFINE_POINTS, replace=False)]
+            source = source[rng.choice(len(source), MAX_REFINE_POINTS, replace=False)]
         hypotheses = [(ref, _metric_transform(T, ref, centre))
                       for ref, pair in zip(candidates, T_unit)
                       for T in pair[:self.config.hypotheses]]
@@ -205,15 +260,17 @@ class DeepGmrRegistrar:
             # ICP is the expensive part: refine only the hypotheses that already fit best.
             unrefined = sorted(hypotheses, key=lambda h: -self._fitness(
                 source, h[0], h[1], self.config.icp_max_distance))
-            hypotheses = [(ref, self._refine(source, ref.cloud, T))
-                          for ref, T in self._distinct(unrefined)[:REFINED_HYPOTHESES]]
-        scores = [self._fit(source, ref, T) for ref, T in hypotheses]
+            picked = self._distinct(unrefined)[:REFINED_HYPOTHESES]
+            if view is not None:
+                picked += _best_per_reference(unrefined, picked, REFINED_REFERENCES)
+            hypotheses = [(ref, self._refine(source, ref.cloud, T)) for ref, T in picked]
+        scores = [self._fit(source, ref, T, view) for ref, T in hypotheses]
         best = max(range(len(scores)), key=lambda i: rank_fit(scores[i]))
         method = "deepgmr" if self.config.icp == "none" else f"deepgmr+icp_{self.config.icp}"
         fallback = "off"
         if self.config.fallback:
             fallback = "not_needed"
-            if scores[best][0] < self.config.fallback_fitness:
+            if scores[best][3] < self.config.fallback_fitness:
                 # References by fit: the scored (refined) hypotheses best first, then the
                 # rest in their pre-ICP order; the fallback tries the first few.
                 order = sorted(range(len(scores)), key=lambda i: rank_fit(scores[i]), reverse=True)
@@ -224,8 +281,8 @@ class DeepGmrRegistrar:
                 fallback = "lost"
                 scans: dict[float, FpfhFeatures] = {}  # the source's features per voxel
                 for ref in tried:
-                    transform = self._fallback(source, ref, scans)
-                    score = self._fit(source, ref, transform)
+                    transform = self._fallback(source, ref, scans, rng)
+                    score = self._fit(source, ref, transform, view)
                     if rank_fit(score) > rank_fit(scores[best]):
                         hypotheses.append((ref, transform))
                         scores.append(score)
@@ -236,7 +293,7 @@ class DeepGmrRegistrar:
         return self._result(source, ref, transform, score, started, method, fallback)
 
     def refine(self, source: np.ndarray, reference_name: str, initial: np.ndarray,
-               max_points: int) -> Registration:
+               max_points: int, viewpoint: np.ndarray | None = None) -> Registration:
         """ICP from `initial` (source -> reference) on at most `max_points` source points, against
         the reference named `reference_name`, scored like `register`: what tracking costs."""
         started = time.perf_counter()
@@ -244,16 +301,17 @@ class DeepGmrRegistrar:
         if ref is None:
             raise KeyError(f"no reference named '{reference_name}'")
         source = np.asarray(source, dtype=np.float64)
+        view = View.of(source, viewpoint)
         if len(source) > max_points:
-            source = source[self._rng.choice(len(source), max_points, replace=False)]
+            source = source[self._rng_for(source).choice(len(source), max_points, replace=False)]
         icp = self.config.icp if self.config.icp != "none" else "point_to_point"
         transform = self._refine(source, ref.cloud, initial, icp=icp)
-        return self._result(source, ref, transform, self._fit(source, ref, transform), started,
-                            f"track+icp_{icp}", "not_needed" if self.config.fallback else "off")
+        return self._result(source, ref, transform, self._fit(source, ref, transform, view),
+                            started, f"track+icp_{icp}", "not_needed" if self.config.fallback else "off")
 
     def _result(self, source: np.ndarray, ref: Reference, transform: np.ndarray, score: tuple,
                 started: float, method: str, fallback: str) -> Registration:
-        fitness, inlier_rmse, distances = score
+        _, inlier_rmse, distances, fitness, coverage = score
         # Chamfer as in metrics.chamfer (sum of the two mean nearest distances), for the winner
         # only, reusing its aligned-to-reference half and the reference's tree.
         aligned = source @ transform[:3, :3].T + transform[:3, 3]
@@ -263,10 +321,16 @@ class DeepGmrRegistrar:
             chamfer=float(distances.mean() + reverse.mean()),
             inlier_threshold=self.config.inlier_threshold,
             seconds=time.perf_counter() - started, method=method, reference_name=ref.name,
-            fallback=fallback)
+            fallback=fallback, coverage=coverage)
 
-    def _fallback(self, source: np.ndarray, ref: Reference,
-                  scans: dict[float, FpfhFeatures]) -> np.ndarray:
+    def _rng_for(self, source: np.ndarray) -> np.random.Generator:
+        """The random draws of one object's registration, from the seed and the cloud itself:
+        the same cloud gets the same answer whatever was registered before it (a node and the
+        offline evaluator see other objects, or other fragments, in between)."""
+        return np.random.default_rng([self.config.seed, zlib.crc32(source.tobytes())])
+
+    def _fallback(self, source: np.ndarray, ref: Reference, scans: dict[float, FpfhFeatures],
+                  rng: np.random.Generator) -> np.ndarray:
         """FPFH + RANSAC (as bench/registration.py's ransac_icp, at the reference's voxel), then
         this stage's ICP (point-to-point when the stage's ICP is off)."""
         pipelines = o3d.pipelines.registration
@@ -275,7 +339,7 @@ class DeepGmrRegistrar:
         scan = scans.get(voxel) or scans.setdefault(voxel, _fpfh_features(source, voxel))
         with o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error):
             # Open3D's RANSAC draws from its own generator: seed it for repeatable frames.
-            o3d.utility.random.seed(int(self._rng.integers(2**31 - 1)))
+            o3d.utility.random.seed(int(rng.integers(2**31 - 1)))
             result = pipelines.registration_ransac_based_on_feature_matching(
                 scan.cloud, features.cloud, scan.fpfh, features.fpfh, True, 1.5 * voxel,
                 pipelines.TransformationEstimationPointToPoint(False), 3,
@@ -304,14 +368,37 @@ class DeepGmrRegistrar:
         return float((ref.tree.query(aligned, distance_upper_bound=threshold)[0] < threshold)
                      .mean())
 
-    def _fit(self, source: np.ndarray, ref: Reference, transform: np.ndarray
-             ) -> tuple[float, float, np.ndarray]:
-        """(fitness, inlier RMSE, nearest distances) of the source aligned by `transform`."""
+    def _fit(self, source: np.ndarray, ref: Reference, transform: np.ndarray,
+             view: View | None = None) -> tuple[float, float, np.ndarray, float, float]:
+        """(agreement, inlier RMSE, nearest distances, fitness, coverage) of the source aligned
+        by `transform`; rank_fit orders by the first two. Without a view the coverage is nan and
+        the agreement is the fitness."""
         aligned = source @ transform[:3, :3].T + transform[:3, 3]
         distances, _ = ref.tree.query(aligned)
         inliers = distances < self.config.inlier_threshold
         rmse = float(np.sqrt(np.mean(distances[inliers] ** 2))) if inliers.any() else 0.0
-        return float(inliers.mean()), rmse, distances
+        fitness = float(inliers.mean())
+        coverage = float("nan") if view is None else self._coverage(view, ref, transform)
+        return agreement(fitness, coverage), rmse, distances, fitness, coverage
+
+    def _coverage(self, view: View, ref: Reference, transform: np.ndarray) -> float:
+        """Share of the model points facing the sensor (hidden-point removal from the viewpoint,
+        in the model's frame) with an observed point near them (COVERAGE_ANGLE_DEG)."""
+        R, t = transform[:3, :3], transform[:3, 3]
+        eye = R @ view.viewpoint + t
+        cloud = ref.coverage_cloud
+        model = np.asarray(cloud.points)
+        reach = float(np.linalg.norm(model - eye, axis=1).max())
+        if reach <= 0:
+            return float("nan")
+        _, visible = cloud.hidden_point_removal(eye, 100.0 * reach)
+        if len(visible) == 0:
+            return float("nan")
+        seen = (model[np.asarray(visible)] - t) @ R  # back into the source frame
+        reach = np.maximum(self.config.inlier_threshold, np.linalg.norm(
+            seen - view.viewpoint, axis=1) * np.tan(np.radians(COVERAGE_ANGLE_DEG)))
+        near, _ = view.tree.query(seen, distance_upper_bound=float(reach.max()))
+        return float((near < reach).mean())
 
     def _refine(self, source: np.ndarray, reference: "o3d.geometry.PointCloud",
                 initial: np.ndarray, icp: str | None = None) -> np.ndarray:
@@ -331,8 +418,30 @@ class DeepGmrRegistrar:
         return np.asarray(transform)
 
 
+def agreement(fitness: float, coverage: float) -> float:
+    """Harmonic mean of fitness and coverage (the fitness alone when coverage is unknown)."""
+    if not np.isfinite(coverage):
+        return fitness
+    total = fitness + coverage
+    return 0.0 if total <= 0 else 2.0 * fitness * coverage / total
+
+
+def _best_per_reference(ranked: list, picked: list, references: int) -> list:
+    """The best of `ranked` (best first) for each reference not yet in `picked`, until
+    `references` references are covered."""
+    covered = {id(ref) for ref, _ in picked}
+    extra = []
+    for ref, T in ranked:
+        if len(covered) >= references:
+            break
+        if id(ref) not in covered:
+            covered.add(id(ref))
+            extra.append((ref, T))
+    return extra
+
+
 def rank_fit(score: tuple) -> tuple[float, float]:
-    """Fits compare by fitness, then by lower inlier RMSE."""
+    """Fits compare by fitness (agreement, with a viewpoint), then by lower inlier RMSE."""
     return score[0], -score[1]
 
 

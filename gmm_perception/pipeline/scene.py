@@ -127,14 +127,19 @@ class ScenePipeline:
         segmentation = self.segmenter(scene)
         stage_ms["segmentation"] = _ms_since(tick)
         result = SceneFrame(frame, segmentation, stage_ms=stage_ms)
-        for name in self.object_steps:
+        viewpoints = {}
+        for name, step in self.object_steps.items():
             stage_ms[name] = 0.0
+            try:
+                viewpoints[name] = step.viewpoint(frame, stamp, lookup)
+            except Exception:  # noqa: BLE001 - as the node: the step runs without it
+                viewpoints[name] = None
         for obj in segmentation.objects:
             for name, step in self.object_steps.items():
                 tick = time.perf_counter()
                 answer = ObjectAnswer(obj.id, name)
                 try:
-                    answer.result = step(obj.points, obj.id, stamp, frame)
+                    answer.result = step(obj.points, obj.id, stamp, frame, viewpoints[name])
                 except EmptyCloudError as exc:  # too few points: a node rejects it the same way
                     answer.refused = str(exc)
                 except Exception as exc:  # noqa: BLE001 - as a node's worker: record, go on

@@ -259,6 +259,7 @@ class Segmenter:
         Objects that move smear over the accumulated frames: accumulate only for a static scene.
         """
         voxel = self.config.voxel
-        self._frames.append(voxel_downsample(points, voxel) if len(points) else points)
+        self._frames.append(voxel_downsample(points, voxel, fixed_grid=True) if len(points)
+                            else points)
         union = np.concatenate(list(self._frames))
-        return voxel_downsample(union, voxel) if len(union) else union
+        return voxel_downsample(union, voxel, fixed_grid=True) if len(union) else union

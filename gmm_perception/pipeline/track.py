@@ -25,7 +25,7 @@ from typing import Hashable
 import numpy as np
 
 from gmm_perception.pipeline.object_memory import MAX_OBJECTS, remember, still_current
-from gmm_perception.pipeline.register import DeepGmrRegistrar, Registration, rank_fit
+from gmm_perception.pipeline.register import DeepGmrRegistrar, Registration
 
 MAX_TRACKS = MAX_OBJECTS  # tracks kept at most (object_memory)
 
@@ -61,14 +61,16 @@ class PoseTracker:
         self.tracks.clear()
 
     def register(self, source: np.ndarray, key: Hashable = None, stamp: float | None = None,
-                 frame_id: str = "") -> Registration:
+                 frame_id: str = "", viewpoint: np.ndarray | None = None) -> Registration:
         """The pose of object `key` seen as `source` at `stamp` (seconds; None: now) in
-        `frame_id`, tracked when its track allows, else registered globally."""
+        `frame_id`, tracked when its track allows, else registered globally. `viewpoint`: the
+        sensor's position in `frame_id`, for the model choice of a global registration (and
+        the comparison of a re-check)."""
         config = self.registrar.config
         now = time.monotonic() if stamp is None else float(stamp)
         if not config.tracking:
             self.tracks.clear()
-            return self._global(source)
+            return self._global(source, viewpoint)
         track = self.tracks.get(key)
         if track is not None and not (
                 track.frame_id == frame_id and still_current(track.seen, now, config.track_timeout)
@@ -77,17 +79,18 @@ class PoseTracker:
             track = None
         result = None
         if track is not None:
+            recheck = now - track.checked >= config.track_recheck
+            # The coverage (hidden-point removal) only where it is compared: on a re-check.
             result = self.registrar.refine(source, track.reference_name, track.transform,
-                                           config.track_points)
+                                           config.track_points, viewpoint if recheck else None)
             if result.fitness < config.track_fitness:
                 result = None  # lost: moved too far or another object under this id
-            elif now - track.checked < config.track_recheck:
+            elif not recheck:
                 self.tracked_frames += 1
                 self._keep(key, track, result, now)
                 return replace(result, mode="tracked", track_age=now - track.started)
-        registered = self._global(source)
-        if result is not None and rank_fit((result.fitness, result.inlier_rmse)) >= rank_fit(
-                (registered.fitness, registered.inlier_rmse)):
+        registered = self._global(source, viewpoint)
+        if result is not None and result.rank >= registered.rank:
             # A re-check that did not beat the track: keep tracking, checked now.
             track.checked = now
             self._keep(key, track, result, now)
@@ -101,9 +104,9 @@ class PoseTracker:
         self.tracks.pop(key, None)
         return registered
 
-    def _global(self, source: np.ndarray) -> Registration:
+    def _global(self, source: np.ndarray, viewpoint: np.ndarray | None) -> Registration:
         self.registered_frames += 1
-        return self.registrar.register(source)
+        return self.registrar.register(source, viewpoint)
 
     def _keep(self, key: Hashable, track: Track, result: Registration, now: float) -> None:
         track.reference_name, track.transform, track.seen = (result.reference_name,

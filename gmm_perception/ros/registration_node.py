@@ -31,9 +31,11 @@ from gmm_perception_msgs.msg import RegistrationResult
 
 class RegistrationNode(ModelNode):
     executable = "registration_node"
+    uses_tf = True  # the sensor's position (viewpoint_frame) may be set at any time
 
     def configure_node(self) -> None:
         config = self.configs[RegistrationConfig]
+        self.viewpoint_misses = 0  # frames whose viewpoint_frame TF could not place
         self.registrar = self.load_stage(load_registrar, config)
         self.tracker = PoseTracker(self.registrar)
         if config.reference_mode == "file":
@@ -55,7 +57,8 @@ class RegistrationNode(ModelNode):
             self.registrar = self.registrar.with_config(configs[RegistrationConfig])
             self.tracker = self.tracker.with_registrar(self.registrar)
         self.step = ObjectStep(Preprocessor(configs[PreprocessConfig]), self.tracker.register,
-                               keyed=True)
+                               keyed=True,
+                               viewpoint_frame=configs[RegistrationConfig].viewpoint_frame)
         self.output_config = configs[RegistrationOutputConfig]
 
     def stage_diagnostics(self) -> dict:
@@ -67,7 +70,8 @@ class RegistrationNode(ModelNode):
         registrar = tracker.registrar
         return {"fallback_runs": registrar.fallback_runs, "fallback_wins": registrar.fallback_wins,
                 "tracked_frames": tracker.tracked_frames,
-                "registered_frames": tracker.registered_frames, "tracks": len(tracker.tracks)}
+                "registered_frames": tracker.registered_frames, "tracks": len(tracker.tracks),
+                "viewpoint_misses": self.viewpoint_misses}
 
     def cleanup_node(self) -> None:
         subscription = getattr(self, "_reference_subscription", None)
@@ -111,8 +115,21 @@ class RegistrationNode(ModelNode):
             return
         if not self.registrar.references:
             raise RuntimeError("no reference cloud received yet on 'reference'")
-        self._publish(cloud, self.step(cloud.points, object_id, cloud.stamp, cloud.frame_id),
-                      object_id)
+        self._publish(cloud, self.step(cloud.points, object_id, cloud.stamp, cloud.frame_id,
+                                       self._viewpoint(cloud)), object_id)
+
+    def _viewpoint(self, cloud: Cloud) -> np.ndarray | None:
+        """The sensor's position in the cloud's frame; None (the fit alone decides, logged and
+        counted) when TF cannot place viewpoint_frame at the cloud's stamp."""
+        try:
+            return self.step.viewpoint(cloud.frame_id, cloud.stamp, self.lookup)
+        except Exception as exc:  # noqa: BLE001 - TransformError and kin: register without it
+            self.viewpoint_misses += 1
+            self.get_logger().warning(
+                f"no viewpoint: '{self.step.viewpoint_frame}' not placed in "
+                f"'{cloud.frame_id}' ({type(exc).__name__}: {exc}); models scored by fit alone",
+                throttle_duration_sec=5.0)
+            return None
 
     def _publish(self, cloud: Cloud, result: Registration, object_id: int | None) -> None:
         child_frame = self.output_config.child_frame

@@ -62,7 +62,7 @@ def test_the_fallback_wins_where_the_network_alone_fails(random_model):
     network_only.set_reference(reference, "chair")
     alone = network_only.register(scan)
     assert alone.method == "deepgmr+icp_point_to_point" and alone.fallback == "off"
-    assert alone.fitness < 0.6 and pose_error(alone, pose)[0] > 20.0
+    assert alone.fitness < 0.8 and pose_error(alone, pose)[0] > 20.0  # below the threshold below
     assert network_only.fallback_runs == network_only.fallback_wins == 0
 
     stage = registrar(random_model, fallback=True, fallback_fitness=0.8, **TIGHT)

@@ -169,16 +169,34 @@ def test_sensor_noise_moves_returns_along_their_rays():
 
 
 def test_accumulation_voxelises_like_the_scene_pipeline():
+    from gmm_perception.pipeline.configs import SegmentConfig
+    from gmm_perception.pipeline.segment import Segmenter
+
     rng = np.random.default_rng(1)
     cloud = rng.uniform(0, 1, (4000, 3)).astype(np.float32)
     other = cloud + np.float32(0.03)
     merged = accumulate([cloud, other], 0.1)
-    # each frame voxelised, then the union (SceneSegmenter._accumulate)
-    expected = voxel_downsample(np.concatenate([voxel_downsample(cloud, 0.1),
-                                                voxel_downsample(other, 0.1)]), 0.1)
-    np.testing.assert_array_equal(merged, expected)
+    segmenter = Segmenter(SegmentConfig(accumulate_frames=2, accumulate_voxel=0.1))
+    segmenter._accumulate(cloud)
+    np.testing.assert_array_equal(merged, segmenter._accumulate(other))
     assert len(merged) <= 12 ** 3  # one point per occupied voxel
     assert len(accumulate([cloud[:10], cloud[10:20]], 0.0)) == 20
+
+
+def test_a_fixed_grid_keeps_a_voxel_independent_of_distant_points():
+    rng = np.random.default_rng(2)
+    cloud = rng.uniform(0, 1, (2000, 3)).astype(np.float32)
+    far = np.array([[7.03, -5.01, 3.3]], dtype=np.float32)  # shifts a min-corner grid
+    alone = voxel_downsample(cloud, 0.1, fixed_grid=True)
+    with_far = voxel_downsample(np.concatenate([cloud, far]), 0.1, fixed_grid=True)
+    assert len(with_far) == len(alone) + 1
+    np.testing.assert_allclose(np.sort(with_far[:, 0])[:-1], np.sort(alone[:, 0]), atol=1e-6)
+    # Open3D's convention (grid at the cloud's min corner) moves with the distant point
+    shifted = voxel_downsample(np.concatenate([cloud, far]), 0.1)
+    assert len(shifted) != len(with_far) or not np.allclose(np.sort(shifted[:, 0]),
+                                                            np.sort(with_far[:, 0]))
+    # idempotent on its own grid: re-voxelising an accumulated union changes nothing
+    np.testing.assert_allclose(voxel_downsample(alone, 0.1, fixed_grid=True), alone, atol=1e-6)
 
 
 def _unpose(T: np.ndarray, points: np.ndarray) -> np.ndarray:
