@@ -27,6 +27,7 @@ SEED_DESCRIPTION = "Seed of the stage's random generators (resampling, RANSAC)."
 # RANSAC draws 3 points per hypothesis: fewer points cannot define a plane.
 RANSAC_POINTS = 3
 ICP_MODES = ("none", "point_to_point", "point_to_plane")
+GLOBAL_REGISTRATION_MODES = ("inline", "background")
 REFERENCE_MODES = ("file", "library", "topic", "previous")
 UPSAMPLING_MODES = ("prior", "denoise")
 
@@ -220,11 +221,22 @@ class RegistrationConfig:
                              "track_timeout, or track_recheck has passed. Objects are tracked in "
                              "the cloud's frame: with a moving sensor set target_frame to a "
                              "fixed frame.")
-    track_fitness: float = setting(0.85, "Fitness a registration needs to start or keep a "
-                                   "track.", low=0.0, high=1.0)
+    global_registration: str = setting("inline", "Where global registration runs: inline (the "
+                                       "frame's answer waits for it) or background (one job per "
+                                       "object; frames are answered at once from the objects' "
+                                       "tracks, a new object once its first pose is found).",
+                                       choices=GLOBAL_REGISTRATION_MODES)
+    track_fitness: float = setting(0.85, "Fitness of a good track: tracked while its ICP fit "
+                                   "stays above it, re-checked every track_recheck; a global "
+                                   "fit below it starts a poor track, retried every "
+                                   "track_retry.", low=0.0, high=1.0)
     track_recheck: float = setting(5.0, "Seconds (cloud stamps) after which a tracked object "
                                    "is registered globally again; the better fit wins.",
                                    low=0.0, high=3600.0)
+    track_retry: float = setting(1.0, "Seconds after which an object whose global fitness was "
+                                 "below track_fitness (a partial view, a fragment, an object "
+                                 "not in the library) is registered globally again; until then "
+                                 "it is tracked from that pose.", low=0.0, high=3600.0)
     track_timeout: float = setting(2.0, "Seconds an object may go unseen before its track is "
                                    "dropped.", low=0.0, high=3600.0)
     track_points: int = setting(512, "Source points ICP uses per tracked frame (a random "

@@ -15,7 +15,9 @@ also scored by what the scan does *not* show: the share of the model's surface t
 the sensor in that pose (hidden-point removal) with an observed point near it (`coverage`: a
 model part where the sensor saw past the object is unexplained), and hypotheses rank by the
 harmonic mean of fitness and coverage (`agreement`). "Near" grows with range (the angle
-COVERAGE_ANGLE_DEG, at least inlier_threshold), as a sensor's sampling does. With a viewpoint the
+COVERAGE_ANGLE_DEG, at least inlier_threshold), as a sensor's sampling does. With an upright
+axis, model points below the object's lowest observed point are left out: the segmentation
+removed that band with the floor, so no model could be seen there. With a viewpoint the
 best hypothesis of each of the `REFINED_REFERENCES` best-fitting references is refined, so every
 plausible model gets its ICP before the models are compared. When the best fitness after ICP is
 below `fallback_fitness` (and `fallback` is on), the classical path also runs: FPFH + RANSAC
@@ -131,15 +133,19 @@ class View:
 
     viewpoint: np.ndarray  # (3,)
     tree: cKDTree
+    up: np.ndarray | None = None  # the upright axis, and the lowest observed height along it
+    floor: float = -np.inf
 
     @classmethod
-    def of(cls, source: np.ndarray, viewpoint: np.ndarray | None) -> "View | None":
+    def of(cls, source: np.ndarray, viewpoint: np.ndarray | None,
+           up: np.ndarray | None = None) -> "View | None":
         if viewpoint is None:
             return None
         viewpoint = np.asarray(viewpoint, dtype=np.float64).reshape(3)
         if not np.isfinite(viewpoint).all():
             return None
-        return cls(viewpoint, cKDTree(source))
+        floor = float((source @ up).min()) if up is not None else -np.inf
+        return cls(viewpoint, cKDTree(source), up, floor)
 
 
 @dataclass(frozen=True)
@@ -229,7 +235,7 @@ class DeepGmrRegistrar:
             raise RuntimeError("no reference set")
         started = time.perf_counter()
         source = np.asarray(source, dtype=np.float64)
-        view = View.of(source, viewpoint)
+        view = View.of(source, viewpoint, self.upright_axis)
         rng = self._rng_for(source)
         centre = source.mean(axis=0)
         radius = float(np.linalg.norm(source - centre, axis=1).max())
@@ -301,7 +307,7 @@ class DeepGmrRegistrar:
         if ref is None:
             raise KeyError(f"no reference named '{reference_name}'")
         source = np.asarray(source, dtype=np.float64)
-        view = View.of(source, viewpoint)
+        view = View.of(source, viewpoint, self.upright_axis)
         if len(source) > max_points:
             source = source[self._rng_for(source).choice(len(source), max_points, replace=False)]
         icp = self.config.icp if self.config.icp != "none" else "point_to_point"
@@ -395,6 +401,10 @@ class DeepGmrRegistrar:
         if len(visible) == 0:
             return float("nan")
         seen = (model[np.asarray(visible)] - t) @ R  # back into the source frame
+        if view.up is not None:
+            seen = seen[seen @ view.up >= view.floor]
+            if len(seen) == 0:
+                return float("nan")
         reach = np.maximum(self.config.inlier_threshold, np.linalg.norm(
             seen - view.viewpoint, axis=1) * np.tan(np.radians(COVERAGE_ANGLE_DEG)))
         near, _ = view.tree.query(seen, distance_upper_bound=float(reach.max()))

@@ -11,6 +11,8 @@ reference on the topic is rejected and the last good one kept.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from sensor_msgs.msg import PointCloud2
 
@@ -37,7 +39,10 @@ class RegistrationNode(ModelNode):
         config = self.configs[RegistrationConfig]
         self.viewpoint_misses = 0  # frames whose viewpoint_frame TF could not place
         self.registrar = self.load_stage(load_registrar, config)
-        self.tracker = PoseTracker(self.registrar)
+        # global_registration "background": one thread, so the jobs never take both cores
+        # from the tracked objects (ThreadPoolExecutor starts it on the first job).
+        self._job_pool = ThreadPoolExecutor(1, thread_name_prefix="global_registration")
+        self.tracker = PoseTracker(self.registrar, executor=self._job_pool)
         if config.reference_mode == "file":
             self.registrar.register(self.registrar.reference[:256])  # warm-up
         elif config.reference_mode == "library":
@@ -71,9 +76,15 @@ class RegistrationNode(ModelNode):
         return {"fallback_runs": registrar.fallback_runs, "fallback_wins": registrar.fallback_wins,
                 "tracked_frames": tracker.tracked_frames,
                 "registered_frames": tracker.registered_frames, "tracks": len(tracker.tracks),
+                "background_jobs": len(tracker.jobs), "waiting_frames": tracker.waiting_frames,
                 "viewpoint_misses": self.viewpoint_misses}
 
     def cleanup_node(self) -> None:
+        tracker, pool = getattr(self, "tracker", None), getattr(self, "_job_pool", None)
+        if tracker is not None:
+            tracker.close()
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
         subscription = getattr(self, "_reference_subscription", None)
         if subscription is not None:  # a later configure creates it again
             self.destroy_subscription(subscription)
@@ -131,7 +142,9 @@ class RegistrationNode(ModelNode):
                 throttle_duration_sec=5.0)
             return None
 
-    def _publish(self, cloud: Cloud, result: Registration, object_id: int | None) -> None:
+    def _publish(self, cloud: Cloud, result: Registration | None, object_id: int | None) -> None:
+        if result is None:
+            return  # a new object whose first pose is still being found in the background
         child_frame = self.output_config.child_frame
         if object_id is not None:
             child_frame = f"{child_frame}_{object_id}"

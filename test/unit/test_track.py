@@ -153,3 +153,64 @@ def test_a_keyed_object_step_hands_id_stamp_and_frame_to_the_tracker(model):
     assert step(points, 5, 1_000_000_000, "map").mode == "registered"
     assert step(points, 5, 1_100_000_000, "map").mode == "tracked"
     assert set(poses.tracks) == {5} and poses.tracks[5].seen == pytest.approx(1.1)
+
+
+def test_a_poor_fit_is_retried_every_track_retry_not_every_frame(model):
+    """An object the library does not hold (a bookshelf against a chair): its global fit stays
+    below track_fitness, so it is tracked as a poor track and registered again once per
+    track_retry; a better object under its id is found at the next retry."""
+    chair, shelf = shape("chair"), shape("bookshelf")
+    poses = tracker(model, {"chair": chair}, track_retry=1.0, track_fitness=0.85)
+    pose = moving_pose(0)
+    results = [poses.register(scan(shelf, pose, frame), key=5, stamp=20.0 + PERIOD * frame,
+                              frame_id="map") for frame in range(25)]
+    assert results[0].mode == "registered" and results[0].fitness < 0.85
+    # global registration on frames 0, 10 and 20 only (a retry that does not beat the track
+    # keeps it and reports "tracked")
+    assert poses.registered_frames == 3, [r.mode for r in results]
+    assert all(r.fitness < 0.85 for r in results)
+    assert all(r.mode == "tracked" for k, r in enumerate(results) if k not in (0, 10, 20))
+    # The chair itself arrives under the same id: the poor track's fit does not drop (the chair
+    # fits its own model better), so it waits for the retry, which finds the good fit.
+    for frame in range(25, 36):
+        result = poses.register(scan(chair, pose, frame), key=5, stamp=20.0 + PERIOD * frame,
+                                frame_id="map")
+    assert result.fitness > 0.95 and result.reference_name == "chair"
+    rotation, translation = pose_error(result, pose)
+    assert rotation < 3.0 and translation < 0.02
+
+
+def test_background_registration_answers_from_the_track_and_adopts_at_the_next_frame(model):
+    """global_registration "background": a new object gets no answer until its first pose is
+    found, then every frame is answered from the track while re-checks run beside it; without
+    an executor a job is adopted at the object's next frame (the offline evaluator), with one
+    as soon as it has finished."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    chair = shape("chair")
+    deferred = tracker(model, {"chair": chair}, global_registration="background",
+                       track_recheck=0.5)
+    pose = moving_pose(0)
+    answers = [deferred.register(scan(chair, pose, k), key=4, stamp=30.0 + PERIOD * k,
+                                 frame_id="map") for k in range(12)]
+    assert answers[0] is None and deferred.waiting_frames == 1
+    assert answers[1].mode == "registered"  # the job's pose, refined on this frame's cloud
+    # Re-checks are due at frames 5 and 10 (0.5 s after the last check) and adopted one frame
+    # later, as "registered" only where the global fit beat the track's.
+    modes = [a.mode for a in answers[1:]]
+    assert all(m == "tracked" for k, m in enumerate(modes, 1) if k not in (1, 6, 11)), modes
+    for answer in answers[1:]:
+        rotation, translation = pose_error(answer, pose)
+        assert rotation < 3.0 and translation < 0.02
+    # the job of frame 0 and the two re-checks, none of which a frame waited for
+    assert deferred.registered_frames == 3 and deferred.tracked_frames == 11
+
+    with ThreadPoolExecutor(1) as pool:
+        poses = tracker(model, {"chair": chair}, global_registration="background")
+        poses.executor = pool
+        assert poses.register(scan(chair, pose, 0), key=1, stamp=1.0, frame_id="map") is None
+        pool.submit(lambda: None).result()  # the job queued before this one has finished
+        first = poses.register(scan(chair, pose, 1), key=1, stamp=1.1, frame_id="map")
+        assert first.mode == "registered" and first.reference_name == "chair"
+        assert poses.register(scan(chair, pose, 2), key=1, stamp=1.2,
+                              frame_id="map").mode == "tracked"
