@@ -130,10 +130,17 @@ class RegistrationNode(ModelNode):
                                        self._viewpoint(cloud)), object_id)
 
     def _viewpoint(self, cloud: Cloud) -> np.ndarray | None:
-        """The sensor's position in the cloud's frame; None (the fit alone decides, logged and
-        counted) when TF cannot place viewpoint_frame at the cloud's stamp."""
+        """The sensor's position in the cloud's frame at the cloud's stamp, else the latest one
+        TF holds (a frame late on a busy machine moves it centimetres: far better than none);
+        None (the fit alone decides, logged and counted) when TF cannot place it at all."""
         try:
             return self.step.viewpoint(cloud.frame_id, cloud.stamp, self.lookup)
+        except Exception:  # noqa: BLE001 - not at that stamp (yet): the latest will do
+            pass
+        try:
+            return self.step.viewpoint(
+                cloud.frame_id, None,
+                lambda target, source, _: self.tf_buffer.lookup_transform(target, source))
         except Exception as exc:  # noqa: BLE001 - TransformError and kin: register without it
             self.viewpoint_misses += 1
             self.get_logger().warning(

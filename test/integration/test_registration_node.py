@@ -148,3 +148,53 @@ def test_a_segmented_object_is_registered_once_then_tracked(probe, start_node, r
     assert probe.wait(lambda: probe.diagnostics.get(NODE, {}).get("tracked_frames") == "9", 5), \
         probe.diagnostics.get(NODE)
     assert probe.diagnostics[NODE]["registered_frames"] == "1"
+
+
+@pytest.mark.parametrize("viewpoint_frame", ["lidar", "nowhere"])
+def test_background_registration_answers_later_frames_with_the_sensors_viewpoint(
+        probe, start_node, reference, viewpoint_frame):
+    """global_registration background: the first cloud of object 4 is not answered (its pose is
+    found beside the worker), later ones are, the first of them as "registered"; the sensor's
+    position comes from TF (viewpoint_frame), and a frame TF does not hold is counted and
+    logged while the objects are still registered by fit alone."""
+    from gmm_perception.ros.tf import make_transform_stamped
+
+    mesh, path = reference
+    node = start_node("registration_node", "-r", "__node:=registration_it",
+                      "-r", "points:=/reg_bg_points", "-p", f"reference_file:={path}",
+                      "-p", "global_registration:=background",
+                      "-p", f"viewpoint_frame:={viewpoint_frame}",
+                      "-p", "upright_axis:=[0.0, 0.0, 1.0]", "-p", "diagnostics_period:=0.2")
+    results = probe.record(RegistrationResult, f"{NODE}/result")
+    publisher = probe.publisher(PointCloud2, "/reg_bg_points")
+    tf_publisher = probe.publisher(TFMessage, "/tf", best_effort=False)  # as TF listeners
+    assert probe.wait_for_subscribers(publisher, timeout=60), node.log()
+    rng = np.random.default_rng(5)
+    pose = make_transform(Rotation.from_euler("z", 40, degrees=True).as_matrix(), [2.0, 0.5, 0.0])
+    sensor = make_transform(np.eye(3), [-1.0, 0.0, 1.0])  # the LiDAR in the map frame
+    visible = sample_surface(mesh, 6000, rng)
+    for frame in range(12):
+        stamp = TimeMsg(sec=40, nanosec=100_000_000 * frame)
+        tf_publisher.publish(TFMessage(transforms=[make_transform_stamped(sensor, "map", "lidar",
+                                                                          stamp)]))
+        scan = visible[rng.choice(len(visible), 3000, replace=False)]
+        publisher.publish(object_cloud(transform_points(pose, scan).astype(np.float32), 4,
+                                       "map", stamp))
+        probe.wait(lambda: False, timeout=0.3)  # 0.3 s a frame: jobs finish between frames
+    assert probe.wait(lambda: len(results) >= 8, timeout=10), node.log()
+    stamps = [r.header.stamp.nanosec // 100_000_000 for r in results]
+    assert 0 not in stamps, stamps  # the first cloud waited for its pose
+    assert results[0].mode == "registered" and results[0].reference_name == "chair"
+    assert results[-1].mode == "tracked"
+    estimate = np.linalg.inv(transform_to_matrix(results[-1].transform))
+    assert rotation_error_deg(estimate[:3, :3], pose[:3, :3]) < 3.0
+    assert np.linalg.norm(estimate[:3, 3] - pose[:3, 3]) < 0.02
+    diagnostics = lambda: probe.diagnostics.get(NODE, {})  # noqa: E731
+    assert probe.wait(lambda: int(diagnostics().get("waiting_frames", "0")) >= 1, 5), \
+        diagnostics()
+    misses = lambda: int(diagnostics().get("viewpoint_misses", "-1"))  # noqa: E731
+    if viewpoint_frame == "lidar":
+        assert probe.wait(lambda: misses() == 0, 5), diagnostics()
+    else:
+        assert probe.wait(lambda: misses() >= 8, 5), diagnostics()
+        assert "no viewpoint: 'nowhere'" in node.log()
