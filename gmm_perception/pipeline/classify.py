@@ -50,11 +50,14 @@ def load_calibration(checkpoint: str | Path) -> dict | None:
         calibration = json.loads(path.read_text())
         temperature = float(calibration["temperature"])
         threshold = float(calibration.get("unknown_threshold", 0.0))
+        fused = float(calibration.get("fused_temperature", 1.0))
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"calibration file '{path}' is unreadable: {exc}") from exc
-    if not (np.isfinite(temperature) and temperature > 0 and 0.0 <= threshold <= 1.0):
-        raise ValueError(f"calibration file '{path}': temperature must be > 0 and "
-                         f"unknown_threshold in [0, 1], got {temperature}, {threshold}")
+    if not (np.isfinite(temperature) and temperature > 0 and np.isfinite(fused) and fused > 0
+            and 0.0 <= threshold <= 1.0):
+        raise ValueError(f"calibration file '{path}': temperature and fused_temperature must "
+                         f"be > 0 and unknown_threshold in [0, 1], got {temperature}, {fused}, "
+                         f"{threshold}")
     return calibration
 
 
@@ -87,6 +90,8 @@ class Classifier:
         calibrated = self.calibration or {}
         # T: the config's, else the checkpoint's calibration, else 1 (uncalibrated).
         self.temperature = config.temperature or float(calibrated.get("temperature", 1.0))
+        # The fused scores' temperature: the calibration's (fitted with its threshold), else 1.
+        self.fused_temperature = float(calibrated.get("fused_temperature", 1.0))
         # The fused answer's "unknown" threshold: the config's, else the calibration's, else 0.
         self.unknown_threshold = (config.unknown_threshold if config.unknown_threshold >= 0
                                   else float(calibrated.get("unknown_threshold", 0.0)))
@@ -94,7 +99,8 @@ class Classifier:
     def fusion(self, tracks: dict | None = None) -> ClassFusion:
         """A ClassFusion of this classifier's classes and settings (`tracks`: carry on those)."""
         return ClassFusion(self.class_names, self.config.fusion_forgetting,
-                           self.config.fusion_timeout, self.unknown_threshold, tracks)
+                           self.config.fusion_timeout, self.unknown_threshold, tracks,
+                           self.fused_temperature)
 
     @torch.no_grad()
     def __call__(self, points: np.ndarray) -> Classification:

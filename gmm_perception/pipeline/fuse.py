@@ -7,8 +7,10 @@ segmentation's id), fused log-probabilities
     L_t = forgetting * L_{t-1} + log p_t,   normalised (L_t <- L_t - logsumexp L_t),
 from the calibrated per-frame probabilities p_t: forgetting 1 is the product of the frames'
 likelihoods (naive Bayes over views), smaller values let old frames fade (an id that changes
-object recovers). The fused label is the top class of softmax(L_t), or `UNKNOWN` when its
-probability is below `unknown_threshold`. A track starts anew when the object is new, went
+object recovers). Views of one object are not independent, so L_t is over-confident; the fused
+scores are softmax(L_t / fused_temperature), a second temperature fitted on validation tracks
+(train/calibrate.py). The fused label is their top class, or `UNKNOWN` when its probability is
+below `unknown_threshold`. A track starts anew when the object is new, went
 unseen for `timeout` seconds (cloud stamps), or the stamps went backwards (a bag replayed from
 its start); at most MAX_TRACKS tracks are kept, the least recently seen go first.
 
@@ -54,9 +56,12 @@ class ClassFusion:
 
     def __init__(self, class_names: Sequence[str], forgetting: float = 1.0,
                  timeout: float = 5.0, unknown_threshold: float = 0.0,
-                 tracks: dict | None = None):
+                 tracks: dict | None = None, fused_temperature: float = 1.0):
         if not 0.0 <= forgetting <= 1.0:
             raise ValueError(f"forgetting must be in [0, 1], got {forgetting}")
+        if not fused_temperature > 0:
+            raise ValueError(f"fused_temperature must be > 0, got {fused_temperature}")
+        self.fused_temperature = float(fused_temperature)
         self.class_names = list(class_names)
         self.forgetting, self.timeout = float(forgetting), float(timeout)
         self.unknown_threshold = float(unknown_threshold)
@@ -101,7 +106,8 @@ class ClassFusion:
         return self.answer(track)
 
     def answer(self, track: ClassTrack) -> FusedClass:
-        scores = np.exp(track.log_posterior)
+        scaled = track.log_posterior / self.fused_temperature
+        scores = np.exp(scaled - scaled.max())
         scores /= scores.sum()
         best = int(np.argmax(scores))
         confidence = float(scores[best])
@@ -148,10 +154,12 @@ class FusingStage:
         return replace(result, fused=fused)
 
 
-def fuse_sequence(probabilities: np.ndarray, forgetting: float) -> np.ndarray:
+def fuse_sequence(probabilities: np.ndarray, forgetting: float,
+                  fused_temperature: float = 1.0) -> np.ndarray:
     """(T, C) fused posteriors after each of T frames of one object (the fusion rule without
     tracks: for measurements and tests)."""
-    fusion = ClassFusion(range(probabilities.shape[1]), forgetting, timeout=np.inf)
+    fusion = ClassFusion(range(probabilities.shape[1]), forgetting, timeout=np.inf,
+                         fused_temperature=fused_temperature)
     return np.stack([fusion.update(0, p, float(t)).scores for t, p in enumerate(probabilities)])
 
 

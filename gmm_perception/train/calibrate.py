@@ -17,8 +17,11 @@ the held-out sets), each model turned about z by a seeded angle (data.held_out, 
    the accuracy of every fused label (all steps of all tracks), of the final labels, the fused
    NLL and ECE. The rule with the best accuracy over all steps is reported as chosen (then the
    final labels', then the NLL); ClassifyConfig.fusion_forgetting's default was set from it.
-3. Unknown threshold: the lowest fused confidence at which the answered fused labels (every
-   step, the chosen rule) are right at least `precision` of the time; its coverage.
+3. Fused temperature: views of one object are not independent, so the chosen rule's fused
+   log-posteriors are over-confident; a second temperature T_f minimises their NLL over every
+   step of the val tracks (pipeline.fuse: fused scores softmax(L / T_f)).
+4. Unknown threshold: the lowest fused confidence (with T_f) at which the answered fused labels
+   (every step, the chosen rule) are right at least `precision` of the time; its coverage.
 
 Writes `<checkpoint stem>.calibration.json` beside the checkpoint (read by the classification
 stage when `temperature` is 0 / `unknown_threshold` is -1; `--dry-run` only prints). The
@@ -77,15 +80,34 @@ def mean_rule(probabilities: np.ndarray) -> np.ndarray:
     return np.cumsum(probabilities, axis=0) / np.arange(1, len(probabilities) + 1)[:, None]
 
 
-def fusion_measurement(probabilities: np.ndarray, labels: np.ndarray,
-                       precision: float = PRECISION) -> dict[str, dict]:
-    """Per rule, over tracks (S, T, C) of calibrated probabilities with labels (S,): accuracy
-    of every fused label, of the final ones, mean fused NLL, ECE, and the unknown threshold for
-    `precision` with its coverage."""
-    rules = {f"forgetting {f:g}": (lambda seq, f=f: fuse_sequence(seq, f))
+def fusion_rules(fused_temperature: float = 1.0) -> dict:
+    """Rule name -> (T, C) probabilities of one track -> (T, C) fused posteriors."""
+    rules = {f"forgetting {f:g}": (lambda seq, f=f: fuse_sequence(seq, f, fused_temperature))
              for f in FORGETTING_CHOICES}
     rules[MEAN_RULE] = mean_rule
     rules[NO_FUSION] = lambda seq: seq
+    return rules
+
+
+def fused_temperature(probabilities: np.ndarray, labels: np.ndarray, rule: str) -> float:
+    """T_f minimising the NLL of the `rule`'s fused posteriors at every step of tracks
+    (S, T, C) with labels (S,); 1 for rules that are not a product of likelihoods."""
+    if not rule.startswith("forgetting"):
+        return 1.0
+    fused = np.stack([fusion_rules()[rule](seq) for seq in probabilities])
+    log_posterior = np.log(np.maximum(fused.reshape(-1, fused.shape[-1]), 1e-300))
+    return fit_temperature(log_posterior, np.repeat(labels, probabilities.shape[1]))
+
+
+def fusion_measurement(probabilities: np.ndarray, labels: np.ndarray,
+                       precision: float = PRECISION, fused_temperature: float = 1.0,
+                       only: str | None = None) -> dict[str, dict]:
+    """Per rule (or `only` that one), over tracks (S, T, C) of calibrated probabilities with
+    labels (S,): accuracy of every fused label, of the final ones, mean fused NLL, ECE, and the
+    unknown threshold for `precision` with its coverage."""
+    rules = fusion_rules(fused_temperature)
+    if only is not None:
+        rules = {only: rules[only]}
     steps = probabilities.shape[1]
     out = {}
     for name, rule in rules.items():
@@ -205,9 +227,14 @@ def main(argv: list[str] | None = None) -> None:
     measurement = fusion_measurement(calibrated, np.repeat(held.labels, args.sequences),
                                      args.precision)
     chosen = choose_rule(measurement)
-    threshold = measurement[chosen]["unknown"]
+    track_labels = np.repeat(held.labels, args.sequences)
+    fused_t = fused_temperature(calibrated, track_labels, chosen)
+    tempered = fusion_measurement(calibrated, track_labels, args.precision, fused_t,
+                                  only=chosen)[chosen]
+    threshold = tempered["unknown"]
     out = {
         "temperature": round(temperature, 4),
+        "fused_temperature": round(fused_t, 4),
         "unknown_threshold": threshold["threshold"],  # exact: it is a cut between samples
         "unknown_precision": args.precision,
         "fusion_rule": chosen,
@@ -224,7 +251,8 @@ def main(argv: list[str] | None = None) -> None:
         },
         "validation": validation,
         "fusion_measurement": {"tracks": int(calibrated.shape[0]),
-                               "views_per_track": args.views, "rules": measurement},
+                               "views_per_track": args.views, "rules": measurement,
+                               "chosen_with_fused_temperature": tempered},
         "ece_bins": ECE_BINS,
         "command": ("python -m gmm_perception.train.calibrate " + shlex.join(_without_cache(
             sys.argv[1:] if argv is None else argv))).strip(),
@@ -244,8 +272,9 @@ def main(argv: list[str] | None = None) -> None:
               f"{item['accuracy_final']:.3f}  NLL {item['nll']:.3f}  ECE {item['ece']:.3f}  "
               f"unknown < {unknown['threshold']:.3f}: coverage {unknown['coverage']:.3f} acc "
               f"{unknown['accuracy']:.3f}")
-    print(f"chosen: {chosen}; unknown threshold {threshold['threshold']:.3f} (precision "
-          f"{args.precision})")
+    print(f"chosen: {chosen}; fused temperature {fused_t:.3f}: NLL {tempered['nll']:.3f}, ECE "
+          f"{tempered['ece']:.3f}; unknown threshold {threshold['threshold']:.3f} (precision "
+          f"{args.precision}): coverage {threshold['coverage']:.3f}")
     if not args.dry_run:
         path = calibration_path(args.checkpoint)
         path.write_text(json.dumps(out, indent=1) + "\n")

@@ -93,15 +93,17 @@ def test_the_stage_reads_the_checkpoints_calibration_file(gmcn, tmp_path):
     checkpoint = tmp_path / "model.pt"
     assert calibration_path(checkpoint) == tmp_path / "model.calibration.json"
     calibration_path(checkpoint).write_text(json.dumps({"temperature": 2.0,
+                                                        "fused_temperature": 3.0,
                                                         "unknown_threshold": 0.7}))
     classifier = stage(gmcn, checkpoint=str(checkpoint))
     assert (classifier.temperature, classifier.unknown_threshold) == (2.0, 0.7)
     assert classifier.fusion().unknown_threshold == 0.7
+    assert classifier.fusion().fused_temperature == 3.0  # fitted with that threshold
     # Values in the config win over the file's.
     own = stage(gmcn, checkpoint=str(checkpoint), temperature=1.5, unknown_threshold=0.0)
     assert (own.temperature, own.unknown_threshold) == (1.5, 0.0)
     calibration_path(checkpoint).write_text(json.dumps({"temperature": -1}))
-    with pytest.raises(ValueError, match="temperature must be > 0"):
+    with pytest.raises(ValueError, match="temperature and fused_temperature must be > 0"):
         load_calibration(checkpoint)
     calibration_path(checkpoint).write_text("{not json")
     with pytest.raises(ValueError, match="unreadable"):

@@ -135,3 +135,40 @@ def test_a_reused_answer_starts_a_track_that_timed_out():
 def test_a_plain_stage_fuses_every_call():
     fusing = FusingStage(lambda points: Answer(P1), ClassFusion(NAMES, timeout=10.0))
     assert [fusing(grid(), 2, float(t)).fused.observations for t in range(3)] == [1, 2, 3]
+
+
+def test_the_fused_temperature_flattens_the_fused_scores_in_closed_form():
+    frames = np.array([[0.7, 0.2, 0.1], [0.6, 0.3, 0.1]])
+    L = np.log(frames[0]) + np.log(frames[1])
+    L -= np.log(np.exp(L).sum())
+    for t in (1.0, 2.5):
+        fusion = ClassFusion(["a", "b", "c"], forgetting=1.0, fused_temperature=t)
+        fusion.update(1, frames[0], 0.0)
+        answer = fusion.update(1, frames[1], 0.1)
+        expected = np.exp(L / t) / np.exp(L / t).sum()
+        np.testing.assert_allclose(answer.scores, expected, rtol=1e-12)
+        assert answer.confidence == pytest.approx(expected.max())
+    with pytest.raises(ValueError, match="fused_temperature"):
+        ClassFusion(["a"], fused_temperature=0.0)
+
+
+def test_calibration_fits_a_fused_temperature_that_undoes_correlated_views():
+    """Ten identical views per track (correlated evidence), right in 70 % of the tracks: the
+    product of likelihoods says ~1.0 every time, T_f brings it back towards 0.7."""
+    from gmm_perception.train.calibrate import fused_temperature, fusion_measurement
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 200)
+    right = rng.random(200) < 0.7
+    shown = np.where(right, labels, (labels + 1) % 3)
+    view = np.full((200, 3), 0.15)
+    view[np.arange(200), shown] = 0.7
+    tracks = np.repeat(view[:, None, :], 10, axis=1)  # (S, T, C)
+    t = fused_temperature(tracks, labels, "forgetting 1")
+    assert t > 2.0
+    raw = fusion_measurement(tracks, labels, only="forgetting 1")["forgetting 1"]
+    tempered = fusion_measurement(tracks, labels, fused_temperature=t,
+                                  only="forgetting 1")["forgetting 1"]
+    assert tempered["ece"] < 0.5 * raw["ece"] and tempered["nll"] < raw["nll"]
+    assert tempered["accuracy_all_steps"] == raw["accuracy_all_steps"]  # argmax unchanged
+    assert fused_temperature(tracks, labels, "mean of probabilities") == 1.0
