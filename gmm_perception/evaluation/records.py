@@ -111,5 +111,6 @@ class EvaluationRun:
     truth: list[TruthObject] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     dropped_by_nodes: int = 0  # frames the nodes' queues dropped (live mode, from diagnostics)
+    dropped_per_node: dict[str, int] = field(default_factory=dict)  # the same, by node
     sensor_path: list[list[float]] = field(default_factory=list)  # sensor xyz per frame
     seconds: float = 0.0

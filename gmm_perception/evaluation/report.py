@@ -133,6 +133,17 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _drops(frames: dict) -> str:
+    """The total, and per node where the nodes said (a surface stage dropping stale objects
+    is by design; the segmentation dropping frames is not)."""
+    per_node = frames.get("dropped_per_node") or {}
+    total = str(frames.get("dropped_by_nodes", 0))
+    if not per_node:
+        return total
+    return total + " (" + ", ".join(f"{name.strip('/')} {count}"
+                                    for name, count in per_node.items()) + ")"
+
+
 def _statuses(frames: dict) -> str:
     statuses = frames.get("statuses") or {}
     return ", ".join(f"{name}: {count}" for name, count in sorted(statuses.items())) or "none"
@@ -391,7 +402,7 @@ def _summary_rows(metrics: dict) -> list[list[str]]:
     return [
         ["frames (total / evaluated)", f"{frames.get('total', 0)} / {frames.get('evaluated', 0)}"],
         ["frame statuses", _statuses(frames)],
-        ["frames dropped by nodes", str(frames.get("dropped_by_nodes", 0))],
+        ["frames dropped by nodes", _drops(frames)],
         ["detection precision", _fraction(detection.get("precision"))],
         ["detection recall", _fraction(detection.get("recall"))],
         ["registration recall", _fraction(registration.get("recall"))],

@@ -236,6 +236,7 @@ def run_live(contents: BagContents, pipeline: str | Path, library_dir: str | Pat
                 _stop(runner)
         run.frames = _frames(contents, player, run.warnings)
     run.dropped_by_nodes = sum(player.dropped.values())
+    run.dropped_per_node = dict(sorted(player.dropped.items()))
     run.seconds = time.perf_counter() - started
     return run
 

@@ -175,3 +175,12 @@ def test_summary_table_prefers_end_to_end():
     assert "(end_to_end)" in table and "40.0 / 55.0 ms" in table
     assert "25.0%" in table
     assert "| frames evaluated | 0 / 0 |" in table  # missing sections default, not raise
+
+
+def test_frames_dropped_are_shown_per_node_where_the_nodes_said():
+    from gmm_perception.evaluation.report import _drops
+
+    assert _drops({"dropped_by_nodes": 5}) == "5"
+    assert _drops({"dropped_by_nodes": 7, "dropped_per_node": {"/segmentation": 0,
+                                                               "/upsampling": 7}}) == \
+        "7 (segmentation 0, upsampling 7)"
