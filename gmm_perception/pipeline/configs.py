@@ -257,7 +257,7 @@ class RegistrationConfig:
 class ClassifyConfig:
     """The classification stage (GMCN or the PointNet baseline)."""
 
-    checkpoint: str = _checkpoint("gmcn", "gmcn_sh3d.pt",
+    checkpoint: str = _checkpoint("gmcn", "gmcn_views.pt",
                                   what="Classifier checkpoint (GMCN or pointnet_cls).")
     classification_points: int = setting(2048, "Points per object given to the model (as in "
                                          "training).", low=64, high=16384, read_only=True)
