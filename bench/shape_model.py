@@ -1,6 +1,7 @@
 """Shape-model benchmark (issue 7): PointGMM's hierarchical mixture against per-cloud EM.
 
     python bench/shape_model.py [--checkpoint PATH] [--max-models N] [--em-components 512,128]
+                                [--refine-iterations 1,3,10,15] [--refine-support 0.3]
                                 [--no-pool] [--threads 2] [--json PATH]
 
 Test sets (bench/_shape_data.load_benchmark_rows, i.e. gmm_perception.data.held_out), one row each:
@@ -24,13 +25,23 @@ and method:
   bytes     of the mixture as a message stores it (float32 weight, mean and 6 covariance
             entries: K * 10 * 4) against the input cloud (N * 3 * 4).
 Methods: PointGMM's finest level (512) and its coarser levels 8/32/128 (the same forward pass, so
-no time of their own), and scikit-learn EM with full covariances fitted to the input cloud
+no time of their own; the stage with refine_iterations 0, the network's mixture as predicted);
+"PointGMM + EM refine (k it)" for each k of --refine-iterations: the stage with
+refine_iterations k and refine_support --refine-support (models.pointgmm.refine: the network's
+finest level initialises k EM iterations on the stage's input points, Gaussians those points do
+not support kept as predicted), timed from the raw cloud like PointGMM, its coarser levels (the
+merges of their children) listed for the largest k; "PointGMM + plain EM refine (k it)", the
+largest k with refine_support 0 (what the kept Gaussians buy on partial scans); "input points",
+the Chamfer of the input cloud itself to the true surface (a partial scan's is what completion
+must beat); and scikit-learn EM with full covariances fitted to the input cloud
 (bench/em_baseline.fit_em, its tuned regulariser) with each of --em-components. For a partial input
 PointGMM completes (one view in, the whole shape's mixture out) while EM can only model the view:
 both are scored against the full shape. An EM fit fails when the scan has fewer distinct points
 than components; failures are counted and left out of that method's means.
 Targets (per row): EM-512 time / PointGMM time >= 20x; on partial inputs, PointGMM's Chamfer to
-the full shape below EM's. Also writes a figure of one model per row (input, resampled clouds,
+the full shape below EM's; issue 18: the refined finest level's NLL within 0.05 nats/point of
+EM-512's at <= 1/20 of its time, and on partial inputs its Chamfer to the full shape below EM-512's
+and below the input scan's. Also writes a figure of one model per row (input, resampled clouds,
 true surface) beside the JSON: shape_model_example.png for the SH3D row,
 shape_model_example_<row>.png for the others.
 
@@ -65,6 +76,8 @@ from gmm_perception.pipeline.shape_model import ShapeModeller  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 POINTS = 2048  # fresh surface samples scored by the NLL, and points resampled for the Chamfer
 TIME_RATIO_TARGET = 20.0
+REFINED_NLL_GAP = 0.05  # issue 18: refined finest level within this of EM-512's NLL (nats/point)
+INPUT = "input points"
 FLOAT_BYTES = 4
 
 
@@ -87,19 +100,41 @@ def empty(count: int, components: int, timed_method: bool = True) -> dict:
             else None, "example": None}
 
 
-def evaluate(modeller: ShapeModeller, inputs: np.ndarray, truth: np.ndarray,
-             em_components: list[int], threads: int, generators, tag: str) -> dict[str, dict]:
-    """Per-model scores of every method on one input kind (inputs (M, N, 3), truth (M, P, 3))."""
+def refined_name(iterations: int, plain: bool = False, components: int | None = None) -> str:
+    level = "" if components is None else f"-{components}"
+    return f"PointGMM{level} + {'plain ' if plain else ''}EM refine ({iterations} it)"
+
+
+def evaluate(modeller: ShapeModeller, refiners: dict[str, ShapeModeller], inputs: np.ndarray,
+             truth: np.ndarray, em_components: list[int], threads: int, generators, tag: str
+             ) -> dict[str, dict]:
+    """Per-model scores of every method on one input kind (inputs (M, N, 3), truth (M, P, 3));
+    `refiners`: the refining stages by row name (the last: the one whose coarser levels are
+    listed too)."""
     count = len(inputs)
     levels = modeller.model.config.components
     out = {f"PointGMM-{k}": empty(count, k, l == len(levels) - 1) for l, k in enumerate(levels)}
     out.update({f"EM-{k}": empty(count, k) for k in em_components})
-    modeller(inputs[0])  # warm-up: first calls allocate
+    out.update({name: empty(count, levels[-1]) for name in refiners})
+    listed = list(refiners)[-1] if refiners else None
+    coarse = {refined_name(refiners[listed].config.refine_iterations, components=k): k
+              for k in levels[:-1]} if refiners else {}
+    out.update({name: empty(count, k, False) for name, k in coarse.items()})
+    out[INPUT] = empty(count, 0, False)
+    for stage in (modeller, *refiners.values()):
+        stage(inputs[0])  # warm-up: first calls allocate
     for row in tqdm(range(count), desc=f"{tag} inputs", unit="model"):
         result, ms = timed(modeller, inputs[row])
         out[f"PointGMM-{levels[-1]}"]["ms"][row] = ms
         fitted = {f"PointGMM-{k}": GmmLevel.from_arrays(level)
                   for k, level in zip(levels, result.levels)}
+        for name, refiner in refiners.items():
+            refined, out[name]["ms"][row] = timed(refiner, inputs[row])
+            fitted[name] = GmmLevel.from_arrays(refined.levels[-1])
+            if name == listed:
+                fitted.update({c: GmmLevel.from_arrays(level)
+                               for c, level in zip(coarse, refined.levels)})
+        out[INPUT]["chamfer"][row] = chamfer_distance(inputs[row], truth[row])
         for k in em_components:
             try:
                 fit, out[f"EM-{k}"]["ms"][row] = timed(fit_em, inputs[row], k, threads=threads)
@@ -117,7 +152,7 @@ def evaluate(modeller: ShapeModeller, inputs: np.ndarray, truth: np.ndarray,
 
 def finest_level(methods: dict) -> str:
     """The name of PointGMM's finest level: the one level with a time of its own."""
-    return next(name for name, m in methods.items() if name.startswith("PointGMM")
+    return next(name for name, m in methods.items() if name.startswith("PointGMM-")
                 and (m.get("ms") is not None or "ms_median" in m))
 
 
@@ -126,13 +161,16 @@ def summarise(records: dict[str, dict], input_points: int) -> dict[str, dict]:
     reference = records[finest_level(records)]
     summary = {}
     for name, r in records.items():
-        entry = {"components": r["components"], "models": int(np.isfinite(r["nll"]).sum()),
-                 "failed": int(np.isnan(r["nll"]).sum()),
-                 "nll_mean": float(np.nanmean(r["nll"])),
+        scored = r["chamfer"]  # the input row has a Chamfer but no NLL
+        entry = {"components": r["components"], "models": int(np.isfinite(scored).sum()),
+                 "failed": int(np.isnan(scored).sum()),
+                 "nll_mean": float(np.nanmean(r["nll"])) if np.isfinite(r["nll"]).any()
+                 else float("nan"),
                  "chamfer_mean": float(np.nanmean(r["chamfer"])),
                  "mixture_bytes": mixture_bytes(r["components"]),
                  "input_bytes": input_points * 3 * FLOAT_BYTES,
-                 "nll_minus_pointgmm": float(np.nanmean(r["nll"] - reference["nll"])),
+                 "nll_minus_pointgmm": float(np.nanmean(r["nll"] - reference["nll"]))
+                 if np.isfinite(r["nll"]).any() else float("nan"),
                  "chamfer_minus_pointgmm": float(np.nanmean(r["chamfer"] - reference["chamfer"])),
                  "per_model": {"nll": r["nll"].tolist(), "chamfer": r["chamfer"].tolist()}}
         if r["ms"] is not None:
@@ -158,6 +196,13 @@ def main() -> None:
     parser.add_argument("--no-pool", action="store_true", help="only the SH3D test row")
     parser.add_argument("--em-components", default="512,128",
                         help="comma-separated EM component counts (the first is the target's)")
+    parser.add_argument("--refine-iterations",
+                        default=f"1,3,10,{ShapeModelConfig.refine_iterations}",
+                        help="comma-separated EM iteration counts of the refined rows "
+                        "(empty: none)")
+    parser.add_argument("--refine-support", type=float,
+                        default=ShapeModelConfig.refine_support,
+                        help="the refined rows' refine_support (the stage's default)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path,
                         default=ROOT / "bench" / "results" / "shape_model.json")
@@ -169,9 +214,19 @@ def main() -> None:
                                   pool=not args.no_pool)
     limit_threads(args.threads)
     # The node's stage, as config/shape_model.yaml sets it up: the input resampled to the
-    # training size, POINTS points drawn from the finest level.
-    modeller = ShapeModeller(ShapeModelConfig(resample_points=POINTS), model, torch.device("cpu"),
-                             training_points=num_points)
+    # training size, POINTS points drawn from the finest level; unrefined, refined without kept
+    # Gaussians (the largest iteration count), and refined with each iteration count (the
+    # largest last: its coarser levels are listed).
+    def stage(iterations: int, support: float) -> ShapeModeller:
+        return ShapeModeller(ShapeModelConfig(resample_points=POINTS, refine_iterations=iterations,
+                                              refine_support=support), model,
+                             torch.device("cpu"), training_points=num_points)
+
+    modeller = stage(0, 0.0)
+    iterations = sorted({int(k) for k in args.refine_iterations.split(",") if k})
+    refiners = {refined_name(iterations[-1], plain=True): stage(iterations[-1], 0.0)} \
+        if iterations and args.refine_support > 0 else {}
+    refiners.update({refined_name(k): stage(k, args.refine_support) for k in iterations})
     report = {"environment": environment(), "threads": args.threads,
               "checkpoint": str(args.checkpoint), "epoch": payload["metadata"].get("epoch"),
               "checkpoint_metrics": payload["metadata"].get("metrics", {}),
@@ -187,24 +242,27 @@ def main() -> None:
         truth = shapes.surfaces[0]
         figure = {}
         for kind, clouds in inputs.items():
-            records = evaluate(modeller, clouds, truth, em_components, args.threads, generators,
-                               f"{set_name} {kind}")
+            records = evaluate(modeller, refiners, clouds, truth, em_components, args.threads,
+                               generators, f"{set_name} {kind}")
             summary = report["results"].setdefault(set_name, {})[kind] = summarise(records,
                                                                                    num_points)
             figure[kind] = {"input": clouds[0],
                             **{name: r["example"] for name, r in records.items()
-                               if r["example"] is not None and (r["ms"] is not None)},
+                               if r["example"] is not None and (r["ms"] is not None)
+                               and "refine" not in name},
                             "true surface": truth[0]}
             for name, s in summary.items():
                 is_reference = name == finest_level(summary)
-                rows.append([set_name, kind, name, str(s["components"]), str(s["models"]),
+                rows.append([set_name, kind, name, str(s["components"] or "-"), str(s["models"]),
                              fmt(s["nll_mean"], ".3f"), fmt(s["chamfer_mean"], ".4f"),
                              fmt(s.get("ms_median"), ".1f"), fmt(s.get("ms_p95"), ".1f"),
-                             f"{s['mixture_bytes']:,}", f"{s['input_bytes']:,}",
+                             f"{s['mixture_bytes']:,}" if s["components"] else "-",
+                             f"{s['input_bytes']:,}",
                              "1" if is_reference else fmt(s.get("time_over_pointgmm"), ".1f"),
                              "0" if is_reference else fmt(s["nll_minus_pointgmm"], "+.3f")])
         report["targets"] += [f"{set_name}: {line}" for line in
-                              targets(report["results"][set_name], em_components[0])]
+                              targets(report["results"][set_name], em_components[0])
+                              + refined_targets(report["results"][set_name], em_components[0])]
         suffix = "" if set_name == SH3D_ROW else "_" + set_name.replace(" ", "_").replace("/", "-")
         figures.append(plot_clouds(
             args.json.with_name(f"shape_model_example{suffix}.png"), figure,
@@ -244,6 +302,33 @@ def targets(results: dict, em_k: int) -> list[str]:
                 met = ours < s["chamfer_mean"]
                 lines.append(f"partial: Chamfer to the full shape, PointGMM {ours:.4f} vs {name} "
                              f"{s['chamfer_mean']:.4f} (target: PointGMM lower): "
+                             f"{'met' if met else 'missed'}")
+    return lines
+
+
+def refined_targets(results: dict, em_k: int) -> list[str]:
+    """Issue 18's lines for every refined finest-level row: NLL within REFINED_NLL_GAP of EM-k's
+    at <= 1 / TIME_RATIO_TARGET of its time; on partial inputs, Chamfer to the full shape below
+    EM-k's and the scan's own."""
+    lines = []
+    em = f"EM-{em_k}"
+    for kind, summary in results.items():
+        for name, s in summary.items():
+            if " refine (" not in name or not name.startswith("PointGMM "):
+                continue
+            if em in summary:
+                gap = s["nll_mean"] - summary[em]["nll_mean"]
+                ratio = summary[em]["ms_median"] / s["ms_median"]
+                met = gap <= REFINED_NLL_GAP and ratio >= TIME_RATIO_TARGET
+                lines.append(f"{kind}: {name}: NLL - {em} = {gap:+.3f} nats/point (target <= "
+                             f"{REFINED_NLL_GAP}), {em} time / refined time = {ratio:.1f}x "
+                             f"(target >= {TIME_RATIO_TARGET:.0f}x): {'met' if met else 'missed'}")
+            if kind == "partial":
+                ours, scan = s["chamfer_mean"], summary[INPUT]["chamfer_mean"]
+                em_chamfer = summary[em]["chamfer_mean"] if em in summary else float("nan")
+                met = ours < scan and (ours < em_chamfer or not np.isfinite(em_chamfer))
+                lines.append(f"partial: {name}: Chamfer to the full shape {ours:.4f} vs {em} "
+                             f"{em_chamfer:.4f} vs the scan {scan:.4f} (target: lowest): "
                              f"{'met' if met else 'missed'}")
     return lines
 

@@ -13,6 +13,9 @@ here, for batches of clouds with the same point count (B, N, d), d = 2 or 3:
   centres from k-means and only the covariances from EM).
 * `fit_em`: plain EM for n iterations (means, covariances and weights), from k-means or random
   initial centres.
+* `refine_em`: EM from a given mixture (a network's prediction) on the observed points, the
+  components they do not support kept as given; `merge_children`: moment-matched parents, which
+  keep a hierarchy consistent after its finest level was refined.
 * `dataset_weight_scale`: the one data-set-wide weight factor (see its docstring).
 * `canonical_order`, `stratified_subsample`: the points are sorted canonically first, so a fit is
   bitwise independent of the order of the points; k-means runs on a subsample (512 points by
@@ -323,3 +326,62 @@ def dataset_weight_scale(mixtures: torch.Tensor, target: float = 1.0) -> float:
     """
     with torch.no_grad():
         return float(target / mean_activation(mixtures).mean().clamp_min(1e-30))
+
+
+def refine_em(points: torch.Tensor, mixture: torch.Tensor, iterations: int,
+              covariance_floor: float = DEFAULT_COVARIANCE_FLOOR, support: float = 0.0
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """EM from a given mixture (e.g. a network's prediction, a learned prior) on the points that
+    were observed: (B, N, d), (B, 1, K, L) -> (refined mixture (B, 1, K, L), kept (B, K) bool).
+
+    `iterations` `em_step`s in the points' normalised frame (the covariance floor is relative to
+    the observed cloud, as in the fits above). With `support` > 0, the components that the
+    observed points do not support, i.e. whose responsibility mass under the prior is below
+    `support` times the prior's own expectation (N times the component's weight), are `kept`:
+    mean, covariance and weight stay the prior's for every iteration, and the other components
+    share the rest of the weight in proportion to their masses. On a partial scan those are
+    the Gaussians on the unseen side: refinement sharpens the seen side without deleting the
+    prior's completion there. The kept set is decided once, from the prior, so each step holds
+    some parameters fixed and maximises the expected log-likelihood over the others exactly (a
+    generalised EM step): the observed points' likelihood does not decrease (up to the
+    covariance floor). `mixture`'s weights must sum to 1 per cloud.
+    """
+    if not 0.0 <= support <= 1.0:
+        raise ValueError(f"support must be in [0, 1], got {support}")
+    normalised, centre, scale = _normalised_frame(canonical_order(points))
+    current = mx.scale_space(mx.translate(mixture, -centre), 1.0 / scale)
+    prior_weights = mx.weights(current)
+    kept = torch.zeros_like(prior_weights, dtype=torch.bool)
+    for iteration in range(iterations):
+        step = em_step(normalised, current, covariance_floor)
+        if support > 0:
+            if iteration == 0:  # the step's weights are the prior's responsibility masses / N
+                kept = mx.weights(step) < support * prior_weights
+            free = torch.where(kept, 0.0, mx.weights(step))
+            # support <= 1 leaves the free components at least 1 - support of the mass
+            share = 1.0 - torch.where(kept, prior_weights, 0.0).sum(-1, keepdim=True)
+            weights = torch.where(kept, prior_weights,
+                                  free * share / free.sum(-1, keepdim=True).clamp_min(1e-30))
+            step = mx.with_weights(torch.where(kept.unsqueeze(-1), current, step), weights)
+        current = step
+    return _to_frame(current, centre, scale), kept.squeeze(1)
+
+
+def merge_children(mixture: torch.Tensor, children: int) -> torch.Tensor:
+    """Moment-matched parents of consecutive groups of `children` components: (B, C, K, L) ->
+    (B, C, K / children, L). Weight: the children's sum; mean and covariance: those of the
+    children's mixture, sum w (Sigma + (mu - m)(mu - m)^T) / W (no cancellation far from the
+    origin). For children fitted by one M step this equals the M step of the summed
+    responsibilities: the parent is fitted to its children's points. A parent whose children
+    all weigh 0 gets their unweighted moments."""
+    weights, means, covs = mx.unpack(mixture)
+    grouped = weights.unflatten(-1, (-1, children))
+    w = grouped + 1e-30 * (grouped.sum(-1, keepdim=True) == 0)
+    total = w.sum(-1, keepdim=True)
+    mu = means.unflatten(-2, (-1, children))
+    parent_means = (w.unsqueeze(-1) * mu).sum(-2) / total
+    offset = mu - parent_means.unsqueeze(-2)
+    spread = covs.unflatten(-3, (-1, children)) + offset.unsqueeze(-1) * offset.unsqueeze(-2)
+    parent_covs = (w[..., None, None] * spread).sum(-3) / total.unsqueeze(-1)
+    parent_covs = 0.5 * (parent_covs + parent_covs.transpose(-1, -2))
+    return mx.pack(grouped.sum(-1), parent_means, parent_covs)

@@ -45,6 +45,11 @@ Departures from the reference, all deliberate:
 * Defaults are the reference's sizes (latent 256, hidden 512); config/train/pointgmm.yaml uses a
   smaller CPU-sized network.
 
+Refinement (`refine`, not in the paper): the predicted finest level initialises a few EM
+iterations on the observed points (`gmm.fitting.refine_em`), components the points do not
+support keeping the prediction, and every coarser level becomes the moment-matched merge of its
+children, so the hierarchy stays one (children's weights sum to their parent's).
+
 The mixture types the network returns (`HierarchicalGmm` of `GmmLevel`s), their densities and
 `sample` live in `gmm/hierarchical.py`, shared with any other mixture (e.g. the EM baseline's).
 The hierarchical loss lives in `models/pointgmm_loss.py`.
@@ -58,7 +63,9 @@ import torch
 from torch import nn
 
 from gmm_perception.geometry.normalise import normalise_clouds
-from gmm_perception.gmm.hierarchical import HierarchicalGmm
+from gmm_perception.gmm import fitting
+from gmm_perception.gmm import mixture as mx
+from gmm_perception.gmm.hierarchical import GmmLevel, HierarchicalGmm
 from gmm_perception.models.pointnet import PointNetGlobalFeature
 
 MODEL_NAME = "pointgmm"
@@ -305,3 +312,41 @@ class PointGmm(nn.Module):
 
     def config_dict(self) -> dict:
         return asdict(self.config)
+
+
+def refine(hgmm: HierarchicalGmm, points: torch.Tensor, iterations: int, support: float,
+           covariance_floor: float = fitting.DEFAULT_COVARIANCE_FLOOR
+           ) -> tuple[HierarchicalGmm, torch.Tensor]:
+    """The hGMM after `iterations` EM steps of its finest level on the observed points (B, N, 3)
+    (`fitting.refine_em` with `support`), and the (B, K) mask of the finest components kept as
+    predicted (they keep the prediction's tensors exactly). Coarser levels:
+    `fitting.merge_children` of the level below, parents as before. On the mixture's device and
+    dtype (the points are moved there)."""
+    finest = hgmm.finest
+    dtype = finest.means.dtype
+    points = points[..., :3].to(device=finest.means.device, dtype=dtype)
+    packed = mx.pack(finest.weights, finest.means, finest.covariance()).unsqueeze(1)
+    refined, kept = fitting.refine_em(points, packed, iterations, covariance_floor, support)
+    packed_levels = [refined]
+    for _ in range(hgmm.depth):
+        packed_levels.insert(0, fitting.merge_children(packed_levels[0], hgmm.children))
+    levels: list[GmmLevel] = []
+    for packed_level, original in zip(packed_levels, hgmm.levels):
+        # float64 eigendecomposition: a kept Gaussian's smallest predicted eigenvalue
+        # (s^2 + eps) can be near 0, where float32's may come out <= 0
+        level = GmmLevel.from_covariances(*(t.squeeze(1).double()
+                                            for t in mx.unpack(packed_level)))
+        weights, means, axes, eigenvalues = (t.to(dtype) for t in (
+            level.weights, level.means, level.axes, level.eigenvalues))
+        if original is finest:
+            keep = kept.unsqueeze(-1)
+            means = torch.where(keep, finest.means, means)
+            axes = torch.where(keep.unsqueeze(-1), finest.axes, axes)
+            eigenvalues = torch.where(keep, finest.eigenvalues, eigenvalues)
+            weights = torch.where(kept, finest.weights, weights)
+        log_weights = torch.log(weights.clamp_min(1e-38))
+        if levels:  # sibling log weights: log weight - the parent's log weight
+            log_weights = log_weights - torch.log(
+                levels[-1].weights.clamp_min(1e-38))[:, original.parents]
+        levels.append(GmmLevel(weights, means, axes, eigenvalues, original.parents, log_weights))
+    return HierarchicalGmm(levels, hgmm.children), kept

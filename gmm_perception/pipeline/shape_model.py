@@ -1,6 +1,12 @@
 """Shape-model stage: an object cloud -> PointGMM's hierarchical GMM of its surface, and a dense
 cloud resampled from the finest level (Hertz et al., CVPR 2020).
 
+With `refine_iterations` > 0 the network's mixture is a prior: its finest level initialises that
+many EM iterations on the points the network was given (`models.pointgmm.refine`; Gaussians the
+points do not support, e.g. the unseen side of a partial scan, stay as predicted), the coarser
+levels become the merges of their children, and the refined hierarchy is what the stage returns
+and resamples.
+
 The cloud is resampled to the point count the model was trained with; the model centres and
 scales it itself and answers in the cloud's frame and units. Training rotated the objects about
 z only: clouds must be in a z-up frame (a segmentation's fixed frame is). Covariances are rebuilt
@@ -18,7 +24,7 @@ import torch
 
 from gmm_perception.geometry.points import MIN_OBJECT_POINTS, object_points, resample
 from gmm_perception.gmm.hierarchical import sample
-from gmm_perception.models.pointgmm import PointGmm
+from gmm_perception.models.pointgmm import PointGmm, refine
 from gmm_perception.pipeline.configs import ShapeModelConfig
 
 MIN_POINTS = MIN_OBJECT_POINTS  # re-exported: the least cloud the stage takes
@@ -54,7 +60,11 @@ class ShapeModeller:
         started = time.perf_counter()
         points = object_points(points, "model", MIN_POINTS)
         chosen = torch.from_numpy(resample(points, self.num_points, self._rng)[None])
-        hgmm = self.model.predict(chosen.to(self.device))
+        chosen = chosen.to(self.device)
+        hgmm = self.model.predict(chosen)
+        if self.config.refine_iterations:
+            hgmm, _ = refine(hgmm, chosen, self.config.refine_iterations,
+                             self.config.refine_support)
         levels = []
         for level in hgmm.levels:
             arrays = level.as_arrays(0)

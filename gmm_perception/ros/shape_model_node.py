@@ -1,4 +1,6 @@
-"""shape_model_node: PointGMM's hierarchical GMM of each object cloud (Hertz et al., CVPR 2020).
+"""shape_model_node: PointGMM's hierarchical GMM of each object cloud (Hertz et al., CVPR 2020),
+refined on the cloud's points by `refine_iterations` EM iterations (0: the network's mixture as
+predicted; pipeline/shape_model.py).
 
 Input `points`: one object per message (the segmentation's `~/objects`; its `object_id` field
 names the object). Publishes, in the input's frame and stamp:
