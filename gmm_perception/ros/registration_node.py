@@ -22,6 +22,7 @@ from gmm_perception.geometry.transforms import transform_points
 from gmm_perception.pipeline.configs import PreprocessConfig, RegistrationConfig, \
     RegistrationOutputConfig
 from gmm_perception.pipeline.register import Registration
+from gmm_perception.pipeline.registrar_process import RegistrarProcess
 from gmm_perception.pipeline.preprocess import ObjectStep, Preprocessor
 from gmm_perception.pipeline.scene import load_registrar
 from gmm_perception.pipeline.track import PoseTracker
@@ -39,9 +40,7 @@ class RegistrationNode(ModelNode):
         config = self.configs[RegistrationConfig]
         self.viewpoint_misses = 0  # frames whose viewpoint_frame TF could not place
         self.registrar = self.load_stage(load_registrar, config)
-        # global_registration "background": one thread, so the jobs never take both cores
-        # from the tracked objects (ThreadPoolExecutor starts it on the first job).
-        self._job_pool = ThreadPoolExecutor(1, thread_name_prefix="global_registration")
+        self._job_pool = self._new_job_pool(config)
         self.tracker = PoseTracker(self.registrar, executor=self._job_pool)
         if config.reference_mode == "file":
             self.registrar.register(self.registrar.reference[:256])  # warm-up
@@ -57,10 +56,24 @@ class RegistrationNode(ModelNode):
         self.aligned_pub = self.create_output(PointCloud2, "~/aligned")
         self.tf_broadcaster = TfBroadcaster(self)
 
+    def _new_job_pool(self, config: RegistrationConfig):
+        """Where background global registrations run: a child process holding its own
+        registrar (file and library references: pipeline.registrar_process), else one thread
+        (a reference from the topic lives in this process only). One worker either way, so
+        the jobs never take both cores from the tracked objects."""
+        if config.reference_mode in ("file", "library"):
+            return RegistrarProcess(config, str(self.device))
+        return ThreadPoolExecutor(1, thread_name_prefix="global_registration")
+
     def apply_configs(self, configs: dict) -> None:
         if configs[RegistrationConfig] != self.registrar.config:
             self.registrar = self.registrar.with_config(configs[RegistrationConfig])
             self.tracker = self.tracker.with_registrar(self.registrar)
+            if isinstance(self._job_pool, RegistrarProcess):  # its registrar has the old config
+                self.tracker.close()
+                self._job_pool.shutdown(wait=False, cancel_futures=True)
+                self._job_pool = self.tracker.executor = self._new_job_pool(
+                    configs[RegistrationConfig])
         self.step = ObjectStep(Preprocessor(configs[PreprocessConfig]), self.tracker.register,
                                keyed=True,
                                viewpoint_frame=configs[RegistrationConfig].viewpoint_frame)

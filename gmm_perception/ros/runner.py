@@ -176,6 +176,14 @@ def _child_setup(parent: int, nice: int = 0):
     def setup() -> None:
         if nice:
             os.nice(nice)
+            # Each node runs in a session of its own, and with the kernel's autogroup scheduling
+            # (Debian's default) CPU time is shared between sessions first: a process's nice
+            # then only ranks it within its session. The session's own nice ranks the nodes.
+            try:
+                with open("/proc/self/autogroup", "w") as group:
+                    group.write(str(nice))
+            except OSError:
+                pass  # no autogroup (kernel or permissions): nice alone ranks them
         if prctl is not None:
             prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
             if os.getppid() != parent:  # the runner died before prctl took effect

@@ -173,8 +173,8 @@ def test_background_registration_answers_later_frames_with_the_sensors_viewpoint
     pose = make_transform(Rotation.from_euler("z", 40, degrees=True).as_matrix(), [2.0, 0.5, 0.0])
     sensor = make_transform(np.eye(3), [-1.0, 0.0, 1.0])  # the LiDAR in the map frame
     visible = sample_surface(mesh, 6000, rng)
-    for frame in range(12):
-        stamp = TimeMsg(sec=40, nanosec=100_000_000 * frame)
+    for frame in range(24):  # the first ones wait for the registrar process to start
+        stamp = TimeMsg(sec=40 + frame // 10, nanosec=100_000_000 * (frame % 10))
         tf_publisher.publish(TFMessage(transforms=[make_transform_stamped(sensor, "map", "lidar",
                                                                           stamp)]))
         scan = visible[rng.choice(len(visible), 3000, replace=False)]
@@ -182,7 +182,8 @@ def test_background_registration_answers_later_frames_with_the_sensors_viewpoint
                                        "map", stamp))
         probe.wait(lambda: False, timeout=0.3)  # 0.3 s a frame: jobs finish between frames
     assert probe.wait(lambda: len(results) >= 8, timeout=10), node.log()
-    stamps = [r.header.stamp.nanosec // 100_000_000 for r in results]
+    stamps = [10 * (r.header.stamp.sec - 40) + r.header.stamp.nanosec // 100_000_000
+              for r in results]
     assert 0 not in stamps, stamps  # the first cloud waited for its pose
     assert results[0].mode == "registered" and results[0].reference_name == "chair"
     assert results[-1].mode == "tracked"
@@ -196,5 +197,5 @@ def test_background_registration_answers_later_frames_with_the_sensors_viewpoint
     if viewpoint_frame == "lidar":
         assert probe.wait(lambda: misses() == 0, 5), diagnostics()
     else:
-        assert probe.wait(lambda: misses() >= 8, 5), diagnostics()
+        assert probe.wait(lambda: misses() >= 20, 5), diagnostics()
         assert "no viewpoint: 'nowhere'" in node.log()

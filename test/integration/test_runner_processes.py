@@ -204,6 +204,12 @@ def test_a_node_runs_at_its_entrys_lower_priority(probe, start_node, tmp_path, n
     children = node_children(runner, 1)
     no_orphans.extend(children)
     assert children[0].nice() == psutil.Process(runner.pid).nice() + 7, runner.log()
+    # Each node has a session of its own: with autogroup scheduling the session's nice is
+    # what ranks it against the other nodes, so it carries the entry's nice too.
+    autogroup = Path(f"/proc/{children[0].pid}/autogroup")
+    enabled = Path("/proc/sys/kernel/sched_autogroup_enabled")
+    if autogroup.is_file() and enabled.is_file() and enabled.read_text().strip() == "1":
+        assert autogroup.read_text().split()[-1] == "7", autogroup.read_text()
 
 
 @pytest.mark.parametrize("nice", [-1, 20, "low", True])
