@@ -30,9 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="report directory (default: <bag>/../evaluation)")
     parser.add_argument("--points-topic", default="/points")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    # Measured with bench/scene_latency.py (the demo bag at 1x on 2 cores): one process per node
-    # answered in p50 0.66 s where one process for all took 3.3 s (the upsampling and
-    # classification passes no longer hold the registration's interpreter lock).
+    # Measured with bench/scene_latency.py (the robot demo bag at 1x on 2 cores, 2026-12-07):
+    # one process per node answered in p50 80 / p95 184 ms with registration recall 54 %, one
+    # process for all in 225 / 327 ms with 33 % (the surface and classification passes no longer
+    # hold the registration's interpreter lock, and yield to it by their sessions' nice).
     parser.add_argument("--runner", choices=["processes", "single"], default="processes",
                         help="live mode: each node in its own process (default), or all in one")
     parser.add_argument("--no-progress", action="store_true")
