@@ -61,15 +61,18 @@ class RegistrationNode(ModelNode):
         registrar (file and library references: pipeline.registrar_process), else one thread
         (a reference from the topic lives in this process only). One worker either way, so
         the jobs never take both cores from the tracked objects."""
-        if config.reference_mode in ("file", "library"):
+        if config.global_registration == "background" and config.reference_mode in (
+                "file", "library"):
             return RegistrarProcess(config, str(self.device))
-        return ThreadPoolExecutor(1, thread_name_prefix="global_registration")
+        return ThreadPoolExecutor(1, thread_name_prefix="global_registration")  # idle: no thread
 
     def apply_configs(self, configs: dict) -> None:
         if configs[RegistrationConfig] != self.registrar.config:
             self.registrar = self.registrar.with_config(configs[RegistrationConfig])
             self.tracker = self.tracker.with_registrar(self.registrar)
-            if isinstance(self._job_pool, RegistrarProcess):  # its registrar has the old config
+            # A child's registrar has the old config; inline -> background needs one.
+            if isinstance(self._job_pool, RegistrarProcess) or \
+                    configs[RegistrationConfig].global_registration == "background":
                 self.tracker.close()
                 self._job_pool.shutdown(wait=False, cancel_futures=True)
                 self._job_pool = self.tracker.executor = self._new_job_pool(
