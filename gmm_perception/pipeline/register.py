@@ -32,6 +32,7 @@ import time
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import open3d as o3d
@@ -110,6 +111,16 @@ class Registration:
         """The pose of the reference model's frame in the source cloud's frame (what TF and
         the evaluators report): the inverse of `transform`."""
         return invert_transform(self.transform)
+
+
+class Fit(NamedTuple):
+    """A hypothesis's score: ranked by agreement, then lower inlier RMSE (`rank_fit`)."""
+
+    agreement: float
+    inlier_rmse: float
+    distances: np.ndarray  # each source point's nearest reference distance
+    fitness: float
+    coverage: float
 
 
 @dataclass(frozen=True)
@@ -276,7 +287,7 @@ class DeepGmrRegistrar:
         fallback = "off"
         if self.config.fallback:
             fallback = "not_needed"
-            if scores[best][3] < self.config.fallback_fitness:
+            if scores[best].fitness < self.config.fallback_fitness:
                 # References by fit: the scored (refined) hypotheses best first, then the
                 # rest in their pre-ICP order; the fallback tries the first few.
                 order = sorted(range(len(scores)), key=lambda i: rank_fit(scores[i]), reverse=True)
@@ -315,19 +326,18 @@ class DeepGmrRegistrar:
         return self._result(source, ref, transform, self._fit(source, ref, transform, view),
                             started, f"track+icp_{icp}", "not_needed" if self.config.fallback else "off")
 
-    def _result(self, source: np.ndarray, ref: Reference, transform: np.ndarray, score: tuple,
+    def _result(self, source: np.ndarray, ref: Reference, transform: np.ndarray, score: Fit,
                 started: float, method: str, fallback: str) -> Registration:
-        _, inlier_rmse, distances, fitness, coverage = score
         # Chamfer as in metrics.chamfer (sum of the two mean nearest distances), for the winner
         # only, reusing its aligned-to-reference half and the reference's tree.
         aligned = source @ transform[:3, :3].T + transform[:3, 3]
         reverse, _ = cKDTree(aligned).query(ref.points)
         return Registration(
-            transform=transform, fitness=fitness, inlier_rmse=inlier_rmse,
-            chamfer=float(distances.mean() + reverse.mean()),
+            transform=transform, fitness=score.fitness, inlier_rmse=score.inlier_rmse,
+            chamfer=float(score.distances.mean() + reverse.mean()),
             inlier_threshold=self.config.inlier_threshold,
             seconds=time.perf_counter() - started, method=method, reference_name=ref.name,
-            fallback=fallback, coverage=coverage)
+            fallback=fallback, coverage=score.coverage)
 
     def _rng_for(self, source: np.ndarray) -> np.random.Generator:
         """The random draws of one object's registration, from the seed and the cloud itself:
@@ -375,17 +385,16 @@ class DeepGmrRegistrar:
                      .mean())
 
     def _fit(self, source: np.ndarray, ref: Reference, transform: np.ndarray,
-             view: View | None = None) -> tuple[float, float, np.ndarray, float, float]:
-        """(agreement, inlier RMSE, nearest distances, fitness, coverage) of the source aligned
-        by `transform`; rank_fit orders by the first two. Without a view the coverage is nan and
-        the agreement is the fitness."""
+             view: View | None = None) -> "Fit":
+        """How the source aligned by `transform` fits `ref` (rank_fit orders by the first two
+        fields). Without a view the coverage is nan and the agreement is the fitness."""
         aligned = source @ transform[:3, :3].T + transform[:3, 3]
         distances, _ = ref.tree.query(aligned)
         inliers = distances < self.config.inlier_threshold
         rmse = float(np.sqrt(np.mean(distances[inliers] ** 2))) if inliers.any() else 0.0
         fitness = float(inliers.mean())
         coverage = float("nan") if view is None else self._coverage(view, ref, transform)
-        return agreement(fitness, coverage), rmse, distances, fitness, coverage
+        return Fit(agreement(fitness, coverage), rmse, distances, fitness, coverage)
 
     def _coverage(self, view: View, ref: Reference, transform: np.ndarray) -> float:
         """Share of the model points facing the sensor (hidden-point removal from the viewpoint,

@@ -76,6 +76,7 @@ class RegistrarProcess:
             if self._closed:
                 return
             self._closed = True
+        atexit.unregister(self.shutdown)  # a reconfigured node's old child: nothing to hold
         self._requests.put(None)
         try:
             self._child.wait(timeout=2.0)

@@ -16,9 +16,9 @@ A global fit whose agreement (fitness, and with a viewpoint its coverage: regist
 partial view, a segmentation fragment, an object not in the library) also starts a track, a
 poor one: it is tracked while its fitness stays within POOR_TRACK_MARGIN of the fitness it
 started with, and registered globally again after `track_retry` seconds or as soon as its cloud
-has grown by POOR_TRACK_GROWTH (the segmentation accumulates it: new evidence), not every frame. Global registration of every poor object in every
-frame was most of the registration node's time on the demo (74 of its 109 global registrations
-went to fragments that no library model fits).
+has grown by POOR_TRACK_GROWTH (the segmentation accumulates it: new evidence), not every frame.
+Global registration of every poor object in every frame was most of the registration node's time
+on the demo (74 of its 109 global registrations went to fragments that no library model fits).
 
 Where global registration runs (`global_registration`): "inline", in the frame that needs it
 (the answer waits for it); or "background": a job per object on an executor, the frame answered
@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Hashable
 
 import numpy as np
@@ -72,12 +72,11 @@ class Track:
 class _Job:
     """A global registration in the background, and what it is compared with when adopted."""
 
-    future: Future
+    future: Future  # without an executor: already done (the offline evaluator's replay)
     tracked: Registration | None  # the track's own fit of the same cloud (None: no/lost track)
     points: int
     frame_id: str
     stamp: float
-    done: list = field(default_factory=list)  # the deferred result (no executor)
 
 
 class PoseTracker:
@@ -184,21 +183,21 @@ class PoseTracker:
             return
         self.registered_frames += 1
         source = np.array(source, copy=True)  # the caller's buffer may be reused
-        job = _Job(Future(), tracked, len(source), frame_id, now)
         if self.executor is None:
-            job.done.append(self.registrar.register(source, viewpoint))
+            future = Future()
+            future.set_result(self.registrar.register(source, viewpoint))
         else:
-            job.future = self.executor.submit(self.registrar.register, source, viewpoint)
-        self.jobs[key] = job
+            future = self.executor.submit(self.registrar.register, source, viewpoint)
+        self.jobs[key] = _Job(future, tracked, len(source), frame_id, now)
 
     def _adopt(self, key: Hashable) -> None:
         """A finished background job of `key`: settled against the track as inline."""
         job = self.jobs.get(key)
-        if job is None or not (job.done or job.future.done()):
+        if job is None or not job.future.done():
             return
         del self.jobs[key]
         try:
-            registered = job.done[0] if job.done else job.future.result()
+            registered = job.future.result()
         except Exception:  # noqa: BLE001 - a failed job: the next due frame submits again
             return
         track = self.tracks.get(key)
