@@ -14,7 +14,8 @@
   Clouds stay in the shape frame; the model normalises the input itself (the target goes to the
   same frame in the loss).
 * Validation (`data.held_out`, with VALIDATION_SEED), on at most `val_max_shapes` models of
-  `VALIDATION_SPLIT` (today the test split, for want of a validation split) in the selected
+  the set's validation split (the shape pool's `val`; the SH3D set has none and validates on its
+  `VALIDATION_SPLIT`, the test split, as its first checkpoint did) in the selected
   categories (fixed, seeded; 0 = all), each turned about z by a fixed seeded angle when
   `rotate_z`: `val_input_points` (512) of the stored cloud in, `val_output_points` (2048) out by
   `model.upsample` from the prior with `val_steps_per_level` steps per level and a fixed generator:
@@ -35,7 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from gmm_perception.data.held_out import VALIDATION_SPLIT, held_out_set, held_out_shapes
+from gmm_perception.data.held_out import POOL_VALIDATION_SPLIT, VALIDATION_SPLIT, held_out_set, \
+    held_out_shapes
 from gmm_perception.data.shape_set import MeshSet, ShapeSet
 from gmm_perception.metrics.chamfer import chamfer_distance
 from gmm_perception.models.registry import build_model
@@ -104,9 +106,11 @@ class UpsamplingTask:
         all_train = shapes.subset("train")
         self.train_rows = np.flatnonzero(wanted[shapes.split == "train"])  # rows of all_train
         self.train_shapes = all_train.select(self.train_rows)
-        test = held_out_shapes(shapes, VALIDATION_SPLIT, d.categories)
-        if len(self.train_shapes) == 0 or len(test) == 0:
-            raise ValueError("the selected categories leave no train or no test shapes")
+        self.validation_split = POOL_VALIDATION_SPLIT if np.any(
+            shapes.split == POOL_VALIDATION_SPLIT) else VALIDATION_SPLIT
+        held = held_out_shapes(shapes, self.validation_split, d.categories)
+        if len(self.train_shapes) == 0 or len(held) == 0:
+            raise ValueError("the selected categories leave no train or no validation shapes")
         if d.partial_fraction > 0 and not d.meshes:
             raise ValueError("partial scans need data.meshes (or partial_fraction 0)")
         meshes = MeshSet.load(d.meshes) if d.meshes else None
@@ -122,7 +126,7 @@ class UpsamplingTask:
         # The truth is a fresh sample of the surface where the meshes are known: the stored
         # points contain the input itself, which would score the input (and copies of it) as
         # lying exactly on the surface.
-        held = held_out_set(shapes, meshes, split=VALIDATION_SPLIT, seed=VALIDATION_SEED,
+        held = held_out_set(shapes, meshes, split=self.validation_split, seed=VALIDATION_SEED,
                             categories=d.categories, max_models=d.val_max_shapes,
                             surface_points=(d.val_output_points,) if meshes is not None else (),
                             rotate=d.rotate_z, progress=self.progress)
@@ -150,6 +154,7 @@ class UpsamplingTask:
     def data_description(self) -> dict[str, Any]:
         return {**asdict(self.data), "class_names": self.class_names,
                 "train_models": len(self.train_shapes), "val_models": len(self.val_inputs),
+                "validation_split": self.validation_split,
                 "partial_pool": None if self.pool is None else list(self.pool.shape[:2])}
 
     def train_batch(self, rng: np.random.Generator, device: torch.device):
