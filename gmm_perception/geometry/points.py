@@ -1,11 +1,14 @@
 """Point-array helpers every layer shares: finite rows, the object stages' least input, a voxel
-grid and resampling to a fixed count, on (N, 3) numpy arrays (no ROS, no torch).
+grid, resampling to a fixed count and a cloud's density on its bounding surface, on (N, 3) numpy
+arrays (no ROS, no torch).
 
 The pipeline's stages (`pipeline/`), the file readers (`data/formats.py`) and the benchmarks use
 them alike; `EmptyCloudError` is what a stage raises for an input with nothing to process, which a
 node treats as a rejected cloud rather than a failure.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -83,3 +86,26 @@ def resample(points: np.ndarray, count: int, rng: np.random.Generator) -> np.nda
         return points[rng.choice(n, size=count, replace=False)]
     extra = rng.choice(n, size=count - n, replace=True)
     return np.concatenate([points, points[extra]])
+
+
+def bounding_surface_area(points: np.ndarray, trim: float = 0.01) -> float:
+    """Surface area (square units) of the cloud's box along its principal axes, its extents
+    taken between the `trim` and 1 - `trim` quantiles of each axis (a stray return does not
+    inflate the box). Along principal axes the area does not depend on the frame, so the same
+    object seen from two sides has one box."""
+    points = np.asarray(points, dtype=np.float64)
+    if len(points) < 2:
+        return 0.0
+    centred = points - points.mean(axis=0)
+    _, _, axes = np.linalg.svd(centred, full_matrices=False)
+    projected = centred @ axes.T
+    low, high = np.quantile(projected, [trim, 1.0 - trim], axis=0)
+    a, b, c = np.pad(high - low, (0, 3 - projected.shape[1]))
+    return float(2.0 * (a * b + b * c + c * a))
+
+
+def surface_density(points: np.ndarray) -> float:
+    """Points per square unit of the cloud's bounding surface (`bounding_surface_area`); inf
+    for a cloud without extent (every point in one place)."""
+    area = bounding_surface_area(points)
+    return float(len(points)) / area if area > 0 else math.inf

@@ -12,6 +12,11 @@ The model normalises the input itself (models/shapegf.py: from the input cloud a
 frame and metric scale works; the output is in the input's frame. Training used 256-1024 input
 points: larger inputs are resampled down to `max_input_points`.
 
+Gating: an object whose cloud is already at least `density_threshold` points per square metre of
+its bounding surface (`geometry.points.surface_density`) is passed through untouched (its finite
+points, `upsampled` False): the stage densifies sparse objects and never replaces a dense scan
+with a model's guess of fewer points.
+
 Both random streams (the resampling and the sampler's noise) are reseeded on every call: the
 dense cloud is a function of the input cloud and the seed alone, not of the clouds before it, so
 a replayed bag, or the same object seen twice, gives the same output.
@@ -24,7 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from gmm_perception.geometry.points import MIN_OBJECT_POINTS, object_points, resample
+from gmm_perception.geometry.points import MIN_OBJECT_POINTS, object_points, resample, \
+    surface_density
 from gmm_perception.pipeline.configs import UpsampleConfig
 
 MIN_POINTS = MIN_OBJECT_POINTS  # re-exported: the least cloud the stage takes
@@ -32,8 +38,11 @@ MIN_POINTS = MIN_OBJECT_POINTS  # re-exported: the least cloud the stage takes
 
 @dataclass(frozen=True)
 class UpsamplingResult:
-    points: np.ndarray  # (output_points, 3) float32 in the input cloud's frame
+    points: np.ndarray  # (output_points, 3) float32 in the input cloud's frame; the input's
+    # finite points when passed through
     seconds: float
+    upsampled: bool = True  # False: the input was dense enough and is passed through
+    density: float = 0.0  # the input's points per square unit of its bounding surface
 
 
 class Upsampler:
@@ -51,6 +60,10 @@ class Upsampler:
     def __call__(self, points: np.ndarray) -> UpsamplingResult:
         started = time.perf_counter()
         points = object_points(points, "upsample", MIN_POINTS, finite=True)
+        density = surface_density(points)
+        if 0 < self.config.density_threshold <= density:
+            return UpsamplingResult(np.asarray(points, dtype=np.float32),
+                                    time.perf_counter() - started, False, density)
         if len(points) > self.max_input_points:
             points = resample(points, self.max_input_points, np.random.default_rng(self.seed))
         generator = torch.Generator(device=self.device).manual_seed(self.seed)
@@ -58,4 +71,5 @@ class Upsampler:
             torch.from_numpy(points).to(self.device), self.output_points, self.steps_per_level,
             prior="uniform", generator=generator, denoise_from_input=self.mode == "denoise",
             start_sigma=self.start_sigma if self.mode == "denoise" else None)
-        return UpsamplingResult(dense.float().cpu().numpy(), time.perf_counter() - started)
+        return UpsamplingResult(dense.float().cpu().numpy(), time.perf_counter() - started,
+                                True, density)

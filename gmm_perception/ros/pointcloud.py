@@ -116,10 +116,14 @@ def xyz_to_cloud(
     return msg
 
 
-def object_cloud(points: np.ndarray, object_id: int, frame_id: str, stamp) -> PointCloud2:
-    """One object's points with a UINT32 ``object_id`` field (the same value on every point).
+def object_cloud(points: np.ndarray, object_id: int | None, frame_id: str, stamp,
+                 fields: Mapping[str, np.ndarray] | None = None) -> PointCloud2:
+    """One object's points with a UINT32 ``object_id`` field (the same value on every point),
+    then ``fields`` as in ``xyz_to_cloud``; without an id (None), x, y, z and ``fields`` only.
 
     The message side of the object-id convention; ``data.pointcloud2.object_id_of`` reads it.
     """
+    if object_id is None:
+        return xyz_to_cloud(points, frame_id, stamp, fields=fields)
     ids = np.full(len(points), object_id, dtype=np.uint32)
-    return xyz_to_cloud(points, frame_id, stamp, fields={OBJECT_ID_FIELD: ids})
+    return xyz_to_cloud(points, frame_id, stamp, fields={OBJECT_ID_FIELD: ids, **(fields or {})})

@@ -23,7 +23,7 @@ from gmm_perception.pipeline.scene import load_shape_modeller
 from gmm_perception.pipeline.shape_model import ShapeModeller
 from gmm_perception.ros.mixture_msgs import ellipsoid_markers, mixture_to_msg
 from gmm_perception.ros.node_base import ModelNode, run_node
-from gmm_perception.ros.pointcloud import object_cloud, xyz_to_cloud
+from gmm_perception.ros.pointcloud import object_cloud
 from gmm_perception_msgs.msg import GaussianMixture
 
 MARKER_NAMESPACE = "shape_model"
@@ -87,10 +87,8 @@ class ShapeModelNode(ModelNode):
         if self.wanted(self.markers_pub):
             self.markers_pub.publish(self._markers(result.levels[self.marker_level], object_id,
                                                    header))
-        resampled = (xyz_to_cloud(result.resampled, cloud.frame_id, cloud.stamp)
-                     if object_id is None else
-                     object_cloud(result.resampled, object_id, cloud.frame_id, cloud.stamp))
-        self.resampled_pub.publish(resampled)
+        self.resampled_pub.publish(object_cloud(result.resampled, object_id, cloud.frame_id,
+                                                cloud.stamp))
 
     def _markers(self, arrays: dict, object_id: int | None, header: Header) -> MarkerArray:
         """The level's ellipsoids in the object's own namespace, replacing its previous ones.

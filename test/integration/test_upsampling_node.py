@@ -1,6 +1,7 @@
 """upsampling_node with the shipped ShapeGF checkpoint, as its own process: sparse clouds of
 held-out SH3D models (never seen in training) come back denser and closer to the true surface
-(issue 8's "done when"), and bad clouds are rejected without stopping the node."""
+(issue 8's "done when"), a cloud already dense passes through unchanged and flagged (issue 18),
+and bad clouds are rejected without stopping the node."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,7 +11,7 @@ from sensor_msgs.msg import PointCloud2
 
 from gmm_perception.data.mesh_dataset import default_data_dir
 from gmm_perception.data.mesh_ops import sample_surface
-from gmm_perception.data.pointcloud2 import object_id_of, read_xyz
+from gmm_perception.data.pointcloud2 import object_id_of, read_points, read_xyz
 from gmm_perception.data.shape_set import MeshSet, ShapeSet
 from gmm_perception.geometry.transforms import rotation_z
 from gmm_perception.metrics.chamfer import chamfer_distance
@@ -57,7 +58,9 @@ def start(start_node, *extra):
 
 def test_held_out_objects_come_back_dense_and_closer_to_their_surface(probe, start_node,
                                                                       held_out):
-    node = start(start_node, "-p", f"output_points:={OUTPUT_POINTS}")
+    # The gate off: this test is about the model's output, whatever the objects' density.
+    node = start(start_node, "-p", f"output_points:={OUTPUT_POINTS}",
+                 "-p", "density_threshold:=0.0")
     dense = probe.record(PointCloud2, f"{NODE}/dense")
     publisher = probe.publisher(PointCloud2, IN)
     assert probe.wait_for_subscribers(publisher, timeout=60), node.log()
@@ -75,11 +78,42 @@ def test_held_out_objects_come_back_dense_and_closer_to_their_surface(probe, sta
         assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (object_id, 7)
         points = read_xyz(msg, drop_invalid=False)
         assert points.shape == (OUTPUT_POINTS, 3) and np.isfinite(points).all()
+        assert (read_points(msg)["upsampled"] == 1).all()
         input_cd.append(chamfer_distance(sparse, surface))
         dense_cd.append(chamfer_distance(points, surface))
     summary = f"input CD {np.round(input_cd, 4)}, dense CD {np.round(dense_cd, 4)}"
     print(summary)
     assert np.mean(dense_cd) < (1 - CHAMFER_GAIN) * np.mean(input_cd), summary
+
+
+def test_a_dense_object_passes_through_unchanged_and_a_sparse_one_is_upsampled(
+        probe, start_node, held_out):
+    """At the default density threshold (300 points per square metre of the bounding surface):
+    the true surface of a 0.8 m object, 20,000 points (some 10,000 per m^2), comes back as the
+    very points it was, flagged upsampled=0; 128 of its sparse points (under 100 per m^2) come
+    back as OUTPUT_POINTS of ShapeGF's, flagged 1."""
+    node = start(start_node, "-p", f"output_points:={OUTPUT_POINTS}")
+    dense_out = probe.record(PointCloud2, f"{NODE}/dense")
+    publisher = probe.publisher(PointCloud2, IN)
+    assert probe.wait_for_subscribers(publisher, timeout=60), node.log()
+    _, sparse, surface = held_out[2]
+    answer = lambda object_id: next(  # noqa: E731
+        (msg for msg in dense_out if object_id_of(msg) == object_id), None)
+    dense_in = surface.astype(np.float32)
+    assert probe.publish_until(publisher, object_cloud(dense_in, 21, "map", TimeMsg(sec=21)),
+                               lambda: answer(21) is not None, attempts=12, timeout=5.0), \
+        node.log()
+    passed = answer(21)
+    np.testing.assert_array_equal(read_xyz(passed, drop_invalid=False), dense_in)
+    assert (read_points(passed)["upsampled"] == 0).all()
+    assert probe.publish_until(publisher, object_cloud(sparse[:128], 22, "map", TimeMsg(sec=22)),
+                               lambda: answer(22) is not None, attempts=12, timeout=5.0), \
+        node.log()
+    upsampled = answer(22)
+    assert read_xyz(upsampled, drop_invalid=False).shape == (OUTPUT_POINTS, 3)
+    assert (read_points(upsampled)["upsampled"] == 1).all()
+    assert probe.wait(lambda: probe.diagnostic_count(NODE, "passed_through") >= 1
+                      and probe.diagnostic_count(NODE, "upsampled") >= 1, 5), node.log()
 
 
 def test_bad_clouds_are_rejected_and_the_node_carries_on(probe, start_node, held_out):
