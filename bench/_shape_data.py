@@ -22,7 +22,9 @@ as above with the same seed and options; its per-model key is the model's row in
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -171,3 +173,46 @@ def plot_clouds(path: Path, rows: dict[str, dict[str, np.ndarray]], title: str) 
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png", dpi=110)
     return path
+
+
+@dataclass
+class SizedObject:
+    """A validation shape at a real size, in metres, for tuning a stage's parameter."""
+
+    model_id: str
+    size_m: float  # across (twice the radius of the true shape's unit sphere)
+    truth: np.ndarray  # (T, 3) fresh samples of the true surface
+    surface: np.ndarray  # (P, 3) other samples of the whole surface (many views accumulated)
+    view: np.ndarray  # (P, 3) one simulated depth-camera view (one side only)
+    rng: Callable[[int], np.random.Generator]  # the model's generator of a stream (HeldOutSet)
+
+    def inputs(self, count: int) -> dict[str, np.ndarray]:
+        """`count` points of the whole surface ("surface") and of the view ("view")."""
+        return {kind: cloud[self.rng(101 + count).choice(len(cloud), count, replace=False)]
+                .astype(np.float32)
+                for kind, cloud in (("surface", self.surface), ("view", self.view))}
+
+
+def sized_validation_objects(data_dir: Path, max_models: int, seed: int, points: int,
+                             truth_points: int = 20_000, source: str = "sh3d"
+                             ) -> list[SizedObject]:
+    """Pool val shapes of `source` (never a test or cross-source shape: parameters are chosen on
+    them), each scaled to 0.5-2 m across (one seeded draw per model), with `points` of its
+    whole surface and of one view to cut inputs from."""
+    from gmm_perception.data import pool as shape_pool
+    from gmm_perception.data.held_out import POOL_VALIDATION_SPLIT
+
+    shapes = shape_pool.select(shape_pool.load_pool(data_dir), POOL_VALIDATION_SPLIT, source)
+    meshes = shape_pool.select(shape_pool.load_pool(data_dir, meshes=True),
+                               POOL_VALIDATION_SPLIT, source)
+    held = held_out_set(shapes, meshes, split=POOL_VALIDATION_SPLIT, seed=seed,
+                        max_models=max_models, views=1, scan_points=points,
+                        surface_points=(truth_points, points), unit_sphere=True)
+    objects = []
+    for row in range(len(held)):
+        radius = held.rng(row, 100).uniform(0.25, 1.0)
+        objects.append(SizedObject(str(held.model_ids[row]), 2 * radius,
+                                   held.surfaces[0][row] * radius,
+                                   held.surfaces[1][row] * radius, held.scans[row, 0] * radius,
+                                   partial(held.rng, row)))
+    return objects

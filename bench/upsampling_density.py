@@ -33,9 +33,7 @@ if __package__ in (None, ""):  # run as a file (python bench/<name>.py): import 
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from bench._report import environment, print_table, write_json  # noqa: E402
-from bench._shape_data import limit_threads  # noqa: E402
-from gmm_perception.data import pool as shape_pool  # noqa: E402
-from gmm_perception.data.held_out import POOL_VALIDATION_SPLIT, held_out_set  # noqa: E402
+from bench._shape_data import limit_threads, sized_validation_objects  # noqa: E402
 from gmm_perception.data.mesh_dataset import default_data_dir  # noqa: E402
 from gmm_perception.geometry.points import surface_density  # noqa: E402
 from gmm_perception.metrics.chamfer import chamfer_distance  # noqa: E402
@@ -47,33 +45,21 @@ SEED = 20_261_207
 COUNTS = (128, 256, 512, 1024, 2048, 4096, 8192)
 BIN_EDGES = (0.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0, np.inf)
 TRUTH_POINTS = 20_000
-INPUT_STREAM = 100
 
 
 def measure(checkpoint: str, max_models: int, data_dir: Path) -> list[dict]:
-    shapes = shape_pool.select(shape_pool.load_pool(data_dir), POOL_VALIDATION_SPLIT, "sh3d")
-    meshes = shape_pool.select(shape_pool.load_pool(data_dir, meshes=True),
-                               POOL_VALIDATION_SPLIT, "sh3d")
-    held = held_out_set(shapes, meshes, split=POOL_VALIDATION_SPLIT, seed=SEED,
-                        max_models=max_models, views=1, scan_points=max(COUNTS),
-                        surface_points=(TRUTH_POINTS, max(COUNTS)), unit_sphere=True)
+    objects = sized_validation_objects(data_dir, max_models, SEED, max(COUNTS), TRUTH_POINTS)
     config = replace(UpsampleConfig(), checkpoint=checkpoint, density_threshold=0.0)
     upsampler, _ = load_upsampler(config, "cpu")
     rows = []
-    for row in tqdm(range(len(held)), desc="models", unit="model"):
-        radius = held.rng(row, INPUT_STREAM).uniform(0.25, 1.0)  # metres: 0.5-2 m across
-        truth = held.surfaces[0][row] * radius
-        clouds = {"surface": held.surfaces[1][row] * radius, "view": held.scans[row, 0] * radius}
-        for kind, cloud in clouds.items():
-            for count in COUNTS:
-                pick = held.rng(row, INPUT_STREAM + 1 + count).choice(len(cloud), count,
-                                                                     replace=False)
-                points = cloud[pick].astype(np.float32)
+    for obj in tqdm(objects, desc="models", unit="model"):
+        for count in COUNTS:
+            for kind, points in obj.inputs(count).items():
                 result = upsampler(points)
-                rows.append({"model": str(held.model_ids[row]), "kind": kind, "points": count,
-                             "size_m": 2 * radius, "density": surface_density(points),
-                             "chamfer_input_m": chamfer_distance(points, truth),
-                             "chamfer_output_m": chamfer_distance(result.points, truth),
+                rows.append({"model": obj.model_id, "kind": kind, "points": count,
+                             "size_m": obj.size_m, "density": surface_density(points),
+                             "chamfer_input_m": chamfer_distance(points, obj.truth),
+                             "chamfer_output_m": chamfer_distance(result.points, obj.truth),
                              "ms": 1e3 * result.seconds})
     return rows
 

@@ -514,14 +514,19 @@ class DemoPreset:
     trajectory: Literal["orbit", "drive"]  # scene.Orbit (random start) or the default DrivePath
     carry: bool  # one object carried in at 30 % of the bag and another out at 70 %
     visibility: bool  # record each object's returns per frame in the truth
+    # (x, y) metres of one more object outside the arena, in every frame; None: no such object
+    far_object: tuple[float, float] | None = None
 
 
 DEMO_PRESETS = {
     # A robot's LiDAR at its real 10 Hz, played at 1x: it drives round the near side of five
-    # objects (6 -> 4 -> 6 m from their centre) while one is carried in and another out.
+    # objects (6 -> 4 -> 6 m from their centre) while one is carried in and another out; a sixth
+    # stands far off on the outer side of its path, 10 m from it at the closest and 15.2 m at
+    # the ends (a sparse object, a few LiDAR rings: what the upsampler is for).
     "robot": DemoPreset("a robot drives past 5 objects, 10 Hz at 1x; one object carried in, one "
-                        "out", frames=100, objects=5, rate_hz=10.0, playback_rate=1.0,
-                        arena_radius=3.0, trajectory="drive", carry=True, visibility=True),
+                        "out; a sixth 10-15 m away", frames=100, objects=5, rate_hz=10.0,
+                        playback_rate=1.0, arena_radius=3.0, trajectory="drive", carry=True,
+                        visibility=True, far_object=(0.0, -14.0)),
     # The first demo, kept so that its numbers stay reproducible: the same bag as before.
     "orbit": DemoPreset("3 objects, a LiDAR orbiting at 3.5 m, 5 Hz at 0.25x", frames=30,
                         objects=3, rate_hz=5.0, playback_rate=0.25, arena_radius=2.5,
@@ -559,8 +564,8 @@ def make_demo(output: str | Path, meshes: MeshSet, *, preset: str = DEFAULT_PRES
     not move the objects). `overwrite` replaces an earlier demo's bag and library; without it an
     existing bag is an error (rosbag2 never overwrites).
     """
-    from gmm_perception.evaluation.scene import DrivePath, build_demo_scene, carry_in_and_out, \
-        scan_frames, sensor_poses, write_library
+    from gmm_perception.evaluation.scene import DrivePath, add_far_object, build_demo_scene, \
+        carry_in_and_out, scan_frames, sensor_poses, write_library
 
     config = demo_preset(preset)
     frames = config.frames if frames is None else frames
@@ -583,6 +588,8 @@ def make_demo(output: str | Path, meshes: MeshSet, *, preset: str = DEFAULT_PRES
                              path=DrivePath() if config.trajectory == "drive" else None)
     if config.carry and objects >= 2 and frames >= 3:  # too short a bag keeps everyone
         carry_in_and_out(scene, rng, frames)
+    if config.far_object is not None:  # after the carrying: the far object stays throughout
+        add_far_object(scene, meshes, rng, config.far_object)
     poses = sensor_poses(frames, simulated, scene.trajectory)
     stream: Iterable[Frame] = scan_frames(scene, simulated, poses,
                                           np.random.default_rng([seed, 1]))

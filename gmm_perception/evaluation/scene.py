@@ -333,6 +333,37 @@ def build_demo_scene(meshes: MeshSet, rng: np.random.Generator, num_objects: int
     return DemoScene(objects, floor_mesh(), orbit, arena_radius, path)
 
 
+def add_far_object(scene: DemoScene, meshes: MeshSet, rng: np.random.Generator,
+                   position: Sequence[float], split: str = "test") -> SceneObject:
+    """One more object standing at `position` (x, y, metres) outside the arena, of a class the
+    scene does not have yet where the split offers one (`DEFAULT_CLASSES` first), sized for its
+    class and turned at random; the floor grows to reach under it. A robot's far-away object:
+    a few rings of a LiDAR, sparse, in every frame."""
+    position = np.asarray(position, dtype=np.float64)
+    if np.linalg.norm(position) <= scene.arena_radius:
+        raise ValueError("the far object must stand outside the arena")
+    pool = meshes.subset(split)
+    present = [name for i, name in enumerate(pool.class_names) if np.any(pool.labels == i)]
+    taken = {obj.class_name for obj in scene.objects}
+    candidates = ([c for c in present if c in DEFAULT_CLASSES and c not in taken]
+                  or [c for c in present if c not in taken] or present)
+    class_name = str(rng.choice(candidates))
+    index = int(rng.choice(np.flatnonzero(pool.labels == pool.class_names.index(class_name))))
+    vertices = np.asarray(pool.vertices[index], dtype=np.float64)
+    scale = class_scale(class_name, vertices)
+    mesh = trimesh.Trimesh(vertices * scale, np.asarray(pool.faces[index], dtype=np.int64),
+                           process=False)
+    count = sum(obj.class_name == class_name for obj in scene.objects)
+    lowest = float(np.asarray(mesh.vertices)[:, 2].min())
+    obj = SceneObject(f"{class_name}_{count}", class_name, str(pool.model_ids[index]), mesh,
+                      make_transform(euler_to_matrix(0.0, 0.0, rng.uniform(-np.pi, np.pi)),
+                                     [position[0], position[1], -lowest]), scale)
+    scene.objects.append(obj)
+    reach = 2.0 * (np.abs(position).max() + obj.radius + 1.0)
+    scene.floor = floor_mesh(max(reach, float(np.ptp(np.asarray(scene.floor.vertices)[:, 0]))))
+    return obj
+
+
 def carry_in_and_out(scene: DemoScene, rng: np.random.Generator, num_frames: int,
                      enter_at: float = 0.3, leave_at: float = 0.7) -> None:
     """Someone carries one object (chosen at random) in at `enter_at` of the scan and another

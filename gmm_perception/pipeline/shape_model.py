@@ -7,6 +7,12 @@ points do not support, e.g. the unseen side of a partial scan, stay as predicted
 levels become the merges of their children, and the refined hierarchy is what the stage returns
 and resamples.
 
+The resampled cloud keeps to the observed surface: with `resample_max_distance` > 0, a draw from
+the finest level farther than that many times the input's own spacing (the median distance from
+an observed point to its nearest neighbour) from every observed point is rejected and drawn
+again, and what rejection cannot fill is pulled to that distance (`near_observed_sample`); the
+mixture itself is published whole, completion of unseen sides included.
+
 The cloud is resampled to the point count the model was trained with; the model centres and
 scales it itself and answers in the cloud's frame and units. Training rotated the objects about
 z only: clouds must be in a z-up frame (a segmentation's fixed frame is). Covariances are rebuilt
@@ -21,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 
 from gmm_perception.geometry.points import MIN_OBJECT_POINTS, object_points, resample
 from gmm_perception.gmm.hierarchical import sample
@@ -35,8 +42,43 @@ class ShapeModelResult:
     # Coarse to fine, float64 in the cloud's frame: weights (K,), means (K, 3), covariances
     # (K, 3, 3), axes (K, 3, 3) (rows), eigenvalues (K, 3), parents (K,) int (-1 for the roots).
     levels: list[dict]
-    resampled: np.ndarray  # (M, 3) float32 points drawn from the finest level
+    resampled: np.ndarray  # (resample_points, 3) float32 points drawn from the finest level
     seconds: float
+
+
+REJECTION_ROUNDS = 4  # draws of 2 x count before the rest is pulled in
+
+
+def point_spacing(points: np.ndarray) -> float:
+    """The median distance from a point to its nearest other point in the cloud, repeated
+    points counted once (a scan resampled with replacement repeats many); 0 for a single point."""
+    points = np.unique(points, axis=0)
+    if len(points) < 2:
+        return 0.0
+    distances, _ = cKDTree(points).query(points, k=2)
+    return float(np.median(distances[:, 1]))
+
+
+def near_observed_sample(hgmm, observed: np.ndarray, count: int, max_distance: float,
+                         generator: torch.Generator) -> np.ndarray:
+    """(count, 3) float32 draws of the finest level within `max_distance` of an observed point:
+    rejection sampling over at most REJECTION_ROUNDS rounds of 2 x count draws; when the mixture
+    puts too little mass there (a thick mixture around a dense cloud), the remaining draws are
+    pulled onto the sphere of radius `max_distance` around their nearest observed point."""
+    tree, kept, total = cKDTree(observed), [], 0
+    for _ in range(REJECTION_ROUNDS):
+        drawn = sample(hgmm, -1, 2 * count, generator)[0].cpu().numpy().astype(np.float64)
+        distances, nearest = tree.query(drawn)
+        near = distances <= max_distance
+        kept.append(drawn[near])
+        total += int(near.sum())
+        if total >= count:
+            return np.concatenate(kept)[:count].astype(np.float32)
+    rest = drawn[~near][:count - total]
+    anchors = observed[nearest[~near][:count - total]]
+    offsets = rest - anchors
+    scale = max_distance / np.maximum(np.linalg.norm(offsets, axis=1, keepdims=True), 1e-12)
+    return np.concatenate(kept + [anchors + offsets * np.minimum(scale, 1.0)]).astype(np.float32)
 
 
 class ShapeModeller:
@@ -72,5 +114,10 @@ class ShapeModeller:
             covariances = np.einsum("kji,kj,kjl->kil", axes, eigenvalues, axes)
             arrays["covariances"] = 0.5 * (covariances + covariances.transpose(0, 2, 1))
             levels.append(arrays)
-        resampled = sample(hgmm, -1, self.resample_points, self._generator)[0].cpu().numpy()
+        if self.config.resample_max_distance > 0:
+            resampled = near_observed_sample(
+                hgmm, points, self.resample_points,
+                self.config.resample_max_distance * point_spacing(points), self._generator)
+        else:
+            resampled = sample(hgmm, -1, self.resample_points, self._generator)[0].cpu().numpy()
         return ShapeModelResult(levels, resampled, time.perf_counter() - started)

@@ -1,5 +1,6 @@
 """The demo bag's presets: `robot` (a robot's 10 Hz LiDAR driving past 5 objects, one carried in
-and one out, visibility in the truth) and `orbit` (the first demo's bag, unchanged)."""
+and one out, a sixth 10-15 m away, visibility in the truth) and `orbit` (the first demo's bag,
+unchanged)."""
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -28,11 +29,11 @@ def robot(meshes, tmp_path_factory):
     return demo, read_bag(demo.bag.path)
 
 
-def test_robot_preset_is_five_objects_at_10_hz_played_at_1x(robot):
+def test_robot_preset_is_five_objects_and_a_far_one_at_10_hz_played_at_1x(robot):
     demo, contents = robot
     assert demo.preset == "robot" and DEMO_PRESETS["robot"].playback_rate == 1.0
     assert contents.warnings == []
-    assert len(demo.scene.objects) == 5 and len(contents.truth_poses()) == 5
+    assert len(demo.scene.objects) == 6 and len(contents.truth_poses()) == 6
     stamps = np.array([cloud.stamp_ns for cloud in contents.clouds])
     assert len(stamps) == 100
     assert np.all(np.diff(stamps) == NS_PER_S // 10)  # 0.1 s apart
@@ -78,6 +79,22 @@ def test_robot_truth_records_objects_entering_and_leaving_view(robot):
     stamps = np.array(visibility["stamps_ns"])
     for name, v in visible.items():
         assert truth[name].visible_ns == frozenset(stamps[v].tolist())
+
+
+def test_the_far_object_stays_10_to_15_m_from_the_robot_and_is_seen_sparsely(robot):
+    demo, contents = robot
+    far = demo.scene.objects[-1]
+    assert far.present is None  # never carried
+    eyes = np.array([t.T_parent_child[:3, 3] for t in contents.transforms])
+    distance = np.linalg.norm(eyes[:, :2] - far.T_world_object[:2, 3], axis=1)
+    assert 9.9 <= distance.min() and distance.max() <= 15.3
+    # The floor reaches under it, and the LiDAR sees it: a few rings, far fewer returns than an
+    # arena object gets.
+    assert contents.scene["floor_size"] >= 2 * 14.0
+    returns = np.array(contents.scene["visibility"]["points"][far.name])
+    near = max(np.median(contents.scene["visibility"]["points"][obj.name])
+               for obj in demo.scene.objects[:-1])
+    assert (returns > 0).mean() > 0.9 and 0 < np.median(returns) < near
 
 
 def test_a_malformed_visibility_record_is_a_warning(robot):

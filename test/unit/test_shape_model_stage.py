@@ -4,11 +4,12 @@ unusable clouds. A tiny untrained network: the checks hold for any weights."""
 import numpy as np
 import pytest
 import torch
+from scipy.spatial import cKDTree
 
 from gmm_perception.geometry.points import EmptyCloudError
 from gmm_perception.models.pointgmm import PointGmm, PointGmmConfig
 from gmm_perception.pipeline.configs import ShapeModelConfig
-from gmm_perception.pipeline.shape_model import MIN_POINTS, ShapeModeller
+from gmm_perception.pipeline.shape_model import MIN_POINTS, ShapeModeller, point_spacing
 from tiny_configs import POINTGMM_TINY
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -50,7 +51,8 @@ def test_levels_form_a_weighted_hierarchy_of_positive_definite_gaussians(model):
 
 def test_resampled_cloud_follows_the_finest_mixture_moments(model):
     m = 20000
-    result = ShapeModeller(ShapeModelConfig(input_points=256, resample_points=m), model, CPU)(cloud())
+    result = ShapeModeller(ShapeModelConfig(input_points=256, resample_points=m,
+                                            resample_max_distance=0.0), model, CPU)(cloud())
     finest = result.levels[-1]
     w, mu, cov = finest["weights"], finest["means"], finest["covariances"]
     mean = w @ mu
@@ -72,7 +74,7 @@ def test_translating_and_scaling_the_cloud_moves_and_scales_the_mixture(model, r
     moved = (points.astype(np.float64) * scale + shift).astype(np.float32)
     # num_points == len(points): both calls feed the same points in the same order.
     config = ShapeModelConfig(input_points=256, resample_points=500, seed=3,
-                              refine_iterations=refine_iterations)
+                              refine_iterations=refine_iterations, resample_max_distance=0.0)
     a = ShapeModeller(config, model, CPU)(points)
     b = ShapeModeller(config, model, CPU)(moved)
     size = np.ptp(points, axis=0).max()
@@ -89,6 +91,24 @@ def test_translating_and_scaling_the_cloud_moves_and_scales_the_mixture(model, r
     # Gaussian, other axes, so a sample drawn from it lands elsewhere.
     same = np.all(np.abs(b.resampled - shift - a.resampled * scale) < 1e-3 * size, axis=1)
     assert same.mean() > 0.95, same.mean()
+
+
+@pytest.mark.parametrize("factor", [0.5, 2.0])
+def test_the_resampled_cloud_keeps_within_the_factor_of_the_inputs_spacing(model, factor):
+    points = cloud(n=400, seed=2)
+    unique = np.unique(points, axis=0)
+    nearest, _ = cKDTree(unique).query(unique, k=2)
+    spacing = np.median(nearest[:, 1])
+    assert point_spacing(np.concatenate([points, points[:300]])) == pytest.approx(spacing)
+    config = ShapeModelConfig(input_points=256, resample_points=3000, resample_max_distance=factor)
+    resampled = ShapeModeller(config, model, CPU)(points).resampled
+    assert resampled.shape == (3000, 3) and np.isfinite(resampled).all()
+    strays, _ = cKDTree(points).query(resampled)
+    assert strays.max() <= factor * spacing * (1 + 1e-5)
+    # Plain draws of the (untrained) mixture stray much farther.
+    plain = ShapeModeller(ShapeModelConfig(input_points=256, resample_points=3000,
+                                           resample_max_distance=0.0), model, CPU)(points)
+    assert cKDTree(points).query(plain.resampled)[0].max() > 2 * factor * spacing
 
 
 def test_unusable_clouds_are_errors(model):
