@@ -88,9 +88,7 @@ def test_the_far_object_stays_10_to_15_m_from_the_robot_and_is_seen_sparsely(rob
     eyes = np.array([t.T_parent_child[:3, 3] for t in contents.transforms])
     distance = np.linalg.norm(eyes[:, :2] - far.T_world_object[:2, 3], axis=1)
     assert 9.9 <= distance.min() and distance.max() <= 15.3
-    # The floor reaches under it, and the LiDAR sees it: a few rings, far fewer returns than an
-    # arena object gets.
-    assert contents.scene["floor_size"] >= 2 * 14.0
+    # The LiDAR sees it: a few rings, far fewer returns than an arena object gets.
     returns = np.array(contents.scene["visibility"]["points"][far.name])
     near = max(np.median(contents.scene["visibility"]["points"][obj.name])
                for obj in demo.scene.objects[:-1])
