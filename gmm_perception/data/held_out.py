@@ -76,6 +76,13 @@ class HeldOutSet:
                          for row, c in enumerate(clouds)])
 
 
+def validation_split(shapes: ShapeSet | MeshSet) -> str:
+    """The split a training task validates on: the pool's `POOL_VALIDATION_SPLIT` when the set
+    has one, else `VALIDATION_SPLIT` (the SH3D set, which has no validation split)."""
+    return POOL_VALIDATION_SPLIT if np.any(shapes.split == POOL_VALIDATION_SPLIT) \
+        else VALIDATION_SPLIT
+
+
 def held_out_shapes(shapes: ShapeSet, split: str, categories: Sequence[str] = ()) -> ShapeSet:
     """The models of `split`, restricted to `categories` (class names; empty = every class)."""
     unknown = sorted(set(categories) - set(shapes.class_names))

@@ -318,16 +318,9 @@ def build_demo_scene(meshes: MeshSet, rng: np.random.Generator, num_objects: int
     counts: dict[str, int] = {}
     objects = []
     for class_name in chosen:
-        label = pool.class_names.index(class_name)
-        index = int(rng.choice(np.flatnonzero(pool.labels == label)))
-        vertices = np.asarray(pool.vertices[index], dtype=np.float64)
-        scale = class_scale(class_name, vertices)
-        mesh = trimesh.Trimesh(vertices * scale, np.asarray(pool.faces[index], dtype=np.int64),
-                               process=False)
         name = f"{class_name}_{counts.get(class_name, 0)}"
         counts[class_name] = counts.get(class_name, 0) + 1
-        objects.append(SceneObject(name, class_name, str(pool.model_ids[index]), mesh,
-                                   np.eye(4), scale))
+        objects.append(_sized_object(pool, class_name, name, rng))
 
     _place(objects, rng, arena_radius)
     return DemoScene(objects, floor_mesh(), orbit, arena_radius, path)
@@ -348,16 +341,9 @@ def add_far_object(scene: DemoScene, meshes: MeshSet, rng: np.random.Generator,
     candidates = ([c for c in present if c in DEFAULT_CLASSES and c not in taken]
                   or [c for c in present if c not in taken] or present)
     class_name = str(rng.choice(candidates))
-    index = int(rng.choice(np.flatnonzero(pool.labels == pool.class_names.index(class_name))))
-    vertices = np.asarray(pool.vertices[index], dtype=np.float64)
-    scale = class_scale(class_name, vertices)
-    mesh = trimesh.Trimesh(vertices * scale, np.asarray(pool.faces[index], dtype=np.int64),
-                           process=False)
     count = sum(obj.class_name == class_name for obj in scene.objects)
-    lowest = float(np.asarray(mesh.vertices)[:, 2].min())
-    obj = SceneObject(f"{class_name}_{count}", class_name, str(pool.model_ids[index]), mesh,
-                      make_transform(euler_to_matrix(0.0, 0.0, rng.uniform(-np.pi, np.pi)),
-                                     [position[0], position[1], -lowest]), scale)
+    obj = _sized_object(pool, class_name, f"{class_name}_{count}", rng)
+    _stand(obj, position, rng.uniform(-np.pi, np.pi))
     # The floor is left as it is: grown to reach under the far object (32 m across), its
     # returns at 10-16 m broke the segmentation (detection recall 50 % -> 16 % on the robot
     # demo: far floor returns clustered as objects and flooded the object stages' queues).
@@ -410,11 +396,26 @@ def _place(objects: list[SceneObject], rng: np.random.Generator, arena_radius: f
         raise ValueError(f"could not place {len(objects)} objects without overlap in an arena "
                          f"of radius {arena_radius} m (radii {np.round(radii, 2).tolist()})")
     for i, obj in enumerate(objects):
-        yaw = rng.uniform(-np.pi, np.pi)
-        lowest = float(np.asarray(obj.mesh.vertices)[:, 2].min())
-        # Rotating about z keeps z, so lifting by -lowest sets the lowest vertex on z = 0.
-        obj.T_world_object = make_transform(euler_to_matrix(0.0, 0.0, yaw),
-                                            [centres[i][0], centres[i][1], -lowest])
+        _stand(obj, centres[i], rng.uniform(-np.pi, np.pi))
+
+
+def _sized_object(pool: MeshSet, class_name: str, name: str, rng: np.random.Generator
+                  ) -> SceneObject:
+    """A random model of `class_name` from `pool`, scaled to its class's size (`CLASS_SIZES`),
+    in its model frame (T_world_object the identity until it is placed)."""
+    index = int(rng.choice(np.flatnonzero(pool.labels == pool.class_names.index(class_name))))
+    vertices = np.asarray(pool.vertices[index], dtype=np.float64)
+    scale = class_scale(class_name, vertices)
+    mesh = trimesh.Trimesh(vertices * scale, np.asarray(pool.faces[index], dtype=np.int64),
+                           process=False)
+    return SceneObject(name, class_name, str(pool.model_ids[index]), mesh, np.eye(4), scale)
+
+
+def _stand(obj: SceneObject, xy: Sequence[float], yaw: float) -> None:
+    """Set T_world_object: turned by `yaw` about z, at (x, y), resting on z = 0."""
+    lowest = float(np.asarray(obj.mesh.vertices)[:, 2].min())
+    # Rotating about z keeps z, so lifting by -lowest sets the lowest vertex on z = 0.
+    obj.T_world_object = make_transform(euler_to_matrix(0.0, 0.0, yaw), [xy[0], xy[1], -lowest])
 
 
 def sensor_poses(num_frames: int, sensor: Sensor, orbit: Trajectory = Orbit()) -> np.ndarray:

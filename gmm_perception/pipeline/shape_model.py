@@ -49,23 +49,35 @@ class ShapeModelResult:
 REJECTION_ROUNDS = 4  # draws of 2 x count before the rest is pulled in
 
 
-def point_spacing(points: np.ndarray) -> float:
-    """The median distance from a point to its nearest other point in the cloud, repeated
-    points counted once (a scan resampled with replacement repeats many); 0 for a single point."""
-    points = np.unique(points, axis=0)
-    if len(points) < 2:
+def _observed_tree(points: np.ndarray) -> cKDTree:
+    """A k-d tree of the cloud's distinct points (a scan resampled with replacement repeats
+    many, which would make every point its own nearest neighbour)."""
+    return cKDTree(np.unique(np.asarray(points, dtype=np.float64), axis=0))
+
+
+def _spacing(tree: cKDTree) -> float:
+    if tree.n < 2:
         return 0.0
-    distances, _ = cKDTree(points).query(points, k=2)
+    distances, _ = tree.query(tree.data, k=2)
     return float(np.median(distances[:, 1]))
 
 
-def near_observed_sample(hgmm, observed: np.ndarray, count: int, max_distance: float,
+def point_spacing(points: np.ndarray) -> float:
+    """The median distance from a point to its nearest other point in the cloud, repeated
+    points counted once; 0 for a single point."""
+    return _spacing(_observed_tree(points))
+
+
+def near_observed_sample(hgmm, observed: np.ndarray, count: int, spacings: float,
                          generator: torch.Generator) -> np.ndarray:
-    """(count, 3) float32 draws of the finest level within `max_distance` of an observed point:
-    rejection sampling over at most REJECTION_ROUNDS rounds of 2 x count draws; when the mixture
-    puts too little mass there (a thick mixture around a dense cloud), the remaining draws are
-    pulled onto the sphere of radius `max_distance` around their nearest observed point."""
-    tree, kept, total = cKDTree(observed), [], 0
+    """(count, 3) float32 draws of the finest level within `spacings` times the observed cloud's
+    `point_spacing` of an observed point: rejection sampling over at most REJECTION_ROUNDS
+    rounds of 2 x count draws; when the mixture puts too little mass there (a thick mixture
+    around a dense cloud), the remaining draws are pulled onto the sphere of that radius around
+    their nearest observed point."""
+    tree = _observed_tree(observed)  # one tree for the spacing and every round's query
+    max_distance = spacings * _spacing(tree)
+    kept, total = [], 0
     for _ in range(REJECTION_ROUNDS):
         drawn = sample(hgmm, -1, 2 * count, generator)[0].cpu().numpy().astype(np.float64)
         distances, nearest = tree.query(drawn)
@@ -75,7 +87,7 @@ def near_observed_sample(hgmm, observed: np.ndarray, count: int, max_distance: f
         if total >= count:
             return np.concatenate(kept)[:count].astype(np.float32)
     rest = drawn[~near][:count - total]
-    anchors = observed[nearest[~near][:count - total]]
+    anchors = tree.data[nearest[~near][:count - total]]
     offsets = rest - anchors
     scale = max_distance / np.maximum(np.linalg.norm(offsets, axis=1, keepdims=True), 1e-12)
     return np.concatenate(kept + [anchors + offsets * np.minimum(scale, 1.0)]).astype(np.float32)
@@ -115,9 +127,8 @@ class ShapeModeller:
             arrays["covariances"] = 0.5 * (covariances + covariances.transpose(0, 2, 1))
             levels.append(arrays)
         if self.config.resample_max_distance > 0:
-            resampled = near_observed_sample(
-                hgmm, points, self.resample_points,
-                self.config.resample_max_distance * point_spacing(points), self._generator)
+            resampled = near_observed_sample(hgmm, points, self.resample_points,
+                                             self.config.resample_max_distance, self._generator)
         else:
             resampled = sample(hgmm, -1, self.resample_points, self._generator)[0].cpu().numpy()
         return ShapeModelResult(levels, resampled, time.perf_counter() - started)

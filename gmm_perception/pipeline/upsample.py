@@ -62,8 +62,7 @@ class Upsampler:
         points = object_points(points, "upsample", MIN_POINTS, finite=True)
         density = surface_density(points)
         if 0 < self.config.density_threshold <= density:
-            return UpsamplingResult(np.asarray(points, dtype=np.float32),
-                                    time.perf_counter() - started, False, density)
+            return UpsamplingResult(points, time.perf_counter() - started, False, density)
         if len(points) > self.max_input_points:
             points = resample(points, self.max_input_points, np.random.default_rng(self.seed))
         generator = torch.Generator(device=self.device).manual_seed(self.seed)

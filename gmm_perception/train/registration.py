@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gmm_perception.data.held_out import POOL_VALIDATION_SPLIT, VALIDATION_SPLIT
+from gmm_perception.data.held_out import validation_split
 from gmm_perception.data.registration_pairs import MESH_SETTINGS, make_pairs, split_categories
 from gmm_perception.data.shape_set import MeshSet, ShapeSet
 from gmm_perception.metrics.registration import pose_errors, recall, registration_rmse
@@ -53,8 +53,7 @@ class RegistrationTask:
         self.categories = seen if self.data.categories == "seen" else list(shapes.class_names)
         self.unseen_categories = unseen if self.data.categories == "seen" else []
         self.train_shapes = shapes.subset("train")
-        self.validation_split = POOL_VALIDATION_SPLIT if np.any(
-            shapes.split == POOL_VALIDATION_SPLIT) else VALIDATION_SPLIT
+        self.validation_split = validation_split(shapes)
         # Validation pairs per training setting (noisy for the full-shape ones), a fixed share
         # of val_pairs each.
         per_setting = max(1, self.data.val_pairs // len(self.settings))

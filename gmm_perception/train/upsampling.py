@@ -36,8 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gmm_perception.data.held_out import POOL_VALIDATION_SPLIT, VALIDATION_SPLIT, held_out_set, \
-    held_out_shapes
+from gmm_perception.data.held_out import held_out_set, held_out_shapes, validation_split
 from gmm_perception.data.shape_set import MeshSet, ShapeSet
 from gmm_perception.metrics.chamfer import chamfer_distance
 from gmm_perception.models.registry import build_model
@@ -106,8 +105,7 @@ class UpsamplingTask:
         all_train = shapes.subset("train")
         self.train_rows = np.flatnonzero(wanted[shapes.split == "train"])  # rows of all_train
         self.train_shapes = all_train.select(self.train_rows)
-        self.validation_split = POOL_VALIDATION_SPLIT if np.any(
-            shapes.split == POOL_VALIDATION_SPLIT) else VALIDATION_SPLIT
+        self.validation_split = validation_split(shapes)
         held = held_out_shapes(shapes, self.validation_split, d.categories)
         if len(self.train_shapes) == 0 or len(held) == 0:
             raise ValueError("the selected categories leave no train or no validation shapes")
