@@ -28,6 +28,11 @@ Total loss (weights in `PointGmmLossWeights`, defaults the reference's):
   1200, i.e. to 0.89 of their start); we keep them constant, since our runs are short and the
   training loop has no epoch-dependent loss hook.
 * Level weights: 1 for every level (the reference sums the level losses).
+* Departure, off by default (`flat_weight` 0): `flat_weight` x the sum over levels of each
+  level's whole-mixture NLL, -mean_x log sum_k w_k N(x | k) with w_k the product of the sibling
+  weights down the tree. The hierarchical terms train each sibling weight only within its
+  parent, so nothing asks the products to follow the point mass; after short trainings a finer
+  level scored as one mixture was no better than its roots (model card). This term asks it.
 """
 from __future__ import annotations
 
@@ -44,6 +49,7 @@ class PointGmmLossWeights:
     level_weights: tuple[float, ...] = ()  # per level, coarse to fine; () = 1 for every level
     kl_weight: float = 1.0
     eigenvalue_weight: float = 10.0
+    flat_weight: float = 0.0  # x sum over levels of the whole-level NLL (departure; 0 = reference)
 
     def __post_init__(self):
         object.__setattr__(self, "level_weights", tuple(float(w) for w in self.level_weights))
@@ -120,5 +126,9 @@ def pointgmm_loss(output: PointGmmOutput, targets: torch.Tensor,
     total = sum(w * nll for w, nll in zip(level_weights, levels)) \
         + weights.kl_weight * kl + weights.eigenvalue_weight * penalty
     terms = {f"nll_l{index}": float(nll.detach()) for index, nll in enumerate(levels)}
+    if weights.flat_weight:
+        flat = [level.nll(targets).mean() for level in output.hgmm.levels]
+        total = total + weights.flat_weight * sum(flat)
+        terms.update({f"flat_nll_l{index}": float(nll.detach()) for index, nll in enumerate(flat)})
     terms.update(kl=float(kl.detach()), eigenvalue_penalty=float(penalty.detach()))
     return total, terms

@@ -17,8 +17,8 @@
 * Augmentation: with `rotate_z`, one random rotation about z (up) per sample, applied to input
   and target alike. Input and target stay in the shape's frame (unit sphere); the model
   normalises its input itself and returns the mixture in that frame.
-* Validation (`data.held_out`, with VALIDATION_SEED), on the models of `VALIDATION_SPLIT` (today
-  the test split, for want of a validation split) in the selected categories, at most
+* Validation (`data.held_out`, with VALIDATION_SEED), on the models of `held_out.validation_split`
+  (the pool's val split; the SH3D set, which has none, its test split) in the selected categories, at most
   `val_max_shapes` of them (0 = all): full inputs (`num_points` of the stored cloud) and
   `val_partial_views` partial scans per mesh, each model turned about z by a fixed seeded angle
   when `rotate_z`. Held-out points are `val_held_out_points` fresh area-weighted samples of the
@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from gmm_perception.data import partial_scans
-from gmm_perception.data.held_out import VALIDATION_SPLIT, held_out_set, held_out_shapes
+from gmm_perception.data.held_out import held_out_set, held_out_shapes, validation_split
 from gmm_perception.data.shape_set import MeshSet, ShapeSet
 from gmm_perception.metrics.chamfer import chamfer_distance
 from gmm_perception.gmm.hierarchical import sample
@@ -113,7 +113,8 @@ class ShapeModelTask:
         all_train = shapes.subset("train")
         self.train_rows = np.flatnonzero(wanted[shapes.split == "train"])  # rows of all_train
         self.train_shapes = all_train.select(self.train_rows)
-        self.test_shapes = held_out_shapes(shapes, VALIDATION_SPLIT, d.categories)
+        self.validation_split = validation_split(shapes)
+        self.test_shapes = held_out_shapes(shapes, self.validation_split, d.categories)
         if len(self.train_shapes) == 0 or len(self.test_shapes) == 0:
             raise ValueError("the selected categories leave no train or no test shapes")
         needs_meshes = d.partial_fraction > 0 or d.val_partial_views > 0
@@ -130,7 +131,7 @@ class ShapeModelTask:
     def _validation_sets(self, shapes: ShapeSet, meshes: MeshSet | None
                          ) -> tuple[_EvalSet, _EvalSet | None]:
         d = self.data
-        held = held_out_set(shapes, meshes, split=VALIDATION_SPLIT, seed=VALIDATION_SEED,
+        held = held_out_set(shapes, meshes, split=self.validation_split, seed=VALIDATION_SEED,
                             categories=d.categories, max_models=d.val_max_shapes,
                             views=d.val_partial_views if meshes is not None else 0,
                             scan_points=d.num_points,
@@ -173,7 +174,7 @@ class ShapeModelTask:
     def data_description(self) -> dict[str, Any]:
         return {**asdict(self.data), "loss": asdict(self.weights),
                 "class_names": self.class_names,
-                "train_models": len(self.train_shapes), "val_split": VALIDATION_SPLIT,
+                "train_models": len(self.train_shapes), "val_split": self.validation_split,
                 "val_models": len(self.val_full.inputs),
                 "val_full": len(self.val_full.inputs),
                 "val_partial": 0 if self.val_partial is None else len(self.val_partial.inputs),

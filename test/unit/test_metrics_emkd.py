@@ -53,8 +53,19 @@ def test_pairs_partition_both_clouds_into_equal_sizes(rng, n, leaf_size):
 
 def test_a_single_leaf_is_the_exact_emd(rng):
     a, b = clustered(rng, 500), rng.random((500, 3))
-    assert em_kd(a, b, leaf_size=500) == pytest.approx(earth_movers_distance(a, b), rel=1e-12)
-    assert em_kd(a, b, leaf_size=4096) == pytest.approx(earth_movers_distance(a, b), rel=1e-12)
+    exact = earth_movers_distance(a, b)
+    for leaf_size in (500, 4096):
+        assert em_kd(a, b, leaf_size, solver="hungarian") == pytest.approx(exact, rel=1e-12)
+        # The auction: a bijection (never below the EMD) within its relative tolerance of it.
+        for tolerance in (1e-2, 1e-3):
+            auction = em_kd(a, b, leaf_size, tolerance=tolerance)
+            assert exact - 1e-12 <= auction <= exact * (1 + tolerance)
+
+
+def test_auction_and_hungarian_leaves_agree_within_the_tolerance(rng):
+    a, b = clustered(rng, 3000), rng.normal(0.2, 0.4, (3000, 3))
+    exact_leaves = em_kd(a, b, leaf_size=256, solver="hungarian")
+    assert exact_leaves <= em_kd(a, b, leaf_size=256) <= exact_leaves * (1 + 1e-3)
 
 
 def test_identical_and_permuted_clouds_give_zero(rng):
@@ -68,14 +79,18 @@ def test_translate_is_exact(rng):
     # each leaf pair is a set and its translate: EM-kD = EMD = |v|, even with many leaves.
     a = rng.normal(size=(5000, 3))
     v = np.array([0.02, -0.01, 0.03])
-    assert em_kd(a, a + v, leaf_size=128) == pytest.approx(np.linalg.norm(v), rel=1e-9)
+    assert em_kd(a, a + v, leaf_size=128, solver="hungarian") == pytest.approx(
+        np.linalg.norm(v), rel=1e-9)
+    assert em_kd(a, a + v, leaf_size=128) == pytest.approx(np.linalg.norm(v), rel=1e-3)
 
 
 def test_symmetric_and_deterministic_across_workers(rng):
     a, b = rng.random((1500, 3)), clustered(rng, 1500)
-    serial = em_kd(a, b, leaf_size=100, workers=1)
-    assert em_kd(a, b, leaf_size=100, workers=4) == serial
-    assert em_kd(b, a, leaf_size=100) == pytest.approx(serial, rel=1e-12)
+    for solver, symmetry in (("hungarian", 1e-12), ("auction", 2e-3)):
+        serial = em_kd(a, b, leaf_size=100, workers=1, solver=solver)
+        assert em_kd(a, b, leaf_size=100, workers=4, solver=solver) == serial
+        # Same leaves both ways; each leaf's auction is within 1e-3 of the same optimum.
+        assert em_kd(b, a, leaf_size=100, solver=solver) == pytest.approx(serial, rel=symmetry)
 
 
 def test_rejects_bad_arguments(rng):
@@ -86,6 +101,12 @@ def test_rejects_bad_arguments(rng):
         em_kd(a, a, leaf_size=0)
     with pytest.raises(ValueError, match="leaf_size"):
         em_kd(a, a, leaf_size=10_000)
+    with pytest.raises(ValueError, match="solver"):
+        em_kd(a, a, solver="sinkhorn")
+    with pytest.raises(ValueError, match="tolerance"):
+        em_kd(a, a, solver="hungarian", tolerance=1e-3)
+    with pytest.raises(ValueError, match="tolerance"):
+        em_kd(a, a, tolerance=0.0)
 
 
 # Two independent 2048-point samples of the same normalised surface, at the paper's leaf size 1024
