@@ -95,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_arguments(evaluation)
     evaluation.set_defaults(run=_evaluate)
 
-    data = verbs.add_parser("data", help="build datasets: sh3d, cgal, pool, pairs, views (cached)")
-    data.add_argument("source", choices=["sh3d", "cgal", "pool", "pairs", "views"])
+    data = verbs.add_parser("data", help="build datasets: sh3d, cgal, pool, pairs, views, seating (cached)")
+    data.add_argument("source", choices=["sh3d", "cgal", "pool", "pairs", "views", "seating"])
     data.add_argument("options", nargs=argparse.REMAINDER, help="options of that builder")
     data.set_defaults(run=_data)
 

@@ -58,10 +58,10 @@ def views_main(argv: list[str] | None = None) -> int:
 
 
 def main(argv: list[str]) -> int:
-    from gmm_perception.data import cgal, pool, sh3d
+    from gmm_perception.data import cgal, pool, seating, sh3d
 
     sources = {"sh3d": sh3d.main, "cgal": cgal.main, "pool": pool.main, "pairs": pairs_main,
-               "views": views_main}
+               "views": views_main, "seating": seating.main}
     if not argv or argv[0] not in sources:
         raise SystemExit(f"usage: gmm-perception data {{{','.join(sources)}}} [options]")
     return sources[argv[0]](argv[1:])

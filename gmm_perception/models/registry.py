@@ -9,6 +9,8 @@ import torch
 from gmm_perception.models.checkpoint import CheckpointError, load_checkpoint
 from gmm_perception.models.deepgmr import MODEL_NAME as DEEPGMR, DeepGmr, DeepGmrConfig
 from gmm_perception.models.gmcn import MODEL_NAME as GMCN, Gmcn, GmcnConfig
+from gmm_perception.models.neuralqaad import MODEL_NAME as NEURALQAAD, NeuralQaad, \
+    NeuralQaadConfig
 from gmm_perception.models.pointgmm import MODEL_NAME as POINTGMM, PointGmm, PointGmmConfig
 from gmm_perception.models.pointnet_classifier import MODEL_NAME as POINTNET_CLS, \
     PointNetClassifier, PointNetClassifierConfig
@@ -17,6 +19,7 @@ from gmm_perception.models.shapegf import MODEL_NAME as SHAPEGF, ShapeGf, ShapeG
 MODELS: dict[str, tuple[type[torch.nn.Module], type]] = {
     DEEPGMR: (DeepGmr, DeepGmrConfig),
     GMCN: (Gmcn, GmcnConfig),
+    NEURALQAAD: (NeuralQaad, NeuralQaadConfig),
     POINTGMM: (PointGmm, PointGmmConfig),
     POINTNET_CLS: (PointNetClassifier, PointNetClassifierConfig),
     SHAPEGF: (ShapeGf, ShapeGfConfig),
