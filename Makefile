@@ -33,6 +33,7 @@ data: setup
 	$(VENV)/bin/gmm-perception data sh3d
 	$(VENV)/bin/gmm-perception data cgal
 	$(VENV)/bin/gmm-perception data pool
+	$(VENV)/bin/gmm-perception data seating
 	$(VENV)/bin/gmm-perception data pairs --setting noisy
 	$(VENV)/bin/gmm-perception data pairs --setting partial
 
