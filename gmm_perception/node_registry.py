@@ -13,6 +13,9 @@ NODES = {
                           "segmentation"),
     "upsampling_node": ("gmm_perception.ros.upsampling_node", "UpsamplingNode", "upsampling"),
     "shape_model_node": ("gmm_perception.ros.shape_model_node", "ShapeModelNode", "shape_model"),
+    "compression_node": ("gmm_perception.ros.compression_node", "CompressionNode", "compression"),
+    "decompression_node": ("gmm_perception.ros.decompression_node", "DecompressionNode",
+                           "decompression"),
 }
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 from torch import nn
 
 MODEL_NAME = "neuralqaad"
@@ -75,6 +76,33 @@ def kd_patches(points: np.ndarray, patches: int) -> np.ndarray:
             split += [group[order[:half]], group[order[half:]]]
         groups = split
     return np.stack(groups)
+
+
+def nearest_indices(query: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Index of each query's nearest point, per batch row: (B, S, 3), (B, T, 3) -> (B, S).
+    A k-d tree on the CPU (a dense argmin over S x T is ten times slower there), cdist on GPUs."""
+    if query.device.type != "cpu":
+        return torch.cdist(query, points).argmin(dim=2)
+    found = [cKDTree(p).query(q)[1] for q, p in zip(query.numpy(), points.numpy())]
+    return torch.from_numpy(np.stack(found)).long()
+
+
+def augmented_chamfer(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Eq. 11 per shape, with means: max of the two directed mean nearest distances. (B,)
+
+    The nearest neighbours are found without autograd and only the chosen pairs' distances are
+    differentiated: the same gradient as through the minimum, without cdist's costly backward."""
+    with torch.no_grad():
+        detached = predicted.detach()
+        to_target = nearest_indices(detached, target)  # (B, S)
+        to_predicted = nearest_indices(target, detached)  # (B, T)
+
+    def gather(points: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return torch.gather(points, 1, index.unsqueeze(-1).expand(-1, -1, 3))
+
+    forward = (predicted - gather(target, to_target)).norm(dim=-1).mean(dim=1)
+    backward = (target - gather(predicted, to_predicted)).norm(dim=-1).mean(dim=1)
+    return torch.maximum(forward, backward)
 
 
 class NeuralQaad(nn.Module):
@@ -198,3 +226,32 @@ class NeuralQaad(nn.Module):
                       if name not in ("inputs", "codes"))
         return {"network": network, "input_cloud": self.inputs.numel(),
                 "codes": self.codes.numel()}
+
+
+def autodecode(model: NeuralQaad, points: torch.Tensor, steps: int = 200, lr: float = 0.02,
+               points_per_patch: int = 128, generator: torch.Generator | None = None
+               ) -> torch.Tensor:
+    """Encode a new shape (Sec. 3.3, the autodecoder's encoder): a code optimised against the
+    frozen network by Adam on the augmented Chamfer distance between a jittered fold of Q and
+    as many random points of `points` (N, 3) (the model's frame: unit sphere, canonical pose),
+    starting from the mean of the stored codes. Returns the code (latent,)."""
+    code = model.codes.detach().mean(dim=0, keepdim=True).clone().requires_grad_(True)
+    optimiser = torch.optim.Adam([code], lr=lr)
+    frozen = [p.requires_grad for p in model.parameters()]
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    try:
+        count = model.config.patches * points_per_patch
+        for _ in range(steps):
+            _, inputs = model.sample_inputs(1, points_per_patch, generator, jitter=True)
+            predicted = model.fold(code, inputs).reshape(1, -1, 3)
+            picks = torch.randint(len(points), (count,), generator=generator,
+                                  device=points.device)
+            loss = augmented_chamfer(predicted, points[picks][None]).mean()
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+    finally:
+        for parameter, flag in zip(model.parameters(), frozen):
+            parameter.requires_grad_(flag)
+    return code.detach()[0]

@@ -30,6 +30,7 @@ ICP_MODES = ("none", "point_to_point", "point_to_plane")
 GLOBAL_REGISTRATION_MODES = ("inline", "background")
 REFERENCE_MODES = ("file", "library", "topic", "previous")
 UPSAMPLING_MODES = ("prior", "denoise")
+CODECS = ("neuralqaad", "draco", "pointgmm")
 
 
 def _seed() -> Any:
@@ -371,6 +372,52 @@ class UpsampleConfig:
         validate(self)
 
 
+@dataclass(frozen=True)
+class CompressionConfig:
+    """The compression stage (pipeline/compress.py): one object cloud in, one CompressedCloud
+    out, with the codec named in the message so that any decompression node decodes it."""
+
+    codec: str = setting("neuralqaad", "neuralqaad: a latent code of the NeuralQAAD autodecoder "
+                         "(the checkpoint's network decodes it); draco: Google Draco's bytes "
+                         "(DracoPy); pointgmm: the PointGMM shape model's finest mixture.",
+                         choices=CODECS, read_only=True)
+    checkpoint: str = _checkpoint("neuralqaad", "neuralqaad_seating.pt",
+                                  what="NeuralQAAD checkpoint (codec neuralqaad).")
+    pointgmm_checkpoint: str = _checkpoint("pointgmm", "pointgmm_sh3d.pt",
+                                           what="PointGMM checkpoint (codec pointgmm).")
+    encode_steps: int = setting(150, "neuralqaad: Adam steps optimising a new object's code "
+                                "against the frozen network (about 15 ms each on 2 cores).",
+                                low=1, high=5000)
+    headings: int = setting(1, "neuralqaad: headings about z tried for an object whose pose is "
+                            "unknown (the model knows the set's canonical pose); 1 = the input "
+                            "is in it.", low=1, high=36)
+    draco_quantization_bits: int = setting(11, "draco: bits per coordinate (position "
+                                           "quantisation).", low=1, high=30)
+    draco_compression_level: int = setting(7, "draco: 0 (fastest) to 10 (smallest).",
+                                           low=0, high=10)
+    max_points: int = setting(200000, "Larger clouds are randomly subsampled to this many "
+                              "points before encoding.", low=16, high=10_000_000)
+    seed: int = _seed()
+
+    def __post_init__(self):
+        validate(self)
+
+
+@dataclass(frozen=True)
+class DecompressionConfig:
+    """The decompression stage: a CompressedCloud back to points."""
+
+    output_points: int = setting(0, "Points of each decoded cloud; 0 = as many as the "
+                                 "original had.", low=0, high=10_000_000)
+    checkpoint: str = _checkpoint("neuralqaad", "neuralqaad_seating.pt",
+                                  what="NeuralQAAD checkpoint: decodes messages whose model_id "
+                                  "is this file's digest.")
+    seed: int = _seed()
+
+    def __post_init__(self):
+        validate(self)
+
+
 RELIABILITY_CHOICES = ("best_effort", "reliable")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
@@ -464,6 +511,8 @@ NODE_CONFIGS: dict[str, tuple[type, ...]] = {
     "shape_model_node": (NodeConfig, PreprocessConfig, ShapeModelConfig, ReuseConfig,
                          ShapeModelOutputConfig),
     "upsampling_node": (NodeConfig, PreprocessConfig, UpsampleConfig, ReuseConfig),
+    "compression_node": (NodeConfig, CompressionConfig),
+    "decompression_node": (NodeConfig, DecompressionConfig),
 }
 
 

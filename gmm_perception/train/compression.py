@@ -48,7 +48,8 @@ from gmm_perception.metrics.auction import auction_assignment
 from gmm_perception.metrics.chamfer import chamfer_distance
 from gmm_perception.metrics.emkd import DEFAULT_LEAF_SIZE, canonical_subspace_pairs, em_kd
 from gmm_perception.models.checkpoint import load_checkpoint, save_checkpoint
-from gmm_perception.models.neuralqaad import MODEL_NAME, NeuralQaad, NeuralQaadConfig
+from gmm_perception.models.neuralqaad import MODEL_NAME, NeuralQaad, NeuralQaadConfig, \
+    augmented_chamfer
 
 PHASES = ("chamfer", "qap")
 
@@ -115,33 +116,6 @@ class StoredSet:
 
 
 # ----------------------------------------------------------------------------- losses
-def nearest_indices(query: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """Index of each query's nearest point, per batch row: (B, S, 3), (B, T, 3) -> (B, S).
-    A k-d tree on the CPU (a dense argmin over S x T is ten times slower there), cdist on GPUs."""
-    if query.device.type != "cpu":
-        return torch.cdist(query, points).argmin(dim=2)
-    found = [cKDTree(p).query(q)[1] for q, p in zip(query.numpy(), points.numpy())]
-    return torch.from_numpy(np.stack(found)).long()
-
-
-def augmented_chamfer(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Eq. 11 per shape, with means: max of the two directed mean nearest distances. (B,)
-
-    The nearest neighbours are found without autograd and only the chosen pairs' distances are
-    differentiated: the same gradient as through the minimum, without cdist's costly backward."""
-    with torch.no_grad():
-        detached = predicted.detach()
-        to_target = nearest_indices(detached, target)  # (B, S)
-        to_predicted = nearest_indices(target, detached)  # (B, T)
-
-    def gather(points: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        return torch.gather(points, 1, index.unsqueeze(-1).expand(-1, -1, 3))
-
-    forward = (predicted - gather(target, to_target)).norm(dim=-1).mean(dim=1)
-    backward = (target - gather(predicted, to_predicted)).norm(dim=-1).mean(dim=1)
-    return torch.maximum(forward, backward)
-
-
 def greedy_assignment(image: np.ndarray, target: np.ndarray,
                       leaf_size: int = DEFAULT_LEAF_SIZE) -> np.ndarray:
     """QAAD_GREEDY for one shape: A (M,) with image[q] matched to target[A[q]], a bijection."""

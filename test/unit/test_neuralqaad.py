@@ -8,7 +8,8 @@ from scipy.spatial.distance import cdist
 
 from gmm_perception.models.neuralqaad import NeuralQaad, NeuralQaadConfig, kd_patches
 from gmm_perception.models.registry import build_model
-from gmm_perception.train.compression import augmented_chamfer, greedy_assignment, reassign
+from gmm_perception.models.neuralqaad import augmented_chamfer
+from gmm_perception.train.compression import greedy_assignment, reassign
 
 
 def test_kd_patches_are_equal_compact_and_keep_every_point():
