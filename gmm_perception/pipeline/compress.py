@@ -202,8 +202,10 @@ class Compressor:
 class Decompressor:
     """Any codec's message back to points; neuralqaad needs the network that encoded it."""
 
-    def __init__(self, config: DecompressionConfig, neuralqaad: NeuralQaadCodec | None = None):
+    def __init__(self, config: DecompressionConfig, neuralqaad: NeuralQaadCodec | None = None,
+                 missing_network: str = "no NeuralQAAD network loaded"):
         self.config, self.neuralqaad = config, neuralqaad
+        self.missing_network = missing_network  # why neuralqaad codes cannot be decoded
         self._rng = np.random.default_rng(config.seed)
 
     def __call__(self, compressed: Compressed) -> np.ndarray:
@@ -216,7 +218,8 @@ class Decompressor:
             return MixtureCodec.decode(compressed, count, self._rng)
         if compressed.codec == NeuralQaadCodec.name:
             if self.neuralqaad is None:
-                raise UndecodableError("no NeuralQAAD network loaded")
+                raise UndecodableError(f"a code of network {compressed.model_id or '(none)'}: "
+                                       f"{self.missing_network}")
             return self.neuralqaad.decode(compressed, count, self._rng)
         raise UndecodableError(f"unknown codec '{compressed.codec}'")
 
@@ -251,9 +254,19 @@ def load_compressor(config: CompressionConfig, device) -> tuple[Compressor, dict
 
 
 def load_decompressor(config: DecompressionConfig, device) -> tuple[Decompressor, dict]:
-    """(decompression stage, payload of its NeuralQAAD checkpoint; {'model': 'none'} when the
-    config names none: such a decoder takes draco and pointgmm messages only)."""
+    """(decompression stage, payload of its NeuralQAAD checkpoint). Without a usable network
+    (none named, or the file missing or corrupt) the stage still decodes draco and pointgmm
+    messages and rejects neuralqaad ones with the reason; the payload is {'model': 'none'} and
+    its metadata carries the reason for the node's log."""
+    from gmm_perception.models.checkpoint import CheckpointError
+
     if not config.checkpoint:
-        return Decompressor(config), {"model": "none", "metadata": {}}
-    codec, payload = load_neuralqaad_codec(config.checkpoint, device, seed=config.seed)
+        return Decompressor(config, None, "the decoder names no NeuralQAAD checkpoint"), \
+            {"model": "none", "metadata": {}}
+    try:
+        codec, payload = load_neuralqaad_codec(config.checkpoint, device, seed=config.seed)
+    except (CheckpointError, OSError) as exc:
+        reason = f"NeuralQAAD checkpoint unusable: {exc}"
+        return Decompressor(config, None, reason), {"model": "none",
+                                                     "metadata": {"problem": reason}}
     return Decompressor(config, codec), payload

@@ -31,6 +31,9 @@ class DecompressionNode(ModelNode):
     def configure_node(self) -> None:
         self.decoded = {"neuralqaad": 0, "draco": 0, "pointgmm": 0}
         self.decompressor = self.load_stage(load_decompressor, self.configs[DecompressionConfig])
+        if self.decompressor.neuralqaad is None:  # draco and pointgmm codes still decode
+            self.get_logger().warning(f"{self.decompressor.missing_network}: neuralqaad codes "
+                                      "will be rejected")
         self.points_pub = self.create_output(PointCloud2, "~/points")
 
     def apply_configs(self, configs: dict) -> None:
@@ -50,7 +53,11 @@ class DecompressionNode(ModelNode):
 
     def stage_diagnostics(self) -> dict:
         """Messages decoded per codec."""
-        return {f"decoded_{codec}": count for codec, count in getattr(self, "decoded", {}).items()}
+        stage = getattr(self, "decompressor", None)
+        return {**{f"decoded_{codec}": count for codec, count in getattr(self, "decoded",
+                                                                          {}).items()},
+                "neuralqaad_network": "none" if stage is None or stage.neuralqaad is None
+                else stage.neuralqaad.model_id}
 
 
 def main(args=None) -> None:

@@ -91,7 +91,7 @@ def test_the_neuralqaad_codec_round_trips_in_the_objects_frame_and_checks_the_ne
     other = tiny_codec(seed=1)
     with pytest.raises(UndecodableError, match="digest0"):
         Decompressor(DecompressionConfig(checkpoint=""), other)(compressed)
-    with pytest.raises(UndecodableError, match="no NeuralQAAD network"):
+    with pytest.raises(UndecodableError, match="digest0: no NeuralQAAD network"):
         Decompressor(DecompressionConfig(checkpoint=""))(compressed)
     assert issubclass(UndecodableError, MalformedCloudError)  # nodes reject, not fail
     with pytest.raises(UndecodableError, match="unknown codec"):
