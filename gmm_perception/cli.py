@@ -100,6 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("options", nargs=argparse.REMAINDER, help="options of that builder")
     data.set_defaults(run=_data)
 
+    from gmm_perception.commands.compress import add_compress_arguments, \
+        add_decompress_arguments, compress_main, decompress_main
+
+    compressing = verbs.add_parser("compress", help="a dataset or a bag's object clouds as "
+                                   "codes (neuralqaad, draco, pointgmm); prints the ratio")
+    add_compress_arguments(compressing)
+    compressing.set_defaults(run=compress_main)
+    decompressing = verbs.add_parser("decompress", help="an archive of `compress` back to clouds")
+    add_decompress_arguments(decompressing)
+    decompressing.set_defaults(run=decompress_main)
+
     from gmm_perception.train.run import add_arguments as add_train_arguments
 
     training = verbs.add_parser("train", help="train a model from a YAML config (resumable)")

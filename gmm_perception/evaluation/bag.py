@@ -53,7 +53,7 @@ from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, Qo
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from gmm_perception.data.pointcloud2 import FLOAT32, MalformedCloudError, read_xyz
+from gmm_perception.data.pointcloud2 import FLOAT32, MalformedCloudError, object_id_of, read_xyz
 from gmm_perception.geometry.transforms import make_transform, matrix_to_quat, quat_to_matrix
 
 if TYPE_CHECKING:  # scene imports Open3D (seconds); reading a bag needs none of it
@@ -259,6 +259,7 @@ class CloudRecord:
     frame_id: str
     stamp_ns: int  # header stamp
     log_time_ns: int  # bag time
+    object_id: int | None = None  # a segmented object's id (its cloud's object_id field)
 
 
 @dataclass
@@ -378,10 +379,12 @@ class BagReader:
             if conn.topic == self.points_topic:
                 try:
                     points = read_xyz(msg, drop_invalid=False)  # the nodes' decoder
+                    object_id = object_id_of(msg)
                 except MalformedCloudError as exc:
                     self.warnings.append(f"{where} is a malformed cloud ({exc}): skipped")
                     continue
-                yield CloudRecord(points, msg.header.frame_id, _ns(msg.header.stamp), log_ns)
+                yield CloudRecord(points, msg.header.frame_id, _ns(msg.header.stamp), log_ns,
+                                  object_id)
             elif conn.topic == CLOCK_TOPIC:
                 yield ClockRecord(_ns(msg.clock), log_ns)
             else:

@@ -96,3 +96,47 @@ def test_the_neuralqaad_codec_round_trips_in_the_objects_frame_and_checks_the_ne
     assert issubclass(UndecodableError, MalformedCloudError)  # nodes reject, not fail
     with pytest.raises(UndecodableError, match="unknown codec"):
         Decompressor(DecompressionConfig(checkpoint=""))(Compressed("zip", "", 10))
+
+
+def test_the_compress_and_decompress_commands_round_trip_a_dataset(tmp_path, capsys):
+    from gmm_perception.cli import main
+    from gmm_perception.data.shape_set import ShapeSet
+    from gmm_perception.models.checkpoint import save_checkpoint
+
+    rng = np.random.default_rng(5)
+    clouds = np.stack([box_surface(rng, 1000, centre=(0, 0, 0)) for _ in range(3)])
+    shapes = ShapeSet(points=clouds, labels=np.zeros(3), class_names=["chair"],
+                      split=["train", "train", "cross"], model_ids=["a", "b", "c"])
+    shapes_path = shapes.save(tmp_path / "set.npz")
+    codec = tiny_codec()
+    config = {key: getattr(codec.model.config, key) for key in vars(codec.model.config)}
+    checkpoint = save_checkpoint(tmp_path / "nq.pt", model="neuralqaad",
+                                 state_dict=codec.model.state_dict(), config={"model": config},
+                                 metadata={"model_ids": ["a", "b"]})
+    archive = tmp_path / "archive"
+    assert main(["compress", "--shapes", str(shapes_path), "--checkpoint", str(checkpoint),
+                 "--encode-steps", "3", "--out", str(archive), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    # 3 clouds x 1000 points x 3 floats against network + input cloud + 3 codes of 8 floats.
+    floats = codec.model.parameter_floats()
+    expected = 9000 / (floats["network"] + floats["input_cloud"] + 3 * 8)
+    assert f"{expected:,.1f}:1 as the paper counts" in printed
+    codes = np.load(archive / "codes.npz")
+    # Stored shapes take their codes from the checkpoint's table; the new one is encoded.
+    np.testing.assert_array_equal(codes["latent"][:2], codec.model.codes.detach().numpy())
+    assert (archive / "network.pt").is_file()
+    out = tmp_path / "clouds.npz"
+    assert main(["decompress", str(archive), "--points", "250", "--out", str(out),
+                 "--device", "cpu"]) == 0
+    decoded = np.load(out)
+    assert [decoded[f"cloud_{i}"].shape for i in range(3)] == [(250, 3)] * 3
+    assert list(decoded["names"]) == ["a", "b", "c"]
+
+    draco = tmp_path / "draco"
+    assert main(["compress", "--shapes", str(shapes_path), "--codec", "draco", "--bits", "14",
+                 "--out", str(draco)]) == 0
+    assert main(["decompress", str(draco), "--out", str(tmp_path / "d.npz")]) == 0
+    back = np.load(tmp_path / "d.npz")
+    for i in range(3):  # Draco keeps the count; 14 bits keep every point within 1e-3
+        assert back[f"cloud_{i}"].shape == (1000, 3)
+        assert chamfer_distance(back[f"cloud_{i}"], clouds[i]) < 1e-3
