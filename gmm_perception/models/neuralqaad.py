@@ -20,6 +20,9 @@ Departures (measured or argued in the model card):
 * Decoding beyond M points: inputs are Q's points jittered by `jitter` x Q's mean nearest-neighbour
   spacing (Gaussian), the same noise as in training, so the fold between Q's points is trained.
 * No PointNet encoder for the Chamfer phase: the latent table is trained from the start.
+
+With `shared_widths` empty the same module is the paper's AtlasNetV2-style baseline: K patches,
+each folded by its own MLP (no sharing), trained with the augmented Chamfer distance only.
 """
 from __future__ import annotations
 
@@ -41,7 +44,8 @@ class NeuralQaadConfig:
     latent: int = 128  # floats per shape code
     input_points: int = 16384  # M, the trainable input cloud
     patches: int = 16  # K, equal parts of Q folded by their own last layers
-    shared_widths: tuple[int, ...] = (256, 128, 128, 64)  # layers shared by every patch
+    # Layers shared by every patch; () gives the AtlasNet-style baseline: every patch its own MLP.
+    shared_widths: tuple[int, ...] = (256, 128, 128, 64)
     patch_widths: tuple[int, ...] = (64,)  # each patch's own hidden layers before its 3-d output
     jitter: float = 0.5  # input noise, x Q's mean nearest-neighbour spacing (training, decoding)
     code_init_std: float = 0.01  # the latent table's initial spread (DeepSDF-style autodecoding)
@@ -55,8 +59,8 @@ class NeuralQaadConfig:
         if self.input_points % self.patches:
             raise ValueError(f"input_points ({self.input_points}) must be a multiple of "
                              f"patches ({self.patches})")
-        if not self.shared_widths:
-            raise ValueError("shared_widths needs at least one layer")
+        if not (self.shared_widths or self.patch_widths):
+            raise ValueError("the fold needs at least one hidden layer (shared or per patch)")
         if self.jitter < 0:
             raise ValueError("jitter must be >= 0")
 
