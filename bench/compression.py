@@ -47,11 +47,12 @@ from gmm_perception.data.mesh_dataset import default_data_dir  # noqa: E402
 from gmm_perception.data.mesh_ops import sample_surface  # noqa: E402
 from gmm_perception.data.seating import model_seed  # noqa: E402
 from gmm_perception.data.shape_set import MeshSet, ShapeSet  # noqa: E402
+from gmm_perception.geometry.points import resample, voxel_downsample  # noqa: E402
 from gmm_perception.metrics.chamfer import chamfer_distance  # noqa: E402
 from gmm_perception.metrics.emkd import em_kd  # noqa: E402
 from gmm_perception.models.checkpoint import file_digest  # noqa: E402
 from gmm_perception.pipeline.compress import Compressed, DracoCodec, MixtureCodec, \
-    NeuralQaadCodec, load_neuralqaad_codec, resample_to  # noqa: E402
+    NeuralQaadCodec, load_neuralqaad_codec  # noqa: E402
 from gmm_perception.pipeline.configs import ShapeModelConfig  # noqa: E402
 from gmm_perception.pipeline.scene import load_shape_modeller  # noqa: E402
 
@@ -60,15 +61,6 @@ RAW_BYTES_PER_POINT = 12  # float32 xyz
 NORMALISATION_BYTES = 20  # centre, scale, heading
 FLOOR_FACTOR = 2.0  # target: NeuralQAAD's EM-kD within 2x of an independent resample's
 ENCODE_TARGET_S = 5.0
-
-
-def voxel_downsample(points: np.ndarray, voxel: float) -> np.ndarray:
-    """One point per occupied voxel: the centroid of its points."""
-    keys = np.floor(points / voxel).astype(np.int64)
-    _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
-    sums = np.zeros((len(counts), 3))
-    np.add.at(sums, inverse.ravel(), points)
-    return (sums / counts[:, None]).astype(np.float32)
 
 
 def voxel_to_points(points: np.ndarray, most: int) -> np.ndarray:
@@ -118,7 +110,7 @@ class Scored:
 
 def score(decoded: np.ndarray, original: np.ndarray, rng: np.random.Generator, threads: int
           ) -> dict[str, float]:
-    cloud = resample_to(np.asarray(decoded, np.float32), len(original), rng)
+    cloud = resample(np.asarray(decoded, np.float32), len(original), rng)
     return {"emkd": em_kd(cloud, original, workers=threads),
             "chamfer": chamfer_distance(cloud, original)}
 

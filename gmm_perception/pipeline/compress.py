@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gmm_perception.data.pointcloud2 import MalformedCloudError
-from gmm_perception.geometry.points import object_points
+from gmm_perception.geometry.points import object_points, resample
 from gmm_perception.pipeline.configs import CompressionConfig, DecompressionConfig
 
 MIN_POINTS = 16
@@ -65,13 +65,6 @@ def turn_z(points: np.ndarray, angle: float) -> np.ndarray:
     return points @ rotation.T
 
 
-def resample_to(points: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
-    """`count` of the points: a random subset, or all of them and random repeats."""
-    if count <= len(points):
-        return points[rng.choice(len(points), count, replace=False)]
-    return np.concatenate([points, points[rng.integers(len(points), size=count - len(points))]])
-
-
 # ----------------------------------------------------------------------------- codecs
 class DracoCodec:
     name = "draco"
@@ -91,7 +84,7 @@ class DracoCodec:
         import DracoPy
 
         points = np.asarray(DracoPy.decode(compressed.data).points, dtype=np.float32)
-        return points if count == len(points) else resample_to(points, count, rng)
+        return points if count == len(points) else resample(points, count, rng)
 
 
 class MixtureCodec:
@@ -193,7 +186,7 @@ class Compressor:
         started = time.perf_counter()
         points = object_points(points, "compress", MIN_POINTS)
         if len(points) > self.config.max_points:
-            points = resample_to(points, self.config.max_points, self._rng)
+            points = resample(points, self.config.max_points, self._rng)
         compressed = self.codec.encode(points)
         compressed.seconds = time.perf_counter() - started
         return compressed
