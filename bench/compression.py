@@ -143,9 +143,7 @@ def run_set(tag: str, rows: list[int], shapes: ShapeSet, meshes: MeshSet, codecs
             stored_ids = list(payload["metadata"].get("model_ids", []))
             started = time.perf_counter()
             if tag == "stored":
-                code = codec.model.codes[stored_ids.index(model_id)].detach().cpu().numpy()
-                compressed = Compressed(codec.name, codec.model_id, len(original),
-                                        centre=np.zeros(3), scale=1.0, latent=code)
+                compressed = codec.stored(stored_ids.index(model_id), len(original))
                 encode_s = np.nan  # stored at training time
             else:
                 compressed = codec.encode(original)

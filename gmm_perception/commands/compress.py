@@ -69,28 +69,23 @@ def _clouds(args) -> tuple[list[str], list[np.ndarray]]:
 
 
 def _codec(args, device):
-    from gmm_perception.pipeline import compress
-
-    if args.codec == "draco":
-        return compress.DracoCodec(args.bits, 7), None
-    if args.codec == "pointgmm":
-        from gmm_perception.pipeline.configs import ShapeModelConfig
-        from gmm_perception.pipeline.scene import load_shape_modeller
-
-        modeller, _ = load_shape_modeller(ShapeModelConfig(), device)
-        return compress.MixtureCodec(modeller), None
+    """The stage's codec as `compression_node` would build it, and for neuralqaad (checkpoint
+    path, payload): the network that goes into the archive."""
+    from gmm_perception.pipeline.compress import load_compressor
     from gmm_perception.pipeline.configs import CompressionConfig
 
-    checkpoint = str(args.checkpoint or CompressionConfig().checkpoint)
-    codec, payload = compress.load_neuralqaad_codec(checkpoint, device, args.encode_steps)
-    return codec, (checkpoint, payload)
+    overrides = {"checkpoint": str(args.checkpoint)} if args.checkpoint else {}
+    config = CompressionConfig(codec=args.codec, encode_steps=args.encode_steps,
+                               draco_quantization_bits=args.bits, **overrides)
+    compressor, payload = load_compressor(config, device)
+    return compressor.codec, ((config.checkpoint, payload) if args.codec == "neuralqaad"
+                              else None)
 
 
 def compress_main(args) -> int:
     import torch
 
     from gmm_perception.device import resolve_device
-    from gmm_perception.pipeline.compress import Compressed
 
     device = resolve_device(args.device).device
     names, clouds = _clouds(args)
@@ -104,8 +99,7 @@ def compress_main(args) -> int:
     for name, cloud in tqdm(list(zip(names, clouds)), desc=f"compress ({args.codec})",
                             unit="cloud"):
         if name in stored:  # the autodecoder already holds this shape's code
-            code = codec.model.codes[stored[name]].detach().cpu().numpy()
-            rows.append(Compressed(codec.name, codec.model_id, len(cloud), latent=code))
+            rows.append(codec.stored(stored[name], len(cloud)))
         else:
             with torch.enable_grad():
                 rows.append(codec.encode(np.asarray(cloud, np.float32)))

@@ -179,12 +179,18 @@ class NeuralQaad(nn.Module):
         return inputs + offsets
 
     def sample_inputs(self, batch: int, per_patch: int, generator: torch.Generator | None = None,
-                      jitter: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """Random indices (B, K, S) into each patch of Q and the input points (B, K, S, 3),
-        jittered when `jitter` (training: the fold learns the space between Q's points)."""
+                      jitter: bool = True, replace: bool = True
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random indices (B, K, S) into each patch of Q (without `replace`: distinct within a
+        patch, S <= M / K) and the input points (B, K, S, 3), jittered when `jitter` (training:
+        the fold learns the space between Q's points)."""
         k, m = self.inputs.shape[:2]
         device = self.inputs.device
-        index = torch.randint(m, (batch, k, per_patch), generator=generator, device=device)
+        if replace:
+            index = torch.randint(m, (batch, k, per_patch), generator=generator, device=device)
+        else:
+            keys = torch.rand(batch, k, m, generator=generator, device=device)
+            index = keys.argsort(dim=-1)[..., :per_patch]
         points = torch.gather(self.inputs.unsqueeze(0).expand(batch, -1, -1, -1), 2,
                               index.unsqueeze(-1).expand(-1, -1, -1, 3))
         if jitter and self.config.jitter > 0:

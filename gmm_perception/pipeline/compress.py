@@ -157,6 +157,11 @@ class NeuralQaadCodec:
         return Compressed(self.name, self.model_id, len(points), centre=centre, scale=scale,
                           heading=headings[0], latent=code.cpu().numpy().astype(np.float32))
 
+    def stored(self, row: int, point_count: int) -> Compressed:
+        """The code the network already holds for its `row`-th stored shape (the set's frame)."""
+        code = self.model.codes[row].detach().cpu().numpy().astype(np.float32)
+        return Compressed(self.name, self.model_id, point_count, latent=code)
+
     def decode(self, compressed: Compressed, count: int, rng: np.random.Generator) -> np.ndarray:
         import torch
 

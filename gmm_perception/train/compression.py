@@ -234,14 +234,8 @@ class CompressionTrainer:
         k, m = self.model.inputs.shape[:2]
         rows = self.rng.choice(len(self.stored), min(phase.batch_shapes, len(self.stored)),
                                replace=False)
-        per = min(phase.points_per_patch, m)
-        keys = torch.rand(len(rows), k, m, generator=self.generator, device=self.device)
-        local = keys.argsort(dim=-1)[..., :per]  # (B, K, S)
-        points = torch.gather(self.model.inputs.unsqueeze(0).expand(len(rows), -1, -1, -1), 2,
-                              local.unsqueeze(-1).expand(-1, -1, -1, 3))
-        jitter = self.model.config.jitter * self.model.spacing
-        points = points + torch.randn(points.shape, generator=self.generator,
-                                      device=self.device) * jitter
+        local, points = self.model.sample_inputs(len(rows), min(phase.points_per_patch, m),
+                                                 self.generator, replace=False)
         offsets = torch.arange(k, device=self.device).view(1, k, 1) * m
         return rows, (local + offsets).reshape(len(rows), -1), points
 
