@@ -27,7 +27,7 @@ point count, so a range bin mixes distance with object size (the near bins hold 
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -42,7 +42,8 @@ RANGE_NAMES = ("<1 m", "1-2 m", "2-4 m", "4-8 m", ">=8 m")
 ACCUMULATED = 3
 CACHE_NAME = "pool_bench_classes"  # data/views/<name>_<V>v_seed<seed>.npz
 UNCATEGORISED = "uncategorised"
-_HEADING_STREAM, _NOISE_STREAM = 1, 2  # per-shape rng streams: [seed, crc32(model id), stream]
+# per-shape rng streams: [seed, crc32(model id), stream]
+_HEADING_STREAM, _NOISE_STREAM, _SIZE_STREAM = 1, 2, 3
 
 
 @dataclass
@@ -60,6 +61,27 @@ class ViewRow:
     accumulated_shape: np.ndarray  # (A,)
     accumulated_points: np.ndarray  # (A,) points after voxelisation
     note: str = ""  # what the row dropped before any model ("47 of 109 uncategorised")
+    # (S,) metres per unit of each shape: as the pool drew it, and at its class's real size
+    # (data/class_sizes.py), for `at_class_sizes`.
+    pool_scale: np.ndarray | None = None
+    class_scale: np.ndarray | None = None
+
+
+def at_class_sizes(row: ViewRow, spread: float, seed: int) -> ViewRow:
+    """The row with every shape at its class's real size, spread as training spreads it (per
+    shape a seeded factor), for models trained on metric sizes. Ray casting is scale-free but for
+    the noise: the views of a shape made f times larger are those of the sensor f times farther,
+    so the clouds and the ranges are scaled by one factor per shape."""
+    from gmm_perception.data.class_sizes import size_factor
+
+    factor = np.array([row.class_scale[s] / row.pool_scale[s] * size_factor(
+        np.random.default_rng([seed, zlib.crc32(str(m).encode()), _SIZE_STREAM]), spread)
+        for s, m in enumerate(row.model_ids)])
+    return replace(row, clouds=[c * np.float32(factor[s]) for c, s in
+                                zip(row.clouds, row.view_shape)],
+                   distance=row.distance * factor[row.view_shape],
+                   accumulated=[c * np.float32(factor[s]) for c, s in
+                                zip(row.accumulated, row.accumulated_shape)])
 
 
 def bin_index(values: np.ndarray, edges: tuple[float, ...]) -> np.ndarray:
@@ -112,6 +134,7 @@ def view_rows(data_dir: Path, views: int, seed: int, max_models: int = 0,
               ) -> tuple[dict[str, ViewRow], dict[str, str]]:
     """({row: ViewRow}, {row: note}) for the pool rows of the module docstring; a row without
     categorised shapes (or no pool at all) has only its note."""
+    from gmm_perception.data.class_sizes import class_scale
     from gmm_perception.data.held_out import benchmark_sources
     from gmm_perception.data.pool import load_pool
     from gmm_perception.data.view_loader import ViewLoader
@@ -141,6 +164,7 @@ def view_rows(data_dir: Path, views: int, seed: int, max_models: int = 0,
     # The training loader's own sensor noise and sensor-to-object change (view_cloud), kept
     # in metres: training divides by the shape's scale, the scene pipeline does not.
     loader = ViewLoader(pool, noise=True, seed=seed)
+    mesh_row = {str(m): i for i, m in enumerate(meshes.model_ids)}
     rows = {}
     for name, ids in chosen.items():
         clouds, view_shape, accumulated, accumulated_shape = [], [], [], []
@@ -169,7 +193,9 @@ def view_rows(data_dir: Path, views: int, seed: int, max_models: int = 0,
             sensor=np.asarray(SENSOR_KINDS)[pool.sensor_kind[every_view]],
             accumulated=accumulated, accumulated_shape=np.asarray(accumulated_shape, np.int64),
             accumulated_points=np.array([len(c) for c in accumulated], dtype=np.int64),
-            note=notes[name])
+            note=notes[name], pool_scale=pool.scale[[pool.row_of(str(m)) for m in ids]],
+            class_scale=np.array([class_scale(str(c), meshes.vertices[mesh_row[str(m)]])
+                                  for c, m in zip(np.asarray(pool.class_names)[labels], ids)]))
     return rows, notes
 
 

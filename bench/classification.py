@@ -62,33 +62,42 @@ if __package__ in (None, ""):  # run as a file (python bench/<name>.py): import 
 from bench import _classification_views as views_bench  # noqa: E402
 from bench._report import environment, print_table, write_json  # noqa: E402
 from bench._shape_data import SH3D_ROW, load_benchmark_rows  # noqa: E402
+from gmm_perception.data.class_sizes import trained_size_spread  # noqa: E402
 from gmm_perception.metrics.calibration import answered_at, expected_calibration_error, \
     log_softmax, negative_log_likelihood, plot_reliability_diagram  # noqa: E402
 from gmm_perception.metrics.classification import accuracy, confusion_matrix, \
     per_class_accuracy, plot_confusion_matrix  # noqa: E402
 from gmm_perception.models.checkpoint import CheckpointError  # noqa: E402
-from gmm_perception.models.registry import load_model  # noqa: E402
+from gmm_perception.models.registry import CLASSIFIERS, load_model  # noqa: E402
 from gmm_perception.pipeline.classify import Classifier, load_calibration  # noqa: E402
 from gmm_perception.pipeline.configs import ClassifyConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 20_261_122  # not the training's pool or validation seeds, nor the other benchmarks'
 FULL_STREAM = 100  # HeldOutSet.rng stream of the full clouds' point subsets
+SIZE_STREAM = 101  # HeldOutSet.rng stream of the class-size spread (metric models)
 
 
 def test_clouds(data_dir: Path, views: int, num_points: int, class_names: list[str],
-                max_models: int = 0, pool: bool = True):
+                max_models: int = 0, pool: bool = True, size_spread: float | None = None):
     """({row: {"full": (clouds, labels), "partial": (clouds, labels)}}, {row: note}) of every
     benchmark row, labels indexing `class_names` (the classifier's); a row with no model of those
-    classes is left out, its note says why."""
+    classes is left out, its note says why. Clouds are unit shapes, or with `size_spread` each
+    model at its class's real size in metres (for models trained so: data.metric_sizes)."""
     sets, notes = load_benchmark_rows(data_dir, max_models, (), num_points, seed=SEED,
                                       views=views, unit_sphere=False, pool=pool,
                                       classes=class_names)
-    clouds = {name: {"full": (held.cut(held.stored, num_points, FULL_STREAM), held.labels),
-                     "partial": (held.scans.reshape(-1, num_points, 3),
-                                 np.repeat(held.labels, views))}
-              for name, held in sets.items()}
+    clouds = {}
+    for name, held in sets.items():
+        scale = (np.ones(len(held)) if size_spread is None
+                 else held.class_size_scales(size_spread, SIZE_STREAM)).astype(np.float32)
+        clouds[name] = {
+            "full": (held.cut(held.stored, num_points, FULL_STREAM) * scale[:, None, None],
+                     held.labels),
+            "partial": ((held.scans * scale[:, None, None, None]).reshape(-1, num_points, 3),
+                        np.repeat(held.labels, views))}
     return clouds, notes
+
 
 
 def evaluate(classifier: Classifier, clouds: np.ndarray, labels: np.ndarray, n: int,
@@ -215,7 +224,7 @@ def main() -> None:
     for name, path, model_name, tag in (("GMCN (ours)", args.gmcn, "gmcn", "gmcn"),
                                         ("PointNet", args.pointnet, "pointnet_cls",
                                          "pointnet_cls"),
-                                        *((n, p, ("gmcn", "pointnet_cls"), file_tag(n))
+                                        *((n, p, CLASSIFIERS, file_tag(n))
                                           for n, p in args.model)):
         try:
             model, payload = load_model(path, model_name)
@@ -227,10 +236,12 @@ def main() -> None:
             continue
         num_points = payload["config"]["data"]["num_points"]
         class_names = list(payload["config"]["data"]["class_names"])
-        key = (num_points, tuple(sorted(class_names)))
+        spread = trained_size_spread(payload["config"].get("data", {}))
+        key = (num_points, tuple(sorted(class_names)), spread)
         if key not in held_out:
             held_out[key] = test_clouds(args.data_dir, args.views, num_points, list(key[1]),
-                                        args.max_models, pool=not args.no_pool)
+                                        args.max_models, pool=not args.no_pool,
+                                        size_spread=spread)
         sorted_clouds, notes = held_out[key]
         # Labels index the sorted names: map them to this checkpoint's class order by name.
         to_model = np.array([class_names.index(c) for c in key[1]], dtype=np.int64)
@@ -304,6 +315,8 @@ def main() -> None:
                     workers=args.threads)
                 report["views"]["rows"] = view_notes
             for set_name, row in view_rows.items():
+                if spread is not None:
+                    row = views_bench.at_class_sizes(row, spread, SEED)
                 scored = views_bench.score_row(
                     row, class_names, lambda data, labels: evaluate(
                         classifier, data, labels, len(class_names), temperature))

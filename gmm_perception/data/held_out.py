@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gmm_perception.data import partial_scans
+from gmm_perception.data.class_sizes import class_scale, size_factor
 from gmm_perception.data.mesh_ops import sample_surface
 from gmm_perception.data.shape_set import MeshSet, ShapeSet
 from gmm_perception.geometry.transforms import rotation_z
@@ -74,6 +75,13 @@ class HeldOutSet:
         drawn with `rng(row, stream)`."""
         return np.stack([c[self.rng(row, stream).choice(len(c), count, replace=False)]
                          for row, c in enumerate(clouds)])
+
+    def class_size_scales(self, spread: float, stream: int) -> np.ndarray:
+        """(M,) metres per unit that put each (unit-shape) model at its class's real size,
+        spread as training spreads it (data/class_sizes.py), drawn with `rng(row, stream)`."""
+        return np.array([class_scale(self.class_names[self.labels[row]], self.stored[row])
+                         * size_factor(self.rng(row, stream), spread)
+                         for row in range(len(self))])
 
 
 def validation_split(shapes: ShapeSet | MeshSet) -> str:

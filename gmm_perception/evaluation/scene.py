@@ -34,33 +34,12 @@ from typing import Iterable, Iterator, Sequence, Union
 import numpy as np
 import trimesh
 
+from gmm_perception.data.class_sizes import CLASS_SIZES, class_scale  # noqa: F401 (re-export)
 from gmm_perception.data.mesh_ops import sample_surface
 from gmm_perception.data.sensors import Sensor, raycasting_scene, scan
 from gmm_perception.data.shape_set import MeshSet
 from gmm_perception.geometry.transforms import euler_to_matrix, make_transform
 
-# Target size per class, in metres: ("height", h) scales the model to that height, ("length", l)
-# its longest horizontal side to l. Scaling is uniform, so the model keeps its proportions;
-# length is used where the footprint is the defining size (a 2 m sofa is ~0.8 m tall, an
-# L-shaped corner sofa scaled by height would become a 2.5 m square).
-CLASS_SIZES: dict[str, tuple[str, float]] = {
-    "chair": ("height", 0.9),
-    "armchair": ("height", 0.85),
-    "stool": ("height", 0.45),
-    "table": ("height", 0.75),
-    "sofa": ("length", 2.0),
-    "bed": ("length", 2.0),
-    "cabinet": ("height", 1.2),
-    "bookshelf": ("height", 1.8),
-    "lamp": ("height", 1.5),
-    "plant": ("height", 0.8),
-    "person": ("height", 1.75),
-    "tree": ("height", 3.0),
-    "door": ("height", 2.0),
-    "window": ("height", 1.2),
-    "car": ("length", 4.3),
-}
-DEFAULT_SIZE: tuple[str, float] = ("height", 0.8)
 # Classes that stand freely in a room. Doors and windows belong in walls, cars and trees
 # outdoors; with `classes=None` they are only used if a mesh set has none of these.
 DEFAULT_CLASSES = ("chair", "armchair", "stool", "table", "sofa", "bed", "cabinet", "bookshelf",
@@ -264,16 +243,6 @@ def floor_mesh(size: float = FLOOR_SIZE) -> trimesh.Trimesh:
     h = size / 2.0
     vertices = [[-h, -h, 0.0], [h, -h, 0.0], [h, h, 0.0], [-h, h, 0.0]]
     return trimesh.Trimesh(vertices, [[0, 1, 2], [0, 2, 3]], process=False)
-
-
-def class_scale(class_name: str, normalised_vertices: np.ndarray) -> float:
-    """Metres per normalised unit that give the model its class's size (`CLASS_SIZES`)."""
-    mode, size = CLASS_SIZES.get(class_name, DEFAULT_SIZE)
-    extent = np.ptp(np.asarray(normalised_vertices, dtype=np.float64), axis=0)
-    reference = extent[2] if mode == "height" else extent[:2].max()
-    if reference <= 0:
-        raise ValueError(f"a {class_name} model is flat along the axis that sets its size")
-    return float(size / reference)
 
 
 def build_demo_scene(meshes: MeshSet, rng: np.random.Generator, num_objects: int = 3,

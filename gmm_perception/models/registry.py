@@ -8,6 +8,8 @@ import torch
 
 from gmm_perception.models.checkpoint import CheckpointError, load_checkpoint
 from gmm_perception.models.deepgmr import MODEL_NAME as DEEPGMR, DeepGmr, DeepGmrConfig
+from gmm_perception.models.dgcnn_classifier import MODEL_NAME as DGCNN_CLS, DgcnnClassifier, \
+    DgcnnClassifierConfig
 from gmm_perception.models.gmcn import MODEL_NAME as GMCN, Gmcn, GmcnConfig
 from gmm_perception.models.neuralqaad import MODEL_NAME as NEURALQAAD, NeuralQaad, \
     NeuralQaadConfig
@@ -18,12 +20,16 @@ from gmm_perception.models.shapegf import MODEL_NAME as SHAPEGF, ShapeGf, ShapeG
 
 MODELS: dict[str, tuple[type[torch.nn.Module], type]] = {
     DEEPGMR: (DeepGmr, DeepGmrConfig),
+    DGCNN_CLS: (DgcnnClassifier, DgcnnClassifierConfig),
     GMCN: (Gmcn, GmcnConfig),
     NEURALQAAD: (NeuralQaad, NeuralQaadConfig),
     POINTGMM: (PointGmm, PointGmmConfig),
     POINTNET_CLS: (PointNetClassifier, PointNetClassifierConfig),
     SHAPEGF: (ShapeGf, ShapeGfConfig),
 }
+
+# The object classifiers (their checkpoints name classes and answer log-probabilities).
+CLASSIFIERS = (GMCN, POINTNET_CLS, DGCNN_CLS)
 
 
 def build_model(name: str, config: dict[str, Any]) -> torch.nn.Module:

@@ -259,7 +259,7 @@ class ClassifyConfig:
     """The classification stage (GMCN or the PointNet baseline)."""
 
     checkpoint: str = _checkpoint("gmcn", "gmcn_views.pt",
-                                  what="Classifier checkpoint (GMCN or pointnet_cls).")
+                                  what="Classifier checkpoint (gmcn, pointnet_cls or dgcnn_cls).")
     classification_points: int = setting(2048, "Points per object given to the model (as in "
                                          "training).", low=64, high=16384, read_only=True)
     temperature: float = setting(0.0, "Temperature T of the scores softmax(logits / T) "

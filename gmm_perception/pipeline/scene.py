@@ -25,7 +25,6 @@ from gmm_perception.pipeline.segment import Segmentation, Segmenter
 
 # Checkpoint model names each stage accepts.
 REGISTRATION_MODELS = ("deepgmr",)
-CLASSIFIER_MODELS = ("gmcn", "pointnet_cls")
 SHAPE_MODELS = ("pointgmm",)
 UPSAMPLING_MODELS = ("shapegf",)
 
@@ -47,11 +46,11 @@ def load_registrar(config, device, references: Mapping[str, np.ndarray] | None =
 
 
 def load_classifier(config, device):
-    """(classifier, checkpoint payload) of `config`: GMCN or the PointNet baseline."""
-    from gmm_perception.models.registry import load_model
+    """(classifier, checkpoint payload) of `config`: GMCN or a baseline (PointNet, DGCNN)."""
+    from gmm_perception.models.registry import CLASSIFIERS, load_model
     from gmm_perception.pipeline.classify import Classifier
 
-    model, payload = load_model(config.checkpoint, CLASSIFIER_MODELS, device)
+    model, payload = load_model(config.checkpoint, CLASSIFIERS, device)
     class_names = payload["config"].get("data", {}).get("class_names")
     if not class_names:
         raise ValueError(f"checkpoint '{config.checkpoint}' names no classes "

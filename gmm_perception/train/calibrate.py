@@ -51,6 +51,7 @@ MEAN_RULE = "mean of probabilities"
 NO_FUSION = "none (each frame alone)"
 PRECISION = 0.9
 FULL_STREAM = 100  # HeldOutSet.rng stream of the full clouds' point subsets
+SIZE_STREAM = 101  # HeldOutSet.rng stream of the class-size spread (models at real sizes)
 
 
 def validation_set(data_dir: Path, class_names: list[str], views: int, num_points: int,
@@ -162,11 +163,11 @@ def _provenance(payload: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     import torch
 
-    from gmm_perception.models.registry import load_model
+    from gmm_perception.data.class_sizes import trained_size_spread
+    from gmm_perception.models.registry import CLASSIFIERS, load_model
     from gmm_perception.paths import SOURCE_ROOT
     from gmm_perception.pipeline.classify import Classifier, calibration_path
     from gmm_perception.pipeline.configs import ClassifyConfig
-    from gmm_perception.pipeline.scene import CLASSIFIER_MODELS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path,
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--views and --sequences must be >= 1")
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    model, payload = load_model(args.checkpoint, CLASSIFIER_MODELS)
+    model, payload = load_model(args.checkpoint, CLASSIFIERS)
     class_names = list(payload["config"]["data"]["class_names"])
     num_points = int(payload["config"]["data"]["num_points"])
     held = validation_set(args.data_dir, class_names, args.views * args.sequences, num_points)
@@ -202,9 +203,14 @@ def main(argv: list[str] | None = None) -> None:
                                                classification_points=num_points,
                                                temperature=1.0, unknown_threshold=0.0),
                                 model, class_names, torch.device("cpu"))
-        full = classify_logits(classifier, held.cut(held.stored, num_points, FULL_STREAM))
-        views = classify_logits(classifier, held.scans.reshape(-1, num_points, 3)).reshape(
-            len(held), args.views * args.sequences, -1)
+        # A model trained on clouds at real sizes is calibrated on clouds at real sizes.
+        spread = trained_size_spread(payload["config"]["data"])
+        scale = (np.ones(len(held)) if spread is None
+                 else held.class_size_scales(spread, SIZE_STREAM)).astype(np.float32)
+        full = classify_logits(classifier, held.cut(held.stored, num_points, FULL_STREAM)
+                               * scale[:, None, None])
+        views = classify_logits(classifier, (held.scans * scale[:, None, None, None]).reshape(
+            -1, num_points, 3)).reshape(len(held), args.views * args.sequences, -1)
         if args.logits is not None:
             np.savez(args.logits, full=full, views=views, key=key)
     view_labels = np.repeat(held.labels, views.shape[1])

@@ -1,7 +1,7 @@
-"""Training task of the object classifiers (GMCN and the PointNet baseline) on the SH3D classes.
+"""Training task of the object classifiers (GMCN and the PointNet and DGCNN baselines).
 
-One task class trains either model (`model_name`: "gmcn" or "pointnet_cls") on the same data with
-the same augmentation, so the comparison differs in the model only:
+One task class trains any of them (`model_name`: "gmcn", "pointnet_cls" or "dgcnn_cls") on the
+same data with the same augmentation, so the comparison differs in the model only:
 
 * data: ShapeSet points (full surface samples) of the train split, and, with probability
   `partial_fraction` per sample, a simulated depth-camera partial scan of the same object's mesh
@@ -39,9 +39,10 @@ from gmm_perception.data.shape_set import MeshSet, ShapeSet
 from gmm_perception.geometry.transforms import rotation_z
 from gmm_perception.train.classification_views import ViewMix, ViewSource
 from gmm_perception.metrics.classification import accuracy, per_class_accuracy
+from gmm_perception.models.dgcnn_classifier import MODEL_NAME as DGCNN_CLS, DgcnnClassifier, \
+    DgcnnClassifierConfig
 from gmm_perception.models.gmcn import MODEL_NAME as GMCN, GmcnConfig, fit_input
-from gmm_perception.models.pointnet_classifier import MODEL_NAME as POINTNET_CLS, PointNetClassifier
-from gmm_perception.models.registry import MODELS, build_model
+from gmm_perception.models.registry import CLASSIFIERS, MODELS, build_model
 
 VALIDATION_SEED = 1_000_003
 _FULL_STREAM = 100  # HeldOutSet.rng stream of the full clouds' point subsets
@@ -76,6 +77,10 @@ class ClassificationData:
     accumulated_views: tuple[int, int] = (2, 6)
     val_views: int = 8  # single views per validation shape
     val_accumulated: int = 4  # accumulations of 3 views per validation shape
+    # Sensor views at their classes' real sizes in metres (data/class_sizes.py, spread
+    # log-normally by `size_spread`) instead of the unit shape: for models that read size.
+    metric_sizes: bool = False
+    size_spread: float = 0.2
 
 
 def _preparer(model_name: str, model_config: dict[str, Any]
@@ -84,9 +89,12 @@ def _preparer(model_name: str, model_config: dict[str, Any]
     if model_name == GMCN:
         config = GmcnConfig(**model_config)
         return lambda points: fit_input(points, config)
-    if model_name == POINTNET_CLS:
-        return PointNetClassifier.prepare_points
-    raise ValueError(f"classification trains '{GMCN}' or '{POINTNET_CLS}', not '{model_name}'")
+    if model_name == DGCNN_CLS:
+        with_size = DgcnnClassifierConfig(**model_config).size_features
+        return lambda points: DgcnnClassifier.prepare_points(points, with_size)
+    if model_name in CLASSIFIERS:
+        return MODELS[model_name][0].prepare_points
+    raise ValueError(f"classification trains one of {CLASSIFIERS}, not '{model_name}'")
 
 
 @dataclass
@@ -105,9 +113,8 @@ class ClassificationTask:
     name: str = field(init=False)
 
     def __post_init__(self):
-        if self.model_name not in MODELS or self.model_name not in (GMCN, POINTNET_CLS):
-            raise ValueError(f"model_name must be '{GMCN}' or '{POINTNET_CLS}', "
-                             f"got '{self.model_name}'")
+        if self.model_name not in CLASSIFIERS:
+            raise ValueError(f"model_name must be one of {CLASSIFIERS}, got '{self.model_name}'")
         self.name = self.model_name
         self.model = dict(self.model)
         d = self.data
@@ -155,7 +162,8 @@ class ClassificationTask:
                                 ViewMix(d.partial_fraction, d.accumulated_fraction,
                                         tuple(d.accumulated_views)),
                                 train_split="train", val_split=POOL_VALIDATION_SPLIT,
-                                progress=self.progress)
+                                progress=self.progress,
+                                size_spread=d.size_spread if d.metric_sizes else None)
         self.class_names = list(d.classes)
         configured = self.model.setdefault("num_classes", len(self.class_names))
         if configured != len(self.class_names):

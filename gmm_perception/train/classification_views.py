@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gmm_perception.data.class_sizes import class_scale, size_factor
 from gmm_perception.data.shape_set import MeshSet, ShapeSet
 from gmm_perception.data.view_loader import ViewLoader
 from gmm_perception.data.views import cached_view_pool
@@ -66,7 +67,7 @@ class ViewSource:
     def __init__(self, shapes: ShapeSet, meshes: MeshSet, class_names: list[str],
                  cache: str, views_per_shape: int, seed: int, num_points: int, mix: ViewMix,
                  train_split: str = "train", val_split: str = "val", workers: int = 2,
-                 progress: bool = True):
+                 progress: bool = True, size_spread: float | None = None):
         self.shapes, _ = categorised(shapes, class_names)
         self.class_names, self.num_points, self.mix = list(class_names), num_points, mix
         ids = self.shapes.model_ids[np.isin(self.shapes.split, (train_split, val_split))]
@@ -78,6 +79,22 @@ class ViewSource:
                               num_points=num_points)
         labels = self.train.shapes.labels[self.train.full_row[self.train.rows]]
         self._rows_of_class = {c: self.train.rows[labels == c] for c in np.unique(labels)}
+        # Metres per unit of each shape at its class's size (None: clouds stay unit shapes).
+        self.size_spread = size_spread
+        self._class_scale = None if size_spread is None else {
+            (id(loader), int(row)): class_scale(
+                self.class_names[self.label(loader, row)],
+                loader.shapes.points[loader.full_row[row]])
+            for loader in (self.train, self.val) for row in loader.rows}
+
+    def _metric(self, loader: ViewLoader, row: int, cloud: np.ndarray,
+                rng: np.random.Generator) -> np.ndarray:
+        """`cloud` (unit shape) at its class's real size, spread by `size_spread`; unchanged
+        without sizes."""
+        if self._class_scale is None:
+            return cloud
+        factor = size_factor(rng, self.size_spread)
+        return cloud * np.float32(self._class_scale[(id(loader), int(row))] * factor)
 
     def label(self, loader: ViewLoader, row: int) -> int:
         return int(loader.shapes.labels[loader.full_row[row]])
@@ -104,7 +121,8 @@ class ViewSource:
             draw = rng.random()
             kind = ("single" if draw < self.mix.single else
                     "accumulated" if draw < self.mix.single + self.mix.accumulated else "full")
-            clouds[i] = self._cloud(self.train, row, kind, rng, int(rng.integers(low, high + 1)))
+            clouds[i] = self._metric(self.train, row, self._cloud(
+                self.train, row, kind, rng, int(rng.integers(low, high + 1))), rng)
             labels[i] = c
         return clouds, labels
 
@@ -116,6 +134,7 @@ class ViewSource:
             rng = np.random.default_rng([_VAL_SEED, int(row)])
             turn = rotation_z(np.array([rng.uniform(0, 2 * np.pi)]))[0].T
             label = self.label(self.val, row)
+            turn = turn * np.float32(self._metric(self.val, row, np.ones(1, np.float32), rng)[0])
             out["full"].append((self._cloud(self.val, row, "full", rng) @ turn, label))
             shape_views = self.val.pool.views_of(row)
             for v in shape_views[:views]:

@@ -18,7 +18,7 @@ def _classification_task(config: dict[str, Any], batch_size: int):
     from gmm_perception.train.classification import ClassificationData, ClassificationTask
 
     if "model_name" not in config:
-        raise ValueError("a classification config names its model: model_name: gmcn | pointnet_cls")
+        raise ValueError("a classification config names its model: model_name: gmcn | pointnet_cls | dgcnn_cls")
     return ClassificationTask(config["model_name"], config["model"],
                               ClassificationData(**config["data"]), batch_size)
 

@@ -125,6 +125,29 @@ def test_shapes_of_unknown_classes_are_dropped_and_bins_hand_computed():
     assert "by_range" not in out["accumulated"]
 
 
+def test_rows_at_class_sizes_scale_each_shape_and_its_ranges_by_one_factor():
+    from dataclasses import replace
+
+    from gmm_perception.data.class_sizes import size_factor
+
+    row = replace(_row(), pool_scale=np.array([0.5, 1.0, 2.0]),
+                  class_scale=np.array([1.5, 2.0, 3.0]),
+                  clouds=[np.full((20, 3), 1.0, np.float32) for _ in range(6)],
+                  accumulated=[np.full((30, 3), 1.0, np.float32) for _ in range(3)])
+    exact = views_bench.at_class_sizes(row, 0.0, seed=7)
+    factor = np.array([3.0, 2.0, 1.5])  # class / pool metres per unit
+    np.testing.assert_allclose([c[0, 0] for c in exact.clouds], factor[row.view_shape])
+    np.testing.assert_allclose([c[0, 0] for c in exact.accumulated], factor)
+    np.testing.assert_allclose(exact.distance, row.distance * factor[row.view_shape])
+    assert exact.points.tolist() == row.points.tolist()  # the same returns
+    spread = views_bench.at_class_sizes(row, 0.2, seed=7)
+    ratio = np.array([c[0, 0] for c in spread.accumulated]) / factor
+    assert np.all((ratio >= np.exp(-0.4)) & (ratio <= np.exp(0.4))) and not np.allclose(ratio, 1)
+    again = views_bench.at_class_sizes(row, 0.2, seed=7)
+    np.testing.assert_array_equal(np.array(again.distance), np.array(spread.distance))
+    assert size_factor(np.random.default_rng(0), 0.0) == 1.0
+
+
 def test_a_model_without_any_of_the_row_classes_scores_nothing():
     run, given = _fake(["person", "car"], lambda s: "car")
     assert score_row(_row(), ["person", "car"], run) is None and not given

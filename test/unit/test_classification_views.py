@@ -75,3 +75,40 @@ def test_validation_holds_every_val_shape_once_per_kind_and_is_fixed(source):
     np.testing.assert_array_equal(first["full"][1], [1, 0])  # m4 chair, m5 box
     for kind in first:
         np.testing.assert_array_equal(first[kind][0], again[kind][0])
+
+
+@pytest.fixture(scope="module")
+def sized_sources(shapes_and_meshes, tmp_path_factory):
+    """The same views at the classes' real sizes: exact (spread 0) and spread (0.2)."""
+    shapes, meshes = shapes_and_meshes
+    cache = tmp_path_factory.mktemp("sized") / "views.npz"
+    return {spread: ViewSource(shapes, meshes, ["box", "chair"], str(cache), views_per_shape=3,
+                               seed=0, num_points=POINTS, mix=ViewMix(0.0, 0.0, (2, 3)),
+                               workers=1, progress=False, size_spread=spread)
+            for spread in (0.0, 0.2)}
+
+
+def test_clouds_at_real_sizes_take_their_class_size_in_metres(sized_sources, shapes_and_meshes):
+    from gmm_perception.data.class_sizes import CLASS_SIZES, DEFAULT_SIZE
+
+    heights = {"chair": CLASS_SIZES["chair"][1], "box": DEFAULT_SIZE[1]}  # both by height
+    assert CLASS_SIZES["chair"][0] == DEFAULT_SIZE[0] == "height"
+    exact = sized_sources[0.0]
+    clouds, labels = exact.sample(np.random.default_rng(2), 60)  # full clouds only (mix 0, 0)
+    for cloud, label in zip(clouds, labels):
+        # a subset of the stored points, whose z extent sets the scale: at most the class height
+        height = np.ptp(cloud[:, 2])
+        assert 0.93 * heights[exact.class_names[label]] <= height <= \
+            heights[exact.class_names[label]] + 1e-5
+    spread = sized_sources[0.2]
+    clouds, labels = spread.sample(np.random.default_rng(2), 200)
+    ratios = np.array([np.ptp(c[:, 2]) / heights[spread.class_names[k]]
+                       for c, k in zip(clouds, labels)])
+    assert ratios.max() <= np.exp(0.4) + 1e-5 and ratios.min() >= 0.93 * np.exp(-0.4)
+    assert 0.1 < np.std(np.log(ratios)) < 0.3  # log-normal, sigma 0.2, clipped
+    # validation at real sizes too: fixed, and the val chair and box at their heights
+    val = exact.validation(views=2, accumulated=1)
+    np.testing.assert_array_equal(val["full"][0], exact.validation(views=2,
+                                                                  accumulated=1)["full"][0])
+    for cloud, label in zip(*val["full"]):
+        assert np.ptp(cloud[:, 2]) == pytest.approx(heights[exact.class_names[label]], rel=0.07)
