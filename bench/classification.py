@@ -24,7 +24,8 @@ Calibration (issue 17), per model and row: the expected calibration error (ECE, 
 bins) and NLL of the raw scores (T = 1) and of the calibrated ones (the temperature of the
 checkpoint's calibration file, `<stem>.calibration.json`, fitted on validation views by
 `python -m gmm_perception.train.calibrate`; the test views here never take part in it); then each
-model's --views scans fused as one track (pipeline.fuse, ClassifyConfig's default forgetting):
+model's --views scans fused as one track as the node fuses them (pipeline.fuse, with the file's
+forgetting and fused temperature):
 the accuracy of every fused label and of the final ones, and at the file's "unknown" threshold
 the coverage (share of fused labels answered) and the accuracy of those answered. The
 reliability diagram of the SH3D row (raw and calibrated, partial scans and full clouds) is
@@ -130,14 +131,16 @@ def calibration_metrics(logits: np.ndarray, labels: np.ndarray, temperature: flo
 
 
 def fused_tracks(logits: np.ndarray, labels: np.ndarray, temperature: float, forgetting: float,
-                 threshold: float) -> dict:
-    """Each model's views (logits (M, V, C), labels (M,)) fused as one track: accuracy of every
-    fused label and of the final ones; coverage and accuracy of the answered at `threshold`,
-    fused and per frame."""
+                 threshold: float, fused_temperature: float = 1.0) -> dict:
+    """Each model's views (logits (M, V, C), labels (M,)) fused as one track, as the stage
+    fuses them (forgetting, then the fused scores' temperature): accuracy of every fused label
+    and of the final ones; coverage and accuracy of the answered at `threshold`, fused and per
+    frame."""
     from gmm_perception.pipeline.fuse import fuse_sequence
 
     probabilities = np.exp(log_softmax(logits, temperature))
-    fused = np.stack([fuse_sequence(track, forgetting) for track in probabilities])  # (M, V, C)
+    fused = np.stack([fuse_sequence(track, forgetting, fused_temperature)
+                      for track in probabilities])  # (M, V, C)
     steps = np.repeat(labels, logits.shape[1])
     fused_flat, frames = fused.reshape(-1, fused.shape[-1]), probabilities.reshape(
         -1, fused.shape[-1])
@@ -145,7 +148,8 @@ def fused_tracks(logits: np.ndarray, labels: np.ndarray, temperature: float, for
     at = answered_at(fused_flat.max(1), fused_correct, threshold)
     alone = answered_at(frames.max(1), frame_correct, threshold)
     return {"tracks": len(labels), "views_per_track": int(logits.shape[1]),
-            "forgetting": forgetting, "threshold": threshold,
+            "forgetting": forgetting, "fused_temperature": fused_temperature,
+            "threshold": threshold,
             "accuracy_all_steps": float(fused_correct.mean()),
             "accuracy_final": float(np.mean(fused[:, -1].argmax(1) == labels)),
             "coverage": at["coverage"], "accuracy_answered": at["accuracy"],
@@ -175,7 +179,12 @@ def minutes_per_epoch(checkpoint: Path) -> float:
     if log is None:
         return float("nan")
     rows = list(csv.DictReader(log.open()))
-    return float(rows[-1]["elapsed_min"]) / float(rows[-1]["epoch"]) if rows else float("nan")
+    if not rows:
+        return float("nan")
+    # elapsed_min restarts with each resumed run: add up the runs' last values.
+    elapsed = [float(row["elapsed_min"]) for row in rows]
+    total = sum(a for a, b in zip(elapsed, elapsed[1:] + [0.0]) if b < a)
+    return total / float(rows[-1]["epoch"])
 
 
 def main() -> None:
@@ -254,12 +263,12 @@ def main() -> None:
         # The classification node's stage, given the checkpoint's training input size, raw
         # (T = 1): the calibrated scores are softmax(logits / T) of the same logits.
         config = ClassifyConfig(checkpoint=str(path), classification_points=num_points,
-                                temperature=1.0, unknown_threshold=0.0)
+                                temperature=1.0, unknown_threshold=0.0, fusion_forgetting=-1.0)
         classifier = Classifier(config, model, class_names, torch.device("cpu"))
         calibration = load_calibration(path) or {}
         temperature = float(calibration.get("temperature", 1.0))
         threshold = float(calibration.get("unknown_threshold", 0.0))
-        forgetting = ClassifyConfig().fusion_forgetting
+        forgetting = classifier.fusion_forgetting  # the calibration's, as the node's
         report.setdefault("calibration", {})[name] = {
             "file": str(path.with_name(path.stem + ".calibration.json")) if calibration
             else None, "temperature": temperature, "unknown_threshold": threshold,
@@ -280,7 +289,8 @@ def main() -> None:
                     args.json.with_name(f"confusion_{tag}_{setting}{suffix}.png"))
             result["fused"] = fused_tracks(
                 logits["partial"].reshape(len(settings["full"][1]), args.views, -1),
-                settings["full"][1], temperature, forgetting, threshold)
+                settings["full"][1], temperature, forgetting, threshold,
+                classifier.fused_temperature)
             if set_name == SH3D_ROW and not args.no_diagram:
                 curves = {f"{setting} {when}": (np.exp(log_softmax(logits[setting], t)),
                                                 settings[setting][1])
@@ -336,7 +346,7 @@ def main() -> None:
                 "llrrlrrrrrrrr")
     print(f"\nCalibration (temperature from each checkpoint's calibration file, fitted on "
           f"validation views) and fusion of each model's {args.views} scans as one track "
-          f"(forgetting {ClassifyConfig().fusion_forgetting:g}); coverage and accuracy of the "
+          f"(each checkpoint's fusion forgetting, from the same file); coverage and accuracy of the "
           "answered fused labels at the 'unknown' threshold:\n")
     print_table(["set", "model", "T", "full ECE raw / cal.", "partial ECE raw / cal.",
                  "partial acc. per frame", "fused acc. all steps / final", "unknown below",

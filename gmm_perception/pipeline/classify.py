@@ -11,7 +11,8 @@ of 0.8 is right about 80 % of the time. T is `ClassifyConfig.temperature`, or wi
 checkpoint's own calibration file (`calibration_path`: `<checkpoint stem>.calibration.json`
 beside it, written by `python -m gmm_perception.train.calibrate`), so a retrained checkpoint
 brings its own; a checkpoint without one is used as is (T = 1). The same file holds the
-"unknown" threshold chosen on validation for the fused answer (pipeline/fuse.py).
+fusion's forgetting, the fused scores' temperature and the "unknown" threshold chosen on
+validation for the fused answer (pipeline/fuse.py).
 """
 from __future__ import annotations
 
@@ -32,6 +33,9 @@ from gmm_perception.pipeline.reuse import reused_step
 
 MIN_POINTS = MIN_OBJECT_POINTS  # re-exported: the least cloud the stage takes
 CALIBRATION_SUFFIX = ".calibration.json"
+# The fusion's forgetting when neither the config nor a calibration file sets one (measured best
+# on the pool's val tracks for gmcn_views.pt, ClassifyConfig.fusion_forgetting's comment).
+DEFAULT_FORGETTING = 0.9
 
 
 def calibration_path(checkpoint: str | Path) -> Path:
@@ -51,14 +55,18 @@ def load_calibration(checkpoint: str | Path) -> dict | None:
         temperature = float(calibration["temperature"])
         threshold = float(calibration.get("unknown_threshold", 0.0))
         fused = float(calibration.get("fused_temperature", 1.0))
+        # Files before `fusion_forgetting` was written name the rule only ("forgetting 0.9").
+        rule = str(calibration.get("fusion_rule", ""))
+        forgetting = float(calibration.get("fusion_forgetting", rule.split()[-1] if
+                                           rule.startswith("forgetting ") else DEFAULT_FORGETTING))
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"calibration file '{path}' is unreadable: {exc}") from exc
     if not (np.isfinite(temperature) and temperature > 0 and np.isfinite(fused) and fused > 0
-            and 0.0 <= threshold <= 1.0):
+            and 0.0 <= threshold <= 1.0 and 0.0 <= forgetting <= 1.0):
         raise ValueError(f"calibration file '{path}': temperature and fused_temperature must "
-                         f"be > 0 and unknown_threshold in [0, 1], got {temperature}, {fused}, "
-                         f"{threshold}")
-    return calibration
+                         f"be > 0, unknown_threshold and fusion_forgetting in [0, 1], got "
+                         f"{temperature}, {fused}, {threshold}, {forgetting}")
+    return {**calibration, "fusion_forgetting": forgetting}
 
 
 @dataclass(frozen=True)
@@ -86,19 +94,25 @@ class Classifier:
         self.num_points = config.classification_points
         self._rng = np.random.default_rng(config.seed)
         self.calibration = load_calibration(config.checkpoint) if (
-            config.temperature == 0 or config.unknown_threshold < 0) else None
+            config.temperature == 0 or config.unknown_threshold < 0
+            or config.fusion_forgetting < 0) else None
         calibrated = self.calibration or {}
         # T: the config's, else the checkpoint's calibration, else 1 (uncalibrated).
         self.temperature = config.temperature or float(calibrated.get("temperature", 1.0))
         # The fused scores' temperature: the calibration's (fitted with its threshold), else 1.
         self.fused_temperature = float(calibrated.get("fused_temperature", 1.0))
+        # The fusion's forgetting: the config's, else the calibration's (its T_f was fitted with
+        # it), else DEFAULT_FORGETTING.
+        self.fusion_forgetting = (config.fusion_forgetting if config.fusion_forgetting >= 0
+                                  else float(calibrated.get("fusion_forgetting",
+                                                            DEFAULT_FORGETTING)))
         # The fused answer's "unknown" threshold: the config's, else the calibration's, else 0.
         self.unknown_threshold = (config.unknown_threshold if config.unknown_threshold >= 0
                                   else float(calibrated.get("unknown_threshold", 0.0)))
 
     def fusion(self, tracks: dict | None = None) -> ClassFusion:
         """A ClassFusion of this classifier's classes and settings (`tracks`: carry on those)."""
-        return ClassFusion(self.class_names, self.config.fusion_forgetting,
+        return ClassFusion(self.class_names, self.fusion_forgetting,
                            self.config.fusion_timeout, self.unknown_threshold, tracks,
                            self.fused_temperature)
 

@@ -258,7 +258,7 @@ class RegistrationConfig:
 class ClassifyConfig:
     """The classification stage (GMCN or the PointNet baseline)."""
 
-    checkpoint: str = _checkpoint("gmcn", "gmcn_views.pt",
+    checkpoint: str = _checkpoint("dgcnn_cls", "dgcnn_views_sized.pt",
                                   what="Classifier checkpoint (gmcn, pointnet_cls or dgcnn_cls).")
     classification_points: int = setting(2048, "Points per object given to the model (as in "
                                          "training).", low=64, high=16384, read_only=True)
@@ -266,15 +266,17 @@ class ClassifyConfig:
                                  "(calibration); 0 = the checkpoint's calibration file "
                                  "(<checkpoint stem>.calibration.json beside it, T fitted on "
                                  "validation views), 1 when it has none.", low=0.0, high=100.0)
-    # 0.9 measured best on the pool's val views (69 tracks of 20 depth views, calibrated;
-    # `python -m gmm_perception.train.calibrate`): accuracy of every fused label 0.533 (1.0:
-    # 0.529, 0.7: 0.513, mean of the probabilities: 0.496, each frame alone: 0.454), final
-    # labels 0.565 (as 1.0), fused NLL 2.56 (1.0: 4.17).
-    fusion_forgetting: float = setting(0.9, "Per object, the class evidence is "
+    # The calibration picks it per checkpoint on the pool's val tracks (20 depth views each,
+    # `python -m gmm_perception.train.calibrate`): gmcn_views.pt 0.9 (accuracy of every fused
+    # label 0.533; 1.0: 0.529, 0.7: 0.513, mean of the probabilities: 0.496, each frame alone:
+    # 0.454), dgcnn_views_sized.pt 0.7 (0.846; 0.9: 0.841, 1.0: 0.828, alone: 0.760).
+    fusion_forgetting: float = setting(-1.0, "Per object, the class evidence is "
                                        "fused over its frames: L = forgetting * L_prev + "
                                        "log p (normalised); 1 = every frame weighs alike, "
-                                       "smaller lets old frames fade, 0 = the last frame only.",
-                                       low=0.0, high=1.0)
+                                       "smaller lets old frames fade, 0 = the last frame only; "
+                                       "-1 = the checkpoint's calibration file's (its fused "
+                                       "temperature was fitted with it), 0.9 without one.",
+                                       low=-1.0, high=1.0)
     fusion_timeout: float = setting(5.0, "Seconds (cloud stamps) an object may go unseen before "
                                     "its fused class starts anew (also when stamps go back).",
                                     low=0.0, high=3600.0)

@@ -15,8 +15,9 @@ the held-out sets), each model turned about z by a seeded angle (data.held_out, 
    after another) through the fusion rules forgetting 1.0 / 0.9 / 0.7 (pipeline.fuse), the mean
    of the probabilities, and none (each frame alone), with calibrated probabilities. Per rule:
    the accuracy of every fused label (all steps of all tracks), of the final labels, the fused
-   NLL and ECE. The rule with the best accuracy over all steps is reported as chosen (then the
-   final labels', then the NLL); ClassifyConfig.fusion_forgetting's default was set from it.
+   NLL and ECE. The forgetting rule with the best accuracy over all steps is chosen (then the
+   final labels', then the NLL) and written as `fusion_forgetting`, which the stage uses unless
+   ClassifyConfig.fusion_forgetting sets one (its fused temperature was fitted for that rule).
 3. Fused temperature: views of one object are not independent, so the chosen rule's fused
    log-posteriors are over-confident; a second temperature T_f minimises their NLL over every
    step of the val tracks (pipeline.fuse: fused scores softmax(L / T_f)).
@@ -47,6 +48,7 @@ from gmm_perception.pipeline.fuse import fuse_sequence
 SEED = 20_261_207  # none of the training's, validation's or benchmarks' seeds
 SPLIT = "val"
 FORGETTING_CHOICES = (1.0, 0.9, 0.7)
+FORGETTING_RULE = "forgetting "  # + the factor: the rules the stage's fusion implements
 MEAN_RULE = "mean of probabilities"
 NO_FUSION = "none (each frame alone)"
 PRECISION = 0.9
@@ -83,7 +85,7 @@ def mean_rule(probabilities: np.ndarray) -> np.ndarray:
 
 def fusion_rules(fused_temperature: float = 1.0) -> dict:
     """Rule name -> (T, C) probabilities of one track -> (T, C) fused posteriors."""
-    rules = {f"forgetting {f:g}": (lambda seq, f=f: fuse_sequence(seq, f, fused_temperature))
+    rules = {f"{FORGETTING_RULE}{f:g}": (lambda seq, f=f: fuse_sequence(seq, f, fused_temperature))
              for f in FORGETTING_CHOICES}
     rules[MEAN_RULE] = mean_rule
     rules[NO_FUSION] = lambda seq: seq
@@ -93,7 +95,7 @@ def fusion_rules(fused_temperature: float = 1.0) -> dict:
 def fused_temperature(probabilities: np.ndarray, labels: np.ndarray, rule: str) -> float:
     """T_f minimising the NLL of the `rule`'s fused posteriors at every step of tracks
     (S, T, C) with labels (S,); 1 for rules that are not a product of likelihoods."""
-    if not rule.startswith("forgetting"):
+    if not rule.startswith(FORGETTING_RULE):
         return 1.0
     fused = np.stack([fusion_rules()[rule](seq) for seq in probabilities])
     log_posterior = np.log(np.maximum(fused.reshape(-1, fused.shape[-1]), 1e-300))
@@ -129,9 +131,9 @@ def fusion_measurement(probabilities: np.ndarray, labels: np.ndarray,
 
 
 def choose_rule(measurement: dict[str, dict]) -> str:
-    """The fusion rule (not 'none') with the best accuracy over all steps, then over the final
-    labels, then the lowest NLL."""
-    candidates = [name for name in measurement if name != NO_FUSION]
+    """The forgetting rule (the stage's fusion; the mean rule and 'none' are only reported) with
+    the best accuracy over all steps, then over the final labels, then the lowest NLL."""
+    candidates = [name for name in measurement if name.startswith(FORGETTING_RULE)]
     return max(candidates, key=lambda n: (round(measurement[n]["accuracy_all_steps"], 4),
                                           round(measurement[n]["accuracy_final"], 4),
                                           -measurement[n]["nll"]))
@@ -244,6 +246,7 @@ def main(argv: list[str] | None = None) -> None:
         "unknown_threshold": threshold["threshold"],  # exact: it is a cut between samples
         "unknown_precision": args.precision,
         "fusion_rule": chosen,
+        "fusion_forgetting": float(chosen[len(FORGETTING_RULE):]),
         "checkpoint": args.checkpoint.name,
         "checkpoint_sha256": checkpoint_hash,
         "fitted_on": {

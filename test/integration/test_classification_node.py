@@ -1,7 +1,11 @@
-"""classification_node with the shipped GMCN checkpoint, as its own process: clouds of held-out
-SH3D models (never seen in training) sent over DDS come back with their classes, and a track's
-fused class settles on the object's class over 20 views while the per-frame answers vary."""
+"""classification_node as its own process: clouds of held-out SH3D models (never seen in
+training) sent over DDS come back with their classes, with the shipped default (DGCNN reading
+size: objects at their classes' real sizes) and with the GMCN checkpoint (size-free); with GMCN,
+a track's fused class settles on the object's class over 20 views while the per-frame answers
+vary."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,10 +21,17 @@ from gmm_perception_msgs.msg import GaussianMixture, ObjectClassification
 
 pytestmark = pytest.mark.integration
 NODE = "/classification_it"
+# The size-free GMCN checkpoint: the tests below that place objects at an arbitrary 0.8 m, and
+# the fused-track test whose views were picked offline for it, run the node with it.
+GMCN = Path(__file__).resolve().parents[2] / "checkpoints" / "gmcn" / "gmcn_views.pt"
+WITH_GMCN = ("-p", f"checkpoint:={GMCN}")
 SHAPES = default_data_dir() / "sh3d" / "sh3d_points_2048.npz"
 # Classes the shipped checkpoint tells apart reliably on full held-out clouds (see its card).
 DISTINCT = ("person", "car", "door")
 PER_CLASS = 2
+# Classes the shipped default (DGCNN reading size) tells apart on full held-out clouds at real
+# sizes (see its card).
+SIZED_CLASSES = ("car", "sofa", "bed", "door")
 MESHES = default_data_dir() / "sh3d" / "sh3d_meshes.npz"
 # A held-out object and the seed of its 20 simulated depth-camera views (data.partial_scans),
 # picked offline so that the per-frame answers vary (lamp, table, chair) while the fused label,
@@ -44,9 +55,30 @@ def held_out():
     return picked
 
 
+@pytest.fixture(scope="module")
+def held_out_sized():
+    """Held-out objects of SIZED_CLASSES at their classes' real sizes (data/class_sizes.py),
+    standing on z = 0 of a z-up frame 3 m away, turned about z at random."""
+    if not SHAPES.is_file():
+        pytest.skip(f"no SH3D data at {SHAPES} (`gmm-perception data sh3d` builds it)")
+    from gmm_perception.data.class_sizes import class_scale
+
+    shapes = ShapeSet.load(SHAPES).subset("test")
+    rng = np.random.default_rng(1)
+    placed = []
+    for name in SIZED_CLASSES:
+        label = shapes.class_names.index(name)
+        for k in np.flatnonzero(shapes.labels == label)[:PER_CLASS]:
+            points = shapes.points[k] * class_scale(name, shapes.points[k])
+            points = points @ rotation_z(rng.uniform(0, 2 * np.pi)).T
+            points += [3.0, 0.5, -points[:, 2].min()]
+            placed.append((name, points.astype(np.float32)))
+    return placed
+
+
 def test_held_out_objects_are_classified_over_dds(probe, start_node, held_out):
     node = start_node("classification_node", "-r", "__node:=classification_it",
-                      "-r", "points:=/cls_objects", "-p", "publish_mixture:=true")
+                      "-r", "points:=/cls_objects", "-p", "publish_mixture:=true", *WITH_GMCN)
     results = probe.record(ObjectClassification, f"{NODE}/classification")
     markers = probe.record(MarkerArray, f"{NODE}/markers")
     mixtures = probe.record(GaussianMixture, f"{NODE}/mixture")
@@ -81,6 +113,35 @@ def test_held_out_objects_are_classified_over_dds(probe, start_node, held_out):
     assert markers[0].markers[0].text.startswith(markers[0].markers[0].text.split()[0])
     assert mixtures[0].dimension == 3 and len(mixtures[0].weights) > 0
     assert sum(mixtures[0].weights) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_the_default_classifier_reads_real_sizes_over_dds(probe, start_node, held_out_sized):
+    """The shipped default (DGCNN with size features): held-out objects standing on the floor of
+    a z-up frame at their classes' real sizes, 3 m away, come back with their classes."""
+    from gmm_perception.pipeline.configs import ClassifyConfig
+
+    assert "dgcnn" in Path(ClassifyConfig().checkpoint).name
+    node = start_node("classification_node", "-r", "__node:=classification_it",
+                      "-r", "points:=/cls_sized")
+    results = probe.record(ObjectClassification, f"{NODE}/classification")
+    publisher = probe.publisher(PointCloud2, "/cls_sized")
+    assert probe.wait_for_subscribers(publisher, timeout=60), node.log()
+    clouds = [(name, object_id, object_cloud(points, object_id, "map", TimeMsg(sec=object_id)))
+              for object_id, (name, points) in enumerate(held_out_sized, start=1)]
+    answered = lambda: {r.object_id for r in results}  # noqa: E731
+    for _ in range(60):  # best effort input: repeat until every object has an answer
+        for name, object_id, cloud in clouds:
+            if str(object_id) not in answered():
+                publisher.publish(cloud)
+                probe.spin_for(0.3)
+        if probe.wait(lambda: len(answered()) == len(clouds), timeout=1.0):
+            break
+    assert len(answered()) == len(clouds), node.log()
+    label_of = {r.object_id: r for r in results}
+    got = [(name, label_of[str(object_id)].label) for name, object_id, _ in clouds]
+    assert sum(name == label for name, label in got) >= len(clouds) - 1, got
+    assert label_of["1"].model_name.startswith("dgcnn_cls")
+    assert sum(label_of["1"].scores) == pytest.approx(1.0, abs=1e-4)
 
 
 def test_tiny_and_empty_clouds_are_rejected_and_the_node_carries_on(probe, start_node,
@@ -164,7 +225,7 @@ def test_a_tracks_fused_label_converges_while_the_per_frame_labels_vary(probe, s
     there; every answer that ran the model adds one observation, a reused one adds none."""
     node = start_node("classification_node", "-r", "__node:=classification_it",
                       "-r", "points:=/cls_track", "-p", "republish:=true",
-                      "-p", "diagnostics_period:=0.2")
+                      "-p", "diagnostics_period:=0.2", *WITH_GMCN)
     results = probe.record(ObjectClassification, f"{NODE}/classification")
     publisher = probe.publisher(PointCloud2, "/cls_track")
     assert probe.wait_for_subscribers(publisher, timeout=60), node.log()

@@ -108,3 +108,33 @@ def test_the_stage_reads_the_checkpoints_calibration_file(gmcn, tmp_path):
     calibration_path(checkpoint).write_text("{not json")
     with pytest.raises(ValueError, match="unreadable"):
         stage(gmcn, checkpoint=str(checkpoint))
+
+
+def test_the_fusion_forgetting_comes_from_the_config_else_the_calibration_file(gmcn, tmp_path):
+    checkpoint = tmp_path / "model.pt"
+    assert stage(gmcn, checkpoint=str(checkpoint)).fusion_forgetting == 0.9  # no file
+    calibration_path(checkpoint).write_text(json.dumps({
+        "temperature": 1.0, "fused_temperature": 2.0, "fusion_rule": "forgetting 0.7",
+        "fusion_forgetting": 0.7}))
+    classifier = stage(gmcn, checkpoint=str(checkpoint))
+    assert classifier.fusion_forgetting == 0.7 and classifier.fusion().forgetting == 0.7
+    assert stage(gmcn, checkpoint=str(checkpoint), fusion_forgetting=1.0).fusion().forgetting \
+        == 1.0
+    # A file written before fusion_forgetting was: the rule names it.
+    calibration_path(checkpoint).write_text(json.dumps({"temperature": 1.0,
+                                                        "fusion_rule": "forgetting 0.9"}))
+    assert load_calibration(checkpoint)["fusion_forgetting"] == 0.9
+    calibration_path(checkpoint).write_text(json.dumps({"temperature": 1.0,
+                                                        "fusion_forgetting": 1.5}))
+    with pytest.raises(ValueError, match="fusion_forgetting in"):
+        load_calibration(checkpoint)
+
+
+def test_the_calibration_chooses_only_a_rule_the_stage_implements():
+    from gmm_perception.train.calibrate import MEAN_RULE, NO_FUSION, choose_rule
+
+    def rule(accuracy):
+        return {"accuracy_all_steps": accuracy, "accuracy_final": accuracy, "nll": 1.0}
+    measurement = {"forgetting 1": rule(0.7), "forgetting 0.7": rule(0.8),
+                   MEAN_RULE: rule(0.9), NO_FUSION: rule(0.95)}
+    assert choose_rule(measurement) == "forgetting 0.7"
