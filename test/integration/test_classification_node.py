@@ -55,6 +55,21 @@ def held_out():
     return picked
 
 
+def _answers(probe, publisher, results, clouds, node) -> dict:
+    """Each object's answer by object id: `clouds` (name, object id, message) sent again until
+    every object has one (best effort input)."""
+    answered = lambda: {r.object_id for r in results}  # noqa: E731
+    for _ in range(60):
+        for _name, object_id, cloud in clouds:
+            if str(object_id) not in answered():
+                publisher.publish(cloud)
+                probe.spin_for(0.3)
+        if probe.wait(lambda: len(answered()) == len(clouds), timeout=1.0):
+            break
+    assert len(answered()) == len(clouds), node.log()
+    return {r.object_id: r for r in results}
+
+
 @pytest.fixture(scope="module")
 def held_out_sized():
     """Held-out objects of SIZED_CLASSES at their classes' real sizes (data/class_sizes.py),
@@ -92,16 +107,7 @@ def test_held_out_objects_are_classified_over_dds(probe, start_node, held_out):
         placed = points @ rotation_z(rng.uniform(0, 2 * np.pi)).T * 0.4 + [3.0, 0.5, 0.4]
         clouds.append((name, object_id, object_cloud(placed.astype(np.float32), object_id,
                                                      "map", TimeMsg(sec=object_id))))
-    answered = lambda: {r.object_id for r in results}  # noqa: E731
-    for _ in range(60):  # best effort input: repeat until every object has an answer
-        for name, object_id, cloud in clouds:
-            if str(object_id) not in answered():
-                publisher.publish(cloud)
-                probe.spin_for(0.3)
-        if probe.wait(lambda: len(answered()) == len(clouds), timeout=1.0):
-            break
-    assert len(answered()) == len(clouds), node.log()
-    label_of = {r.object_id: r for r in results}
+    label_of = _answers(probe, publisher, results, clouds, node)
     correct = [label_of[str(object_id)].label == name for name, object_id, _ in clouds]
     assert sum(correct) >= len(clouds) - 1, [(n, label_of[str(i)].label) for n, i, _ in clouds]
     first = label_of["1"]
@@ -128,16 +134,7 @@ def test_the_default_classifier_reads_real_sizes_over_dds(probe, start_node, hel
     assert probe.wait_for_subscribers(publisher, timeout=60), node.log()
     clouds = [(name, object_id, object_cloud(points, object_id, "map", TimeMsg(sec=object_id)))
               for object_id, (name, points) in enumerate(held_out_sized, start=1)]
-    answered = lambda: {r.object_id for r in results}  # noqa: E731
-    for _ in range(60):  # best effort input: repeat until every object has an answer
-        for name, object_id, cloud in clouds:
-            if str(object_id) not in answered():
-                publisher.publish(cloud)
-                probe.spin_for(0.3)
-        if probe.wait(lambda: len(answered()) == len(clouds), timeout=1.0):
-            break
-    assert len(answered()) == len(clouds), node.log()
-    label_of = {r.object_id: r for r in results}
+    label_of = _answers(probe, publisher, results, clouds, node)
     got = [(name, label_of[str(object_id)].label) for name, object_id, _ in clouds]
     assert sum(name == label for name, label in got) >= len(clouds) - 1, got
     assert label_of["1"].model_name.startswith("dgcnn_cls")
