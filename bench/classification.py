@@ -70,7 +70,7 @@ from gmm_perception.metrics.classification import accuracy, confusion_matrix, \
     per_class_accuracy, plot_confusion_matrix  # noqa: E402
 from gmm_perception.models.checkpoint import CheckpointError  # noqa: E402
 from gmm_perception.models.registry import CLASSIFIERS, load_model  # noqa: E402
-from gmm_perception.pipeline.classify import Classifier, load_calibration  # noqa: E402
+from gmm_perception.pipeline.classify import Classifier  # noqa: E402
 from gmm_perception.pipeline.configs import ClassifyConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,15 +90,11 @@ def test_clouds(data_dir: Path, views: int, num_points: int, class_names: list[s
                                       classes=class_names)
     clouds = {}
     for name, held in sets.items():
-        scale = (np.ones(len(held)) if size_spread is None
-                 else held.class_size_scales(size_spread, SIZE_STREAM)).astype(np.float32)
-        clouds[name] = {
-            "full": (held.cut(held.stored, num_points, FULL_STREAM) * scale[:, None, None],
-                     held.labels),
-            "partial": ((held.scans * scale[:, None, None, None]).reshape(-1, num_points, 3),
-                        np.repeat(held.labels, views))}
+        held = held.at_class_sizes(size_spread, SIZE_STREAM)
+        clouds[name] = {"full": (held.cut(held.stored, num_points, FULL_STREAM), held.labels),
+                        "partial": (held.scans.reshape(-1, num_points, 3),
+                                    np.repeat(held.labels, views))}
     return clouds, notes
-
 
 
 def evaluate(classifier: Classifier, clouds: np.ndarray, labels: np.ndarray, n: int,
@@ -265,7 +261,7 @@ def main() -> None:
         config = ClassifyConfig(checkpoint=str(path), classification_points=num_points,
                                 temperature=1.0, unknown_threshold=0.0, fusion_forgetting=-1.0)
         classifier = Classifier(config, model, class_names, torch.device("cpu"))
-        calibration = load_calibration(path) or {}
+        calibration = classifier.calibration or {}  # loaded for its forgetting
         temperature = float(calibration.get("temperature", 1.0))
         threshold = float(calibration.get("unknown_threshold", 0.0))
         forgetting = classifier.fusion_forgetting  # the calibration's, as the node's

@@ -27,7 +27,7 @@ its clouds alike: objects stand upright at any heading. Inputs cut from these cl
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -82,6 +82,18 @@ class HeldOutSet:
         return np.array([class_scale(self.class_names[self.labels[row]], self.stored[row])
                          * size_factor(self.rng(row, stream), spread)
                          for row in range(len(self))])
+
+    def at_class_sizes(self, spread: float | None, stream: int) -> "HeldOutSet":
+        """This set with every model at its class's real size in metres (`class_size_scales`):
+        what a classifier trained at real sizes is scored or calibrated on; the set itself when
+        `spread` is None (unit shapes)."""
+        if spread is None:
+            return self
+        scale = self.class_size_scales(spread, stream).astype(np.float32)
+        return replace(self, stored=self.stored * scale[:, None, None],
+                       scans=None if self.scans is None
+                       else self.scans * scale[:, None, None, None],
+                       surfaces=[s * scale[:, None, None] for s in self.surfaces])
 
 
 def validation_split(shapes: ShapeSet | MeshSet) -> str:

@@ -5,8 +5,8 @@ The demo bag (see `bag.py`) needs data whose ground truth is exact by constructi
 number here is chosen, not estimated:
 
 * Each object is a normalised model (`MeshSet`: centred on its bounding box, unit sphere, z up,
-  x forward) scaled uniformly to a realistic size for its class (`CLASS_SIZES`). Its *model
-  frame* is that scaled mesh's own frame, and ``T_world_object`` maps model points into the world.
+  x forward) scaled uniformly to a realistic size for its class (`CLASS_SIZES` in
+  `data/class_sizes.py`). Its *model frame* is that scaled mesh's own frame, and ``T_world_object`` maps model points into the world.
   A reference cloud sampled from ``SceneObject.mesh`` is therefore exactly what a registration
   has to align to the scan: its answer should be ``T_world_object``.
 * Objects stand upright on the floor plane z = 0 (their lowest vertex touches it), turned by a
@@ -34,7 +34,7 @@ from typing import Iterable, Iterator, Sequence, Union
 import numpy as np
 import trimesh
 
-from gmm_perception.data.class_sizes import CLASS_SIZES, class_scale  # noqa: F401 (re-export)
+from gmm_perception.data.class_sizes import class_scale
 from gmm_perception.data.mesh_ops import sample_surface
 from gmm_perception.data.sensors import Sensor, raycasting_scene, scan
 from gmm_perception.data.shape_set import MeshSet

@@ -206,13 +206,10 @@ def main(argv: list[str] | None = None) -> None:
                                                temperature=1.0, unknown_threshold=0.0),
                                 model, class_names, torch.device("cpu"))
         # A model trained on clouds at real sizes is calibrated on clouds at real sizes.
-        spread = trained_size_spread(payload["config"]["data"])
-        scale = (np.ones(len(held)) if spread is None
-                 else held.class_size_scales(spread, SIZE_STREAM)).astype(np.float32)
-        full = classify_logits(classifier, held.cut(held.stored, num_points, FULL_STREAM)
-                               * scale[:, None, None])
-        views = classify_logits(classifier, (held.scans * scale[:, None, None, None]).reshape(
-            -1, num_points, 3)).reshape(len(held), args.views * args.sequences, -1)
+        sized = held.at_class_sizes(trained_size_spread(payload["config"]["data"]), SIZE_STREAM)
+        full = classify_logits(classifier, sized.cut(sized.stored, num_points, FULL_STREAM))
+        views = classify_logits(classifier, sized.scans.reshape(-1, num_points, 3)).reshape(
+            len(held), args.views * args.sequences, -1)
         if args.logits is not None:
             np.savez(args.logits, full=full, views=views, key=key)
     view_labels = np.repeat(held.labels, views.shape[1])

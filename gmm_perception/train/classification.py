@@ -39,10 +39,8 @@ from gmm_perception.data.shape_set import MeshSet, ShapeSet
 from gmm_perception.geometry.transforms import rotation_z
 from gmm_perception.train.classification_views import ViewMix, ViewSource
 from gmm_perception.metrics.classification import accuracy, per_class_accuracy
-from gmm_perception.models.dgcnn_classifier import MODEL_NAME as DGCNN_CLS, DgcnnClassifier, \
-    DgcnnClassifierConfig
 from gmm_perception.models.gmcn import MODEL_NAME as GMCN, GmcnConfig, fit_input
-from gmm_perception.models.registry import CLASSIFIERS, MODELS, build_model
+from gmm_perception.models.registry import CLASSIFIERS, build_model
 
 VALIDATION_SEED = 1_000_003
 _FULL_STREAM = 100  # HeldOutSet.rng stream of the full clouds' point subsets
@@ -85,16 +83,11 @@ class ClassificationData:
 
 def _preparer(model_name: str, model_config: dict[str, Any]
               ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Raw clouds -> model input, from the model's name and config (no model needed)."""
-    if model_name == GMCN:
-        config = GmcnConfig(**model_config)
-        return lambda points: fit_input(points, config)
-    if model_name == DGCNN_CLS:
-        with_size = DgcnnClassifierConfig(**model_config).size_features
-        return lambda points: DgcnnClassifier.prepare_points(points, with_size)
-    if model_name in CLASSIFIERS:
-        return MODELS[model_name][0].prepare_points
-    raise ValueError(f"classification trains one of {CLASSIFIERS}, not '{model_name}'")
+    """Raw clouds -> model input: the model's own `prepare` (GMCN's input fit, the others'
+    normalisation), of a model built from the config, which holds no weights it uses."""
+    if model_name not in CLASSIFIERS:
+        raise ValueError(f"classification trains one of {CLASSIFIERS}, not '{model_name}'")
+    return build_model(model_name, model_config).prepare
 
 
 @dataclass

@@ -79,22 +79,20 @@ class ViewSource:
                               num_points=num_points)
         labels = self.train.shapes.labels[self.train.full_row[self.train.rows]]
         self._rows_of_class = {c: self.train.rows[labels == c] for c in np.unique(labels)}
-        # Metres per unit of each shape at its class's size (None: clouds stay unit shapes).
+        # Metres per unit of each shape (pool row: train and val rows are disjoint) at its
+        # class's size; None: clouds stay unit shapes.
         self.size_spread = size_spread
         self._class_scale = None if size_spread is None else {
-            (id(loader), int(row)): class_scale(
-                self.class_names[self.label(loader, row)],
-                loader.shapes.points[loader.full_row[row]])
+            int(row): class_scale(self.class_names[self.label(loader, row)],
+                                  loader.shapes.points[loader.full_row[row]])
             for loader in (self.train, self.val) for row in loader.rows}
 
-    def _metric(self, loader: ViewLoader, row: int, cloud: np.ndarray,
-                rng: np.random.Generator) -> np.ndarray:
-        """`cloud` (unit shape) at its class's real size, spread by `size_spread`; unchanged
-        without sizes."""
+    def _size(self, row: int, rng: np.random.Generator) -> np.float32:
+        """Metres per unit of one draw of pool row `row`: its class's size spread by
+        `size_spread`; 1 (and no draw) without sizes."""
         if self._class_scale is None:
-            return cloud
-        factor = size_factor(rng, self.size_spread)
-        return cloud * np.float32(self._class_scale[(id(loader), int(row))] * factor)
+            return np.float32(1.0)
+        return np.float32(self._class_scale[int(row)] * size_factor(rng, self.size_spread))
 
     def label(self, loader: ViewLoader, row: int) -> int:
         return int(loader.shapes.labels[loader.full_row[row]])
@@ -121,8 +119,8 @@ class ViewSource:
             draw = rng.random()
             kind = ("single" if draw < self.mix.single else
                     "accumulated" if draw < self.mix.single + self.mix.accumulated else "full")
-            clouds[i] = self._metric(self.train, row, self._cloud(
-                self.train, row, kind, rng, int(rng.integers(low, high + 1))), rng)
+            clouds[i] = self._cloud(self.train, row, kind, rng,
+                                    int(rng.integers(low, high + 1))) * self._size(row, rng)
             labels[i] = c
         return clouds, labels
 
@@ -134,7 +132,7 @@ class ViewSource:
             rng = np.random.default_rng([_VAL_SEED, int(row)])
             turn = rotation_z(np.array([rng.uniform(0, 2 * np.pi)]))[0].T
             label = self.label(self.val, row)
-            turn = turn * np.float32(self._metric(self.val, row, np.ones(1, np.float32), rng)[0])
+            turn = turn * self._size(row, rng)
             out["full"].append((self._cloud(self.val, row, "full", rng) @ turn, label))
             shape_views = self.val.pool.views_of(row)
             for v in shape_views[:views]:

@@ -35,3 +35,17 @@ def test_held_out_models_at_class_sizes_are_seeded_per_model():
     np.testing.assert_array_equal(spread, held.class_size_scales(0.2, stream=101))
     assert not np.allclose(spread, exact)
     assert np.all(np.abs(np.log(spread / exact)) <= 0.4 + 1e-12)
+
+
+def test_a_held_out_set_at_class_sizes_scales_each_model_and_its_scans():
+    stored = np.stack([np.array([[0, 0, 0], [0.2, 0.3, 0.5]], np.float32),
+                       np.array([[0, 0, 0], [1.0, 0.4, 0.2]], np.float32)])
+    scans = np.ones((2, 3, 4, 3), np.float32)
+    held = HeldOutSet("test", 5, np.array(["a", "b"]), np.array([0, 1]), ["chair", "sofa"],
+                      np.array([3, 4]), stored, scans, [])
+    assert held.at_class_sizes(None, stream=101) is held
+    sized = held.at_class_sizes(0.0, stream=101)
+    np.testing.assert_allclose(sized.stored[:, 1], stored[:, 1] * np.array([[1.8], [2.0]]),
+                               rtol=1e-6)
+    np.testing.assert_allclose(sized.scans[:, 0, 0, 0], [1.8, 2.0], rtol=1e-6)
+    np.testing.assert_array_equal(held.stored, stored)  # the original is left as it was

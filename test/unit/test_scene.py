@@ -9,7 +9,8 @@ from gmm_perception.data.formats import load_cloud, load_mesh
 from gmm_perception.data.procedural import procedural_meshes
 from gmm_perception.data.sensors import DepthCamera, SpinningLidar
 from gmm_perception.data.shape_set import MeshSet
-from gmm_perception.evaluation.scene import CLASS_SIZES, FLOOR_LABEL, GAP, DrivePath, Orbit, \
+from gmm_perception.data.class_sizes import CLASS_SIZES
+from gmm_perception.evaluation.scene import FLOOR_LABEL, GAP, DrivePath, Orbit, \
     build_demo_scene, carry_in_and_out, reference_cloud, scan_frames, sensor_poses, \
     write_library
 from gmm_perception.geometry.transforms import euler_to_matrix, make_transform, \
