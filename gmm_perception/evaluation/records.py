@@ -67,6 +67,10 @@ class FrameRecord:
     status: str = "ok"
     detections: list[Detection] = field(default_factory=list)
     classifications: list[ClassifiedObject] = field(default_factory=list)
+    # The segmentation's objects: id -> centre of its box in the run's world frame. A
+    # classification is scored against the ground truth found there (not only where the
+    # registration matched the object); empty where the run did not record them.
+    object_centres: dict[int, np.ndarray] = field(default_factory=dict)
     # Object clouds of the surface stages (shape model, upsampling) and their inputs; empty
     # when the pipeline has neither.
     surfaces: list[SurfaceCloud] = field(default_factory=list)

@@ -503,8 +503,10 @@ def _markdown(run: EvaluationRun, metrics: dict, title: str, plots: list[Path]) 
                                c.get("final_label") or "n/a"])
     if classified:
         parts += ["", "## Classification", "",
-                  "Per frame, and fused over the object's track (unknown = wrong); the final "
-                  "label is the fused label of the last frame matched to the object.", "",
+                  "Per frame, and fused over the object's track (unknown = wrong); each answer "
+                  "is scored against the object at its segmented box (or, where the run did "
+                  "not record the boxes, the one its registration matched); the final label "
+                  "is the fused label of the object's last scored answer.", "",
                   _table(["object", "class", "most common label", "classifications",
                           "accuracy per frame", "fused accuracy", "final label"], classified)]
     surfaces = metrics.get("surfaces") or {}

@@ -114,16 +114,39 @@ def _right(pairs: list, fused: bool = False) -> int:
     return sum(p[1] == (p[2].fused_label if fused else p[2].label) for p in pairs)
 
 
-def _classification_metrics(run: EvaluationRun, evaluated: list[int],
-                            rows: list[MatchRow]) -> dict:
-    """Each classified object takes the ground truth its registration was matched to (same
-    frame, same object id); accuracy of each frame's own label against that truth's class.
+class _TruthSurfaces:
+    """Which ground-truth object a segmented object is: the visible truth whose posed model
+    surface is nearest the centre of the object's box, within `match_distance`."""
+
+    def __init__(self, truth: list[TruthObject], match_distance: float):
+        self.match_distance = match_distance
+        self.trees = {t.name: (t, cKDTree(transform_points(t.T_world_object, t.model_points)))
+                      for t in truth if t.model_points is not None and len(t.model_points)}
+
+    def at(self, centre: np.ndarray, stamp_ns: int) -> str | None:
+        best, name = self.match_distance, None
+        for truth, tree in self.trees.values():
+            if truth.visible_at(stamp_ns):
+                distance = float(tree.query(np.asarray(centre, dtype=float))[0])
+                if distance <= best:
+                    best, name = distance, truth.name
+        return name
+
+
+def _classification_metrics(run: EvaluationRun, evaluated: list[int], rows: list[MatchRow],
+                            match_distance: float) -> dict:
+    """Each classified object takes the ground truth at its segmented box's centre (the
+    frame's `object_centres`; a classification does not depend on the registration, so it is
+    scored where the registration failed too); in runs that did not record the centres, the
+    truth its registration was matched to (same frame, same object id). Accuracy of each
+    frame's own label against that truth's class.
 
     The fused labels (records that carry one) are scored the same way, with a fused "unknown"
     as no answer: the accuracy of the answered, the coverage (answered share) and the accuracy
     of all, unknown counted wrong. The final label of a ground-truth object is the fused label
-    of its last matched record (unknown = wrong): what a robot acts on at the end of a track."""
-    truth_of = {(row.frame, row.object_id): row.truth for row in rows}
+    of its last placed record (unknown = wrong): what a robot acts on at the end of a track."""
+    registered_as = {(row.frame, row.object_id): row.truth for row in rows}
+    surfaces = _TruthSurfaces(run.truth, match_distance)
     class_of = {t.name: t.class_name for t in run.truth}
     pairs = []  # (truth name, true class, ClassifiedObject), in frame order
     classified = 0
@@ -131,7 +154,9 @@ def _classification_metrics(run: EvaluationRun, evaluated: list[int],
         frame = run.frames[i]
         for item in frame.classifications:
             classified += 1
-            truth = truth_of.get((frame.index, item.object_id))
+            centre = frame.object_centres.get(item.object_id)
+            truth = (surfaces.at(centre, frame.stamp_ns) if centre is not None
+                     else registered_as.get((frame.index, item.object_id)))
             if truth is not None and class_of.get(truth):
                 pairs.append((truth, class_of[truth], item))
     fused = [p for p in pairs if p[2].fused_label]
@@ -204,7 +229,7 @@ def scene_metrics(run: EvaluationRun, library: dict[str, np.ndarray],
             "translation_error_m": _summary(r.translation_error for r in mine),
             "final_frame_success": any(r.success for r in last_rows if r.truth == truth.name),
         }
-    classification = _classification_metrics(run, evaluated, rows)
+    classification = _classification_metrics(run, evaluated, rows, match_distance)
     for name, summary in classification.pop("per_truth").items():
         per_object.setdefault(name, {})["classification"] = summary
     stage_names = sorted({stage for frame in run.frames for stage in frame.stage_ms})

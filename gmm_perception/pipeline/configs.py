@@ -94,6 +94,13 @@ class SegmentConfig:
                                              low=-1e6, high=1e6, length=3)
     cluster_eps: float = setting(0.05, "DBSCAN neighbourhood radius, metres.",
                                  low=0.001, high=10.0)
+    # A spinning LiDAR's rings lie range x (vertical resolution) apart: beyond cluster_eps /
+    # that resolution, a fixed radius splits an object into one flat cluster per ring.
+    cluster_eps_per_metre: float = setting(0.0, "Clustering radius growth with range: clusters "
+                                           "closer than max(cluster_eps, this x range from the "
+                                           "sensor) are merged (a LiDAR: about 1.5 x its "
+                                           "vertical resolution in radians; 0 = fixed radius).",
+                                           low=0.0, high=1.0)
     # Separate from min_cluster_points, which bounds the cluster's size: a density of 30 would
     # split sparse (far away) objects into noise.
     dbscan_min_points: int = setting(5, "DBSCAN density: neighbours within cluster_eps (itself "

@@ -17,16 +17,18 @@ Lookup = Callable[[str, str, Any], np.ndarray]
 
 
 def cloud_in_frame(points: np.ndarray, frame_id: str, stamp: Any, target_frame: str,
-                   lookup: Lookup | None) -> tuple[np.ndarray, str]:
-    """A received cloud's finite points in `target_frame` (empty: its own frame), and that
-    frame's name. EmptyCloudError when no point is finite; the lookup's TransformError when
-    the frame cannot be placed."""
+                   lookup: Lookup | None) -> tuple[np.ndarray, str, np.ndarray]:
+    """A received cloud's finite points in `target_frame` (empty: its own frame), that frame's
+    name, and where the received frame's origin lies in it (the sensor's position, for a cloud
+    in its sensor frame: what ranges are measured from). EmptyCloudError when no point is
+    finite; the lookup's TransformError when the frame cannot be placed."""
     points = finite_points(points)
     if target_frame and target_frame != frame_id:
         if lookup is None:
             raise ValueError(f"no transform lookup to bring '{frame_id}' into '{target_frame}'")
-        return transform_points(lookup(target_frame, frame_id, stamp), points), target_frame
-    return points, frame_id
+        T = lookup(target_frame, frame_id, stamp)
+        return transform_points(T, points), target_frame, np.asarray(T, dtype=np.float64)[:3, 3]
+    return points, frame_id, np.zeros(3)
 
 
 def crop(points: np.ndarray, config: PreprocessConfig) -> np.ndarray:

@@ -118,12 +118,12 @@ class ScenePipeline:
         """One scene cloud: into the world frame, preprocessed, segmented, then every object
         through every object step in id order. Raises what a node would reject the cloud for
         (EmptyCloudError, TransformError); an object a step refuses is recorded as refused."""
-        points, frame = cloud_in_frame(points, frame_id, stamp, self.world_frame, lookup)
+        points, frame, sensor = cloud_in_frame(points, frame_id, stamp, self.world_frame, lookup)
         tick = time.perf_counter()
         scene = self.preprocess(points)
         stage_ms = {"preprocess": _ms_since(tick)}
         tick = time.perf_counter()
-        segmentation = self.segmenter(scene)
+        segmentation = self.segmenter(scene, sensor)
         stage_ms["segmentation"] = _ms_since(tick)
         result = SceneFrame(frame, segmentation, stage_ms=stage_ms)
         viewpoints = {}

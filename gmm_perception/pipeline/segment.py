@@ -173,15 +173,16 @@ class Segmenter:
         """Points held for accumulation (bounded by accumulate_frames voxelised frames)."""
         return sum(len(frame) for frame in self._frames)
 
-    def __call__(self, points) -> Segmentation:
-        """Segment one frame. Empty or degenerate input gives an empty result, never an error
-        (the frame still counts for the tracks' timeout); a wrong shape raises ValueError."""
+    def __call__(self, points, sensor: np.ndarray | None = None) -> Segmentation:
+        """Segment one frame seen from `sensor` (its position in the points' frame; None: that
+        frame's origin). Empty or degenerate input gives an empty result, never an error (the
+        frame still counts for the tracks' timeout); a wrong shape raises ValueError."""
         points = _as_points(points)
         plane, ground = self.find_plane(points)
         rest = points if ground is None else points[~ground]
         if self.config.accumulate_frames > 1:
             rest = self._accumulate(rest)
-        clusters = self.cluster(rest)
+        clusters = self.cluster(rest, sensor)
         ids = self.tracker.update(np.array([c.mean(axis=0, dtype=np.float64) for c in clusters])
                                   if clusters else np.empty((0, 3)))
         objects = [SegmentedObject(id=int(object_id), points=cluster,
@@ -228,8 +229,10 @@ class Segmenter:
             candidates = np.delete(candidates, inliers)  # a wall: look for the floor in the rest
         return None, None
 
-    def cluster(self, points: np.ndarray) -> list[np.ndarray]:
-        """Clusters of object size, the largest max_objects of them, largest first."""
+    def cluster(self, points: np.ndarray, sensor: np.ndarray | None = None) -> list[np.ndarray]:
+        """Clusters of object size, the largest max_objects of them, largest first; with
+        cluster_eps_per_metre, DBSCAN's clusters that lie within the radius their range from
+        `sensor` allows are merged first (`merge_by_range`)."""
         import open3d as o3d
 
         config = self.config
@@ -240,10 +243,15 @@ class Segmenter:
                                                  print_progress=False))
         order = np.argsort(labels, kind="stable")
         starts = np.flatnonzero(np.diff(labels[order], prepend=-2))
+        groups = [indices for indices in np.split(order, starts[1:]) if labels[indices[0]] >= 0]
+        if config.cluster_eps_per_metre > 0 and len(groups) > 1:
+            groups = merge_by_range(points, groups, config.cluster_eps,
+                                    config.cluster_eps_per_metre,
+                                    np.zeros(3) if sensor is None else sensor)
         clusters = []
-        for indices in np.split(order, starts[1:]):
-            if labels[indices[0]] < 0 or len(indices) < config.min_cluster_points:
-                continue  # DBSCAN noise, or a cluster too small to be an object
+        for indices in groups:
+            if len(indices) < config.min_cluster_points:
+                continue  # a cluster too small to be an object
             cluster = points[indices]
             if (cluster.max(axis=0) - cluster.min(axis=0)).max() > config.max_cluster_extent:
                 continue
@@ -263,3 +271,43 @@ class Segmenter:
                             else points)
         union = np.concatenate(list(self._frames))
         return voxel_downsample(union, voxel, fixed_grid=True) if len(union) else union
+
+
+def merge_by_range(points: np.ndarray, groups: list[np.ndarray], eps: float,
+                   eps_per_metre: float, sensor: np.ndarray) -> list[np.ndarray]:
+    """Groups of point indices joined (transitively) where two come closer than
+    max(eps, eps_per_metre x the range of the nearer one from `sensor`): at range, the rings of
+    a LiDAR are farther apart than a fixed clustering radius, and one object falls apart into
+    flat slices. Boxes are compared first; the closest points only where the boxes are near."""
+    from scipy.spatial import cKDTree
+
+    sensor = np.asarray(sensor, dtype=np.float64)
+    low = np.stack([points[g].min(axis=0) for g in groups]).astype(np.float64)
+    high = np.stack([points[g].max(axis=0) for g in groups]).astype(np.float64)
+    ranges = np.linalg.norm((low + high) / 2 - sensor, axis=1)
+    gaps = np.linalg.norm(np.maximum(0.0, np.maximum(low[:, None] - high[None],
+                                                     low[None] - high[:, None])), axis=2)
+    radius = np.maximum(eps, eps_per_metre * np.minimum(ranges[:, None], ranges[None]))
+    parent = list(range(len(groups)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    trees: dict[int, cKDTree] = {}
+    for i, j in zip(*np.nonzero(np.triu(gaps <= radius, k=1))):
+        if root(i) == root(j):
+            continue
+        small, large = (i, j) if len(groups[i]) <= len(groups[j]) else (j, i)
+        if large not in trees:
+            trees[large] = cKDTree(points[groups[large]])
+        if trees[large].query(points[groups[small]], distance_upper_bound=radius[i, j])[0].min() \
+                <= radius[i, j]:
+            parent[root(i)] = root(j)
+    merged: dict[int, list[np.ndarray]] = {}
+    for i, group in enumerate(groups):
+        merged.setdefault(root(i), []).append(group)
+    return [np.sort(np.concatenate(parts)) if len(parts) > 1 else parts[0]
+            for parts in merged.values()]

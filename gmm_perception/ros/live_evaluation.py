@@ -112,6 +112,7 @@ class _Player:
         self.results: dict[int, list] = defaultdict(list)
         self.result_arrival: dict[int, float] = {}
         self.marker_arrival: dict[int, float] = {}
+        self.object_centres: dict[int, dict[int, np.ndarray]] = {}  # stamp -> id -> box centre
         self.dropped: dict[str, int] = {}
         self.last_output = time.monotonic()
         self.result_topic = _topic(entries[REGISTRATION], "result")
@@ -153,8 +154,13 @@ class _Player:
 
     def _on_markers(self, msg) -> None:
         if msg.markers:
-            self.marker_arrival.setdefault(_ns(msg.markers[0].header.stamp), time.monotonic())
+            stamp = _ns(msg.markers[0].header.stamp)
+            self.marker_arrival.setdefault(stamp, time.monotonic())
             self.last_output = time.monotonic()
+            # Each object's box (its 12 edges, every corner three times): the mean is its centre.
+            self.object_centres[stamp] = {
+                marker.id: np.mean([[p.x, p.y, p.z] for p in marker.points], axis=0)
+                for marker in msg.markers if marker.ns == "objects" and marker.points}
 
     def _on_diagnostics(self, msg) -> None:
         for status in msg.status:
@@ -324,6 +330,7 @@ def _frames(contents: BagContents, player: _Player, warnings: list[str]) -> list
                 _object_id(msg.object_id), msg.label,
                 float(msg.scores[msg.class_id]) if len(msg.scores) > msg.class_id else 0.0,
                 msg.fused_label, float(max(msg.fused_scores, default=0.0)), int(msg.observations)))
+        frame.object_centres = player.object_centres.get(stamp, {})
         frame.surfaces = sorted(player.surfaces.get(stamp, []),
                                 key=lambda c: (c.object_id, c.kind))
         sent = player.publish_wall.get(stamp)

@@ -42,7 +42,7 @@ import signal
 import threading
 import time
 from abc import ABCMeta, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
@@ -84,6 +84,9 @@ class Cloud:
     points: np.ndarray  # (N,3) float32, finite
     frame_id: str
     stamp: Any  # builtin_interfaces/Time
+    # The received frame's origin in frame_id (the sensor's position, for a cloud that came
+    # in its sensor frame).
+    origin: np.ndarray = field(default_factory=lambda: np.zeros(3))
 
 
 def stamp_problem(stamp) -> str:
@@ -206,9 +209,9 @@ class PerceptionNode(LifecycleNode, metaclass=ABCMeta):
         points = read_xyz(msg)  # drops NaN/inf rows
         if len(points) == 0:
             raise EmptyCloudError(f"no finite points among {msg.width * msg.height}")
-        points, frame_id = cloud_in_frame(points, msg.header.frame_id, msg.header.stamp,
-                                          self.settings.target_frame, self.lookup)
-        return Cloud(points=points, frame_id=frame_id, stamp=msg.header.stamp)
+        points, frame_id, origin = cloud_in_frame(points, msg.header.frame_id, msg.header.stamp,
+                                                  self.settings.target_frame, self.lookup)
+        return Cloud(points=points, frame_id=frame_id, stamp=msg.header.stamp, origin=origin)
 
     def lookup(self, target_frame: str, source_frame: str, stamp) -> np.ndarray:
         """4x4 transform from source_frame to target_frame at `stamp`, waiting up to tf_timeout."""

@@ -77,7 +77,7 @@ class SegmentationNode(PerceptionNode):
 
     def process(self, msg: PointCloud2) -> None:
         cloud = self.read_cloud(msg)
-        result = self.segmenter(self.preprocess(cloud.points))
+        result = self.segmenter(self.preprocess(cloud.points), cloud.origin)
         for obj in result.objects:
             self.objects_pub.publish(object_cloud(obj.points, obj.id, cloud.frame_id, cloud.stamp))
         self.markers_pub.publish(object_markers(result.objects, cloud.frame_id, cloud.stamp,

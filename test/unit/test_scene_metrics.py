@@ -210,6 +210,28 @@ def test_classification_per_frame_fused_and_final_against_hand_counts():
     assert [c["accuracy"] for c in per_object.values()] == pytest.approx([3 / 4, 1 / 4, 2 / 3])
 
 
+def test_classifications_are_placed_by_the_segmented_box_where_the_run_recorded_it():
+    """A classification does not need the registration: with the segmentation's box centres
+    recorded, rod_2's frame 3 (no detection) is scored, object 9 (its box far from every
+    truth) is not, and an object's box is scored as the truth whose surface is there."""
+    run = classified_run()
+    for frame in run.frames:
+        frame.object_centres = {1: np.array([5.1, 0.1, 0.1]), 2: np.array([0.0, 5.0, 1.0]),
+                                3: np.array([0.2, -5.0, 1.9]), 9: np.array([20.0, 0.0, 0.0])}
+    classification = scene_metrics(run, LIBRARY)[0]["classification"]
+    assert classification["classified"] == 13 and classification["matched_to_truth"] == 12
+    assert classification["accuracy"] == pytest.approx(7 / 12)  # rod_2's frame 3 says pole
+    # rod_2's last fused record is now frame 3's "pole": its final label is right.
+    assert classification["final_label"]["right"] == 2
+    # Object 1's box in frame 0 at 0.41 m from the rod's top point: scored as the rod's.
+    run.frames[0].object_centres[1] = np.array([0.0, 4.6, 2.1])
+    assert scene_metrics(run, LIBRARY)[0]["per_object"]["rod"]["classification"][
+        "classified"] == 5
+    # Beyond match_distance of every surface: not scored.
+    run.frames[0].object_centres[1] = np.array([3.0, 2.0, 0.0])
+    assert scene_metrics(run, LIBRARY)[0]["classification"]["matched_to_truth"] == 11
+
+
 def test_records_without_fused_labels_score_per_frame_only():
     run = classified_run()
     for frame in run.frames:

@@ -333,3 +333,57 @@ def test_reconfigure_keeps_tracks_and_resizes_accumulation():
     assert segmenter.accumulated_points < before
     assert segmenter.tracker.timeout_frames == 5
     assert sorted(obj.id for obj in segmenter(scene(seed=9)).objects) == ids
+
+
+# ----------------------------------------------------------------------------- range-adaptive radius
+def lidar_scene(sensor_at=(0.0, 0.0, 1.0)):
+    """One OS1-64 scan (no ground: the boxes stand in the air) of a 1.1 x 0.75 x 1.1 m cabinet
+    12 m away, and two 0.5 m boxes 2.5 m away with a 0.2 m gap between them: at 12 m the rings
+    are 12 x 0.71 degrees = 15 cm apart, more than the 8 cm radius."""
+    import trimesh
+
+    from gmm_perception.data.sensors import SpinningLidar, scan
+
+    far = trimesh.creation.box((0.75, 1.1, 1.1), trimesh.transformations.translation_matrix(
+        (12.0, 0.0, 0.8)))
+    near = [trimesh.creation.box((0.5, 0.5, 0.5), trimesh.transformations.translation_matrix(
+        (2.5, y, 0.5))) for y in (-0.35, 0.35)]
+    lidar = SpinningLidar.ouster_os1_64()
+    eye = np.asarray(sensor_at, dtype=float)
+    result = scan([far, *near], lidar, lidar.look_at(eye, eye + [1.0, 0.0, 0.0]),
+                  np.random.default_rng(0))
+    return result.points_world(), result.hit_geometry
+
+
+def test_a_far_object_falls_apart_into_ring_slices_at_a_fixed_radius_and_not_with_range():
+    points, geometry = lidar_scene()
+    # One scan (no accumulation): 7 cm between the returns of a ring, so 3 make a core point.
+    config = SegmentConfig(cluster_eps=0.08, dbscan_min_points=3, min_cluster_points=5,
+                           min_plane_points=1e9)
+    fixed = Segmenter(config)(points, np.array([0.0, 0.0, 1.0]))
+    far_fixed = [obj for obj in fixed.objects if obj.centroid[0] > 10]
+    assert len(far_fixed) > 3 and max(obj.extent[2] for obj in far_fixed) < 0.05  # flat slices
+    adaptive = Segmenter(SegmentConfig(**{**config.__dict__, "cluster_eps_per_metre": 0.016}))(
+        points, np.array([0.0, 0.0, 1.0]))
+    source = {tuple(p): g for p, g in zip(points.tolist(), geometry)}
+    sources = [{source[tuple(p)] for p in obj.points.tolist()} for obj in adaptive.objects]
+    far = [obj for obj, s in zip(adaptive.objects, sources) if s == {0}]
+    assert len(far) == 1 and len(far[0].points) == int(np.sum(geometry == 0))
+    assert far[0].extent[2] > 0.85  # from the lowest ring on the box to the highest
+    # The two near boxes, 0.2 m apart at 2.5 m (radius there max(0.08, 0.04)): never joined.
+    assert all(len(s) == 1 for s in sources) and {1, 2} <= set().union(*sources)
+
+
+def test_clusters_merge_by_their_range_from_the_sensor_not_the_frame_origin():
+    """Two 1 m slices 0.15 m apart: merged where the sensor is 12 m away (radius 0.19 m), not
+    where it is 2 m away (radius 0.08 m); the sensor's position, not the frame's origin, counts."""
+    from gmm_perception.pipeline.segment import merge_by_range
+
+    line = np.c_[np.zeros(50), np.linspace(0, 1, 50), np.zeros(50)]
+    points = np.vstack([line + [10.0, 0, 0], line + [10.0, 0, 0.15]]).astype(np.float32)
+    groups = [np.arange(50), np.arange(50, 100)]
+    far_sensor, near_sensor = np.array([-2.0, 0.5, 0.0]), np.array([8.0, 0.5, 0.0])
+    assert len(merge_by_range(points, groups, 0.08, 0.016, far_sensor)) == 1
+    assert len(merge_by_range(points, groups, 0.08, 0.016, near_sensor)) == 2
+    merged = merge_by_range(points, groups, 0.08, 0.016, far_sensor)[0]
+    assert np.array_equal(merged, np.arange(100))
