@@ -25,7 +25,7 @@ bins) and NLL of the raw scores (T = 1) and of the calibrated ones (the temperat
 checkpoint's calibration file, `<stem>.calibration.json`, fitted on validation views by
 `python -m gmm_perception.train.calibrate`; the test views here never take part in it); then each
 model's --views scans fused as one track as the node fuses them (pipeline.fuse, with the file's
-forgetting and fused temperature):
+rule, forgetting and fused temperature):
 the accuracy of every fused label and of the final ones, and at the file's "unknown" threshold
 the coverage (share of fused labels answered) and the accuracy of those answered. The
 reliability diagram of the SH3D row (raw and calibrated, partial scans and full clouds) is
@@ -127,15 +127,15 @@ def calibration_metrics(logits: np.ndarray, labels: np.ndarray, temperature: flo
 
 
 def fused_tracks(logits: np.ndarray, labels: np.ndarray, temperature: float, forgetting: float,
-                 threshold: float, fused_temperature: float = 1.0) -> dict:
+                 threshold: float, fused_temperature: float = 1.0, rule: str = "product") -> dict:
     """Each model's views (logits (M, V, C), labels (M,)) fused as one track, as the stage
-    fuses them (forgetting, then the fused scores' temperature): accuracy of every fused label
+    fuses them (rule and forgetting, then the fused scores' temperature): accuracy of every fused label
     and of the final ones; coverage and accuracy of the answered at `threshold`, fused and per
     frame."""
     from gmm_perception.pipeline.fuse import fuse_sequence
 
     probabilities = np.exp(log_softmax(logits, temperature))
-    fused = np.stack([fuse_sequence(track, forgetting, fused_temperature)
+    fused = np.stack([fuse_sequence(track, forgetting, fused_temperature, rule)
                       for track in probabilities])  # (M, V, C)
     steps = np.repeat(labels, logits.shape[1])
     fused_flat, frames = fused.reshape(-1, fused.shape[-1]), probabilities.reshape(
@@ -144,7 +144,7 @@ def fused_tracks(logits: np.ndarray, labels: np.ndarray, temperature: float, for
     at = answered_at(fused_flat.max(1), fused_correct, threshold)
     alone = answered_at(frames.max(1), frame_correct, threshold)
     return {"tracks": len(labels), "views_per_track": int(logits.shape[1]),
-            "forgetting": forgetting, "fused_temperature": fused_temperature,
+            "rule": rule, "forgetting": forgetting, "fused_temperature": fused_temperature,
             "threshold": threshold,
             "accuracy_all_steps": float(fused_correct.mean()),
             "accuracy_final": float(np.mean(fused[:, -1].argmax(1) == labels)),
@@ -259,16 +259,17 @@ def main() -> None:
         # The classification node's stage, given the checkpoint's training input size, raw
         # (T = 1): the calibrated scores are softmax(logits / T) of the same logits.
         config = ClassifyConfig(checkpoint=str(path), classification_points=num_points,
-                                temperature=1.0, unknown_threshold=0.0, fusion_forgetting=-1.0)
+                                temperature=1.0, unknown_threshold=0.0, fusion_forgetting=-1.0,
+                                fusion_rule="")
         classifier = Classifier(config, model, class_names, torch.device("cpu"))
-        calibration = classifier.calibration or {}  # loaded for its forgetting
+        calibration = classifier.calibration or {}  # loaded for its fusion
         temperature = float(calibration.get("temperature", 1.0))
         threshold = float(calibration.get("unknown_threshold", 0.0))
         forgetting = classifier.fusion_forgetting  # the calibration's, as the node's
         report.setdefault("calibration", {})[name] = {
             "file": str(path.with_name(path.stem + ".calibration.json")) if calibration
             else None, "temperature": temperature, "unknown_threshold": threshold,
-            "fusion_forgetting": forgetting}
+            "fusion_rule": classifier.fusion_rule, "fusion_forgetting": forgetting}
         params = sum(p.numel() for p in model.parameters())
         for set_name, settings in clouds.items():
             result = {"checkpoint": str(path), "epoch": payload["metadata"].get("epoch"),
@@ -286,7 +287,7 @@ def main() -> None:
             result["fused"] = fused_tracks(
                 logits["partial"].reshape(len(settings["full"][1]), args.views, -1),
                 settings["full"][1], temperature, forgetting, threshold,
-                classifier.fused_temperature)
+                classifier.fused_temperature, classifier.fusion_rule)
             if set_name == SH3D_ROW and not args.no_diagram:
                 curves = {f"{setting} {when}": (np.exp(log_softmax(logits[setting], t)),
                                                 settings[setting][1])
@@ -342,7 +343,7 @@ def main() -> None:
                 "llrrlrrrrrrrr")
     print(f"\nCalibration (temperature from each checkpoint's calibration file, fitted on "
           f"validation views) and fusion of each model's {args.views} scans as one track "
-          f"(each checkpoint's fusion forgetting, from the same file); coverage and accuracy of the "
+          f"(each checkpoint's fusion rule, from the same file); coverage and accuracy of the "
           "answered fused labels at the 'unknown' threshold:\n")
     print_table(["set", "model", "T", "full ECE raw / cal.", "partial ECE raw / cal.",
                  "partial acc. per frame", "fused acc. all steps / final", "unknown below",

@@ -24,14 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gmm_perception.geometry.points import MIN_OBJECT_POINTS, object_points, resample
+from gmm_perception.geometry.points import object_points, resample
 from gmm_perception.gmm import mixture as mx
-from gmm_perception.pipeline.configs import ClassifyConfig
+from gmm_perception.pipeline.configs import FUSION_RULES, ClassifyConfig
 from gmm_perception.pipeline.fuse import ClassFusion, FusedClass, FusingStage
 from gmm_perception.pipeline.preprocess import ObjectStep
 from gmm_perception.pipeline.reuse import reused_step
 
-MIN_POINTS = MIN_OBJECT_POINTS  # re-exported: the least cloud the stage takes
 CALIBRATION_SUFFIX = ".calibration.json"
 # The fusion's forgetting when neither the config nor a calibration file sets one (measured best
 # on the pool's val tracks for gmcn_views.pt, ClassifyConfig.fusion_forgetting's comment).
@@ -55,18 +54,21 @@ def load_calibration(checkpoint: str | Path) -> dict | None:
         temperature = float(calibration["temperature"])
         threshold = float(calibration.get("unknown_threshold", 0.0))
         fused = float(calibration.get("fused_temperature", 1.0))
-        # Files before `fusion_forgetting` was written name the rule only ("forgetting 0.9").
-        rule = str(calibration.get("fusion_rule", ""))
+        # The rule: "product" or "mean", with "fusion_forgetting"; files before the mean rule
+        # name a product rule only by its forgetting ("forgetting 0.9").
+        rule = str(calibration.get("fusion_rule", "product"))
         forgetting = float(calibration.get("fusion_forgetting", rule.split()[-1] if
                                            rule.startswith("forgetting ") else DEFAULT_FORGETTING))
+        rule = "product" if rule.startswith("forgetting ") else rule
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"calibration file '{path}' is unreadable: {exc}") from exc
     if not (np.isfinite(temperature) and temperature > 0 and np.isfinite(fused) and fused > 0
-            and 0.0 <= threshold <= 1.0 and 0.0 <= forgetting <= 1.0):
+            and 0.0 <= threshold <= 1.0 and 0.0 <= forgetting <= 1.0 and rule in FUSION_RULES):
         raise ValueError(f"calibration file '{path}': temperature and fused_temperature must "
-                         f"be > 0, unknown_threshold and fusion_forgetting in [0, 1], got "
-                         f"{temperature}, {fused}, {threshold}, {forgetting}")
-    return {**calibration, "fusion_forgetting": forgetting}
+                         f"be > 0, unknown_threshold and fusion_forgetting in [0, 1], "
+                         f"fusion_rule one of {FUSION_RULES}, got {temperature}, {fused}, "
+                         f"{threshold}, {forgetting}, {rule!r}")
+    return {**calibration, "fusion_rule": rule, "fusion_forgetting": forgetting}
 
 
 @dataclass(frozen=True)
@@ -95,14 +97,15 @@ class Classifier:
         self._rng = np.random.default_rng(config.seed)
         self.calibration = load_calibration(config.checkpoint) if (
             config.temperature == 0 or config.unknown_threshold < 0
-            or config.fusion_forgetting < 0) else None
+            or config.fusion_forgetting < 0 or not config.fusion_rule) else None
         calibrated = self.calibration or {}
         # T: the config's, else the checkpoint's calibration, else 1 (uncalibrated).
         self.temperature = config.temperature or float(calibrated.get("temperature", 1.0))
         # The fused scores' temperature: the calibration's (fitted with its threshold), else 1.
         self.fused_temperature = float(calibrated.get("fused_temperature", 1.0))
-        # The fusion's forgetting: the config's, else the calibration's (its T_f was fitted with
-        # it), else DEFAULT_FORGETTING.
+        # The fusion's rule and forgetting: the config's, else the calibration's (its T_f was
+        # fitted with them), else product with DEFAULT_FORGETTING.
+        self.fusion_rule = config.fusion_rule or str(calibrated.get("fusion_rule", "product"))
         self.fusion_forgetting = (config.fusion_forgetting if config.fusion_forgetting >= 0
                                   else float(calibrated.get("fusion_forgetting",
                                                             DEFAULT_FORGETTING)))
@@ -114,12 +117,12 @@ class Classifier:
         """A ClassFusion of this classifier's classes and settings (`tracks`: carry on those)."""
         return ClassFusion(self.class_names, self.fusion_forgetting,
                            self.config.fusion_timeout, self.unknown_threshold, tracks,
-                           self.fused_temperature)
+                           self.fused_temperature, self.fusion_rule)
 
     @torch.no_grad()
     def __call__(self, points: np.ndarray) -> Classification:
         started = time.perf_counter()
-        points = object_points(points, "classify", MIN_POINTS)
+        points = object_points(points, "classify", self.config.min_points)
         sample = torch.from_numpy(resample(points, self.num_points, self._rng)[None]).to(
             self.device)
         prepared = self.model.prepare(sample)

@@ -31,6 +31,7 @@ GLOBAL_REGISTRATION_MODES = ("inline", "background")
 REFERENCE_MODES = ("file", "library", "topic", "previous")
 UPSAMPLING_MODES = ("prior", "denoise")
 CODECS = ("neuralqaad", "draco", "pointgmm")
+FUSION_RULES = ("product", "mean")  # pipeline/fuse.py
 
 
 def _seed() -> Any:
@@ -269,21 +270,31 @@ class ClassifyConfig:
                                   what="Classifier checkpoint (gmcn, pointnet_cls or dgcnn_cls).")
     classification_points: int = setting(2048, "Points per object given to the model (as in "
                                          "training).", low=64, high=16384, read_only=True)
+    # The sensor views the classifiers trained on hold 200 returns or more (data/views.py):
+    # below that, an object just coming into view or half hidden, they answer wrongly and
+    # confidently, and a track's fused class would start from that.
+    min_points: int = setting(200, "Objects with fewer points are not classified (nothing "
+                              "published, nothing fused); the refusal is counted in "
+                              "/diagnostics.", low=MIN_OBJECT_POINTS, high=1_000_000)
     temperature: float = setting(0.0, "Temperature T of the scores softmax(logits / T) "
                                  "(calibration); 0 = the checkpoint's calibration file "
                                  "(<checkpoint stem>.calibration.json beside it, T fitted on "
                                  "validation views), 1 when it has none.", low=0.0, high=100.0)
-    # The calibration picks it per checkpoint on the pool's val tracks (20 depth views each,
-    # `python -m gmm_perception.train.calibrate`): gmcn_views.pt 0.9 (accuracy of every fused
-    # label 0.533; 1.0: 0.529, 0.7: 0.513, mean of the probabilities: 0.496, each frame alone:
-    # 0.454), dgcnn_views_sized.pt 0.7 (0.846; 0.9: 0.841, 1.0: 0.828, alone: 0.760).
-    fusion_forgetting: float = setting(-1.0, "Per object, the class evidence is "
-                                       "fused over its frames: L = forgetting * L_prev + "
-                                       "log p (normalised); 1 = every frame weighs alike, "
-                                       "smaller lets old frames fade, 0 = the last frame only; "
-                                       "-1 = the checkpoint's calibration file's (its fused "
-                                       "temperature was fitted with it), 0.9 without one.",
-                                       low=-1.0, high=1.0)
+    # The calibration picks the rule and its forgetting per checkpoint on the pool's val tracks
+    # (`python -m gmm_perception.train.calibrate`, by the fused NLL): the numbers are in each
+    # model card.
+    fusion_rule: str = setting("", "How an object's frames are fused (pipeline/fuse.py): "
+                               "'product' (L = forgetting * L_prev + log p: naive Bayes over "
+                               "views, over-confident when frames repeat) or 'mean' (the "
+                               "probabilities averaged, older frames weighted by forgetting^age: "
+                               "a repeated frame does not compound); '' = the checkpoint's "
+                               "calibration file's, 'product' without one.",
+                               choices=("",) + FUSION_RULES)
+    fusion_forgetting: float = setting(-1.0, "Weight of the older frames in the fusion: 1 = "
+                                       "every frame weighs alike, smaller lets old frames fade, "
+                                       "0 = the last frame only; -1 = the checkpoint's "
+                                       "calibration file's (its fused temperature was fitted "
+                                       "with it), 0.9 without one.", low=-1.0, high=1.0)
     fusion_timeout: float = setting(5.0, "Seconds (cloud stamps) an object may go unseen before "
                                     "its fused class starts anew (also when stamps go back).",
                                     low=0.0, high=3600.0)

@@ -3,12 +3,17 @@ moves, with an "unknown" answer while it stays unsure.
 
 A single partial view is often ambiguous (a plant seen from one side is a cabinet to GMCN); the
 views of one object over a track are not. `ClassFusion` keeps, per object key (the
-segmentation's id), fused log-probabilities
-    L_t = forgetting * L_{t-1} + log p_t,   normalised (L_t <- L_t - logsumexp L_t),
-from the calibrated per-frame probabilities p_t: forgetting 1 is the product of the frames'
-likelihoods (naive Bayes over views), smaller values let old frames fade (an id that changes
-object recovers). Views of one object are not independent, so L_t is over-confident; the fused
-scores are softmax(L_t / fused_temperature), a second temperature fitted on validation tracks
+segmentation's id), fused log-probabilities L_t from the calibrated per-frame probabilities p_t
+by one of two rules (`FUSION_RULES`):
+* "product": L_t = forgetting * L_{t-1} + log p_t, normalised (L_t <- L_t - logsumexp L_t):
+  forgetting 1 is the product of the frames' likelihoods (naive Bayes over views). Views of one
+  object are not independent, so L_t is over-confident, the more so the more alike and the more
+  frequent the frames (a robot standing still, a faster sensor);
+* "mean": L_t = log of the frames' probabilities averaged with weights forgetting^(age):
+  a frame that repeats an earlier one does not compound, so the fused confidence does not
+  depend on the frame rate.
+Smaller forgetting lets old frames fade (an id that changes object recovers). The fused scores
+are softmax(L_t / fused_temperature), a second temperature fitted on validation tracks
 (train/calibrate.py). The fused label is their top class, or `UNKNOWN` when its probability is
 below `unknown_threshold`. A track starts anew when the object is new, went
 unseen for `timeout` seconds (cloud stamps), or the stamps went backwards (a bag replayed from
@@ -25,6 +30,7 @@ from typing import Any, Callable, Hashable, Sequence
 
 import numpy as np
 
+from gmm_perception.pipeline.configs import FUSION_RULES
 from gmm_perception.pipeline.object_memory import MAX_OBJECTS, remember, still_current
 
 MAX_TRACKS = MAX_OBJECTS  # tracks kept at most (object_memory)
@@ -49,6 +55,7 @@ class ClassTrack:
     log_posterior: np.ndarray  # (num_classes,) normalised fused log-probabilities
     observations: int
     seen: float  # stamp (s) of the last frame of the object
+    weight: float = 1.0  # the mean rule's sum of the frames' weights forgetting^(age)
 
 
 class ClassFusion:
@@ -56,11 +63,15 @@ class ClassFusion:
 
     def __init__(self, class_names: Sequence[str], forgetting: float = 1.0,
                  timeout: float = 5.0, unknown_threshold: float = 0.0,
-                 tracks: dict | None = None, fused_temperature: float = 1.0):
+                 tracks: dict | None = None, fused_temperature: float = 1.0,
+                 rule: str = "product"):
         if not 0.0 <= forgetting <= 1.0:
             raise ValueError(f"forgetting must be in [0, 1], got {forgetting}")
         if not fused_temperature > 0:
             raise ValueError(f"fused_temperature must be > 0, got {fused_temperature}")
+        if rule not in FUSION_RULES:
+            raise ValueError(f"rule must be one of {FUSION_RULES}, got {rule!r}")
+        self.rule = rule
         self.fused_temperature = float(fused_temperature)
         self.class_names = list(class_names)
         self.forgetting, self.timeout = float(forgetting), float(timeout)
@@ -87,6 +98,12 @@ class ClassFusion:
         if track is None:
             track = ClassTrack(np.zeros(len(self.class_names)), 0, now)
             log_posterior = evidence
+        elif self.rule == "mean":
+            # mean_t = (f w_{t-1} mean_{t-1} + p_t) / w_t, w_t = f w_{t-1} + 1, in logs.
+            faded = self.forgetting * track.weight
+            log_posterior = np.logaddexp(np.log(faded) + track.log_posterior if faded > 0
+                                         else -np.inf, evidence) - np.log(faded + 1.0)
+            track.weight = faded + 1.0
         else:
             log_posterior = self.forgetting * track.log_posterior + evidence
         track.log_posterior = log_posterior - _logsumexp(log_posterior)
@@ -155,11 +172,11 @@ class FusingStage:
 
 
 def fuse_sequence(probabilities: np.ndarray, forgetting: float,
-                  fused_temperature: float = 1.0) -> np.ndarray:
+                  fused_temperature: float = 1.0, rule: str = "product") -> np.ndarray:
     """(T, C) fused posteriors after each of T frames of one object (the fusion rule without
     tracks: for measurements and tests)."""
     fusion = ClassFusion(range(probabilities.shape[1]), forgetting, timeout=np.inf,
-                         fused_temperature=fused_temperature)
+                         fused_temperature=fused_temperature, rule=rule)
     return np.stack([fusion.update(0, p, float(t)).scores for t, p in enumerate(probabilities)])
 
 

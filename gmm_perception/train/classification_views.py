@@ -145,3 +145,28 @@ class ViewSource:
                        np.array([label for _, label in items], dtype=np.int64))
                 for kind, items in out.items() if items}
 
+    def tracks(self, sequences: int, steps: int, window: int, seed: int
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What a robot's classifier sees of the val shapes, for calibration: per shape (one
+        seeded heading and size, as one object in one scene) its full cloud and `sequences`
+        tracks of `steps` clouds, each step the accumulation of the track's last `window` views
+        (fewer at its start), as the scene pipeline accumulates recent frames; a shape's views
+        (sensors, ranges, point counts of the pool) are dealt to its tracks in a seeded order,
+        reused only when it has fewer than sequences x steps. Returns full clouds (M, N, 3),
+        tracks (M * sequences, steps, N, 3) and the shapes' labels (M,)."""
+        full, tracks, labels = [], [], []
+        for row in self.val.rows:
+            rng = np.random.default_rng([seed, int(row)])
+            turn = rotation_z(np.array([rng.uniform(0, 2 * np.pi)]))[0].T * self._size(row, rng)
+            labels.append(self.label(self.val, row))
+            full.append(self._cloud(self.val, row, "full", rng) @ turn)
+            views = self.val.pool.views_of(row)
+            order = np.concatenate([rng.permutation(views) for _ in range(
+                -(-sequences * steps // len(views)))])[:sequences * steps]
+            for track in order.reshape(sequences, steps):
+                tracks.append([self.val.scan_cloud(track[max(0, t - window + 1):t + 1], rng,
+                                                   self.num_points) @ turn
+                               for t in range(steps)])
+        return (np.stack(full).astype(np.float32), np.asarray(tracks, dtype=np.float32),
+                np.array(labels, dtype=np.int64))
+

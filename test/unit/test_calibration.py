@@ -124,17 +124,31 @@ def test_the_fusion_forgetting_comes_from_the_config_else_the_calibration_file(g
     calibration_path(checkpoint).write_text(json.dumps({"temperature": 1.0,
                                                         "fusion_rule": "forgetting 0.9"}))
     assert load_calibration(checkpoint)["fusion_forgetting"] == 0.9
+    assert load_calibration(checkpoint)["fusion_rule"] == "product"
     calibration_path(checkpoint).write_text(json.dumps({"temperature": 1.0,
                                                         "fusion_forgetting": 1.5}))
     with pytest.raises(ValueError, match="fusion_forgetting in"):
         load_calibration(checkpoint)
+    # The rule: the file's, unless the config names one; an unknown rule is refused.
+    calibration_path(checkpoint).write_text(json.dumps({
+        "temperature": 1.0, "fusion_rule": "mean", "fusion_forgetting": 1.0}))
+    assert stage(gmcn, checkpoint=str(checkpoint)).fusion().rule == "mean"
+    assert stage(gmcn, checkpoint=str(checkpoint), fusion_rule="product").fusion().rule \
+        == "product"
+    calibration_path(checkpoint).write_text(json.dumps({"temperature": 1.0,
+                                                        "fusion_rule": "median"}))
+    with pytest.raises(ValueError, match="fusion_rule one of"):
+        load_calibration(checkpoint)
 
 
-def test_the_calibration_chooses_only_a_rule_the_stage_implements():
-    from gmm_perception.train.calibrate import MEAN_RULE, NO_FUSION, choose_rule
+def test_the_calibration_chooses_the_stage_rule_with_the_lowest_fused_nll():
+    from gmm_perception.train.calibrate import NO_FUSION, choose_rule, parse_rule, rule_name
 
-    def rule(accuracy):
-        return {"accuracy_all_steps": accuracy, "accuracy_final": accuracy, "nll": 1.0}
-    measurement = {"forgetting 1": rule(0.7), "forgetting 0.7": rule(0.8),
-                   MEAN_RULE: rule(0.9), NO_FUSION: rule(0.95)}
-    assert choose_rule(measurement) == "forgetting 0.7"
+    def rule(nll, accuracy=0.8):
+        return {"accuracy_all_steps": accuracy, "accuracy_final": accuracy, "nll": nll}
+    measurement = {rule_name("product", 1.0): rule(0.7, 0.9), rule_name("product", 0.7): rule(0.6),
+                   rule_name("mean", 1.0): rule(0.5), NO_FUSION: rule(0.1)}
+    assert choose_rule(measurement) == "mean, forgetting 1"  # never 'none', whatever its NLL
+    assert parse_rule(choose_rule(measurement)) == ("mean", 1.0)
+    measurement[rule_name("mean", 0.9)] = rule(0.5, 0.85)  # a tie: the more accurate
+    assert choose_rule(measurement) == "mean, forgetting 0.9"

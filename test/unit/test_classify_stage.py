@@ -7,7 +7,7 @@ import torch
 from gmm_perception.models.pointnet_classifier import PointNetClassifier, \
     PointNetClassifierConfig
 from gmm_perception.pipeline.configs import ClassifyConfig
-from gmm_perception.pipeline.classify import MIN_POINTS, Classifier
+from gmm_perception.pipeline.classify import Classifier
 
 NAMES = ["a", "b", "c"]
 
@@ -43,6 +43,19 @@ def test_pointnet_has_no_mixture_and_unusable_clouds_are_errors():
     classifier = Classifier(ClassifyConfig(classification_points=256), model, NAMES, torch.device("cpu"))
     assert classifier(cloud(np.random.default_rng(2))).mixture is None
     with pytest.raises(ValueError, match="too few"):
-        classifier(np.zeros((MIN_POINTS - 1, 3), np.float32))
+        classifier(np.zeros((ClassifyConfig().min_points - 1, 3), np.float32))
+
+
+def test_objects_below_min_points_are_refused_and_the_setting_is_applied():
+    """The views the classifiers trained on hold 200 returns or more: smaller objects get no
+    answer by default; a lower min_points lets them through."""
+    model = PointNetClassifier(PointNetClassifierConfig(num_classes=3)).eval()
+    small = cloud(np.random.default_rng(3), n=150)
+    with pytest.raises(ValueError, match="150 points are too few to classify"):
+        Classifier(ClassifyConfig(classification_points=256), model, NAMES,
+                   torch.device("cpu"))(small)
+    answer = Classifier(ClassifyConfig(classification_points=256, min_points=100), model, NAMES,
+                        torch.device("cpu"))(small)
+    assert answer.scores.shape == (3,) and abs(answer.scores.sum() - 1.0) < 1e-6
     with pytest.raises(ValueError, match="class names"):
         Classifier(ClassifyConfig(), model, ["only", "two"], torch.device("cpu"))

@@ -45,6 +45,23 @@ def test_forgetting_weighs_the_older_frame_less():
                                expected / expected.sum())
 
 
+def test_the_mean_rule_averages_the_frames_with_fading_weights_and_ignores_repetition():
+    """mean_t = (f w mean_{t-1} + p_t) / (f w + 1), w the faded weight sum: closed forms."""
+    fusion = ClassFusion(NAMES, forgetting=1.0, timeout=10.0, rule="mean")
+    fusion.update(1, P1, 0.0)
+    np.testing.assert_allclose(fusion.update(1, P2, 0.1).scores, (P1 + P2) / 2)
+    np.testing.assert_allclose(fusion.update(1, P2, 0.2).scores, (P1 + 2 * P2) / 3)
+    # Forgetting 0.5: weights 0.25, 0.5, 1 for frames 1, 2, 3.
+    faded = fuse_sequence(np.stack([P1, P2, P1]), 0.5, rule="mean")[-1]
+    np.testing.assert_allclose(faded, (0.25 * P1 + 0.5 * P2 + P1) / 1.75)
+    # Ten copies of one frame: the product grows certain, the mean stays at the frame's.
+    repeated = np.stack([P1] * 10)
+    assert fuse_sequence(repeated, 1.0)[-1][0] > 0.999
+    np.testing.assert_allclose(fuse_sequence(repeated, 1.0, rule="mean")[-1], P1)
+    with pytest.raises(ValueError, match="rule must be one of"):
+        ClassFusion(NAMES, rule="median")
+
+
 def test_below_the_threshold_the_fused_answer_is_unknown():
     fusion = ClassFusion(NAMES, forgetting=1.0, timeout=10.0, unknown_threshold=0.55)
     assert fusion.update(3, P1, 0.0).label == "a"  # 0.6 >= 0.55
@@ -154,7 +171,10 @@ def test_the_fused_temperature_flattens_the_fused_scores_in_closed_form():
 
 def test_calibration_fits_a_fused_temperature_that_undoes_correlated_views():
     """Ten identical views per track (correlated evidence), right in 70 % of the tracks: the
-    product of likelihoods says ~1.0 every time, T_f brings it back towards 0.7."""
+    product of likelihoods p^t grows certain step by step, and its T_f (fitted over all steps)
+    is several times the temperature the view alone takes; the mean of identical views is the
+    view at every step, and takes exactly the view's own temperature."""
+    from gmm_perception.metrics.calibration import expected_calibration_error
     from gmm_perception.train.calibrate import fused_temperature, fusion_measurement
 
     rng = np.random.default_rng(0)
@@ -164,11 +184,16 @@ def test_calibration_fits_a_fused_temperature_that_undoes_correlated_views():
     view = np.full((200, 3), 0.15)
     view[np.arange(200), shown] = 0.7
     tracks = np.repeat(view[:, None, :], 10, axis=1)  # (S, T, C)
-    t = fused_temperature(tracks, labels, "forgetting 1")
-    assert t > 2.0
-    raw = fusion_measurement(tracks, labels, only="forgetting 1")["forgetting 1"]
-    tempered = fusion_measurement(tracks, labels, fused_temperature=t,
-                                  only="forgetting 1")["forgetting 1"]
-    assert tempered["ece"] < 0.5 * raw["ece"] and tempered["nll"] < raw["nll"]
-    assert tempered["accuracy_all_steps"] == raw["accuracy_all_steps"]  # argmax unchanged
-    assert fused_temperature(tracks, labels, "mean of probabilities") == 1.0
+    t = fused_temperature(tracks, labels, "product, forgetting 1")
+    alone = fused_temperature(tracks[:, :1], labels, "product, forgetting 1")  # one view
+    assert t > 3 * alone
+    raw = np.stack([fuse_sequence(track, 1.0) for track in tracks]).reshape(-1, 3)
+    measurement = fusion_measurement(tracks, labels)
+    product, mean = measurement["product, forgetting 1"], measurement["mean, forgetting 1"]
+    assert product["fused_temperature"] == t
+    assert product["ece"] < 0.5 * expected_calibration_error(raw, np.repeat(labels, 10))
+    assert product["accuracy_all_steps"] == pytest.approx(right.mean())  # argmax unchanged
+    assert mean["fused_temperature"] == pytest.approx(alone, rel=0.01)
+    # One T_f cannot undo a product that sharpens with every step: the mean scores better.
+    assert mean["nll"] < product["nll"]
+    assert measurement["none (each frame alone)"]["fused_temperature"] == 1.0
