@@ -236,6 +236,11 @@ def score_row(row: ViewRow, class_names: list[str], run: Run) -> dict | None:
     return out
 
 
+def _ece(metrics: dict) -> str:
+    """ECE before / after the checkpoint's temperature (15 bins)."""
+    return f"{metrics['ece_raw']:.3f} / {metrics['ece_calibrated']:.3f}"
+
+
 def _cell(entry: dict) -> str:
     return "-" if entry["accuracy"] is None else f"{entry['accuracy']:.3f} ({entry['count']})"
 
@@ -247,14 +252,14 @@ def print_view_tables(results: dict[str, dict[str, dict]], views: int,
     print(f"\nSensor views (D435 depth camera, OS1-64 LiDAR; object frame in metres, sensor "
           f"noise): {views} single views per shape and accumulations of {ACCUMULATED} views:\n")
     print_table(["set", "model", "shapes", "dropped (not a class)", "views", "view acc.",
-                 "view mean class acc.", "accumulations", "accum. acc.",
-                 "accum. mean class acc."],
+                 "view mean class acc.", "view ECE raw / cal.", "accumulations", "accum. acc.",
+                 "accum. mean class acc.", "accum. ECE raw / cal."],
                 [[row, model, str(r["shapes"]), r["dropped"] or "-",
                   str(r["single"]["objects"]), f"{r['single']['accuracy']:.3f}",
-                  f"{r['single']['mean_class_accuracy']:.3f}",
+                  f"{r['single']['mean_class_accuracy']:.3f}", _ece(r["single"]),
                   str(r["accumulated"]["objects"]), f"{r['accumulated']['accuracy']:.3f}",
-                  f"{r['accumulated']['mean_class_accuracy']:.3f}"] for row, model, r in pairs],
-                "llrlrrrrrr")
+                  f"{r['accumulated']['mean_class_accuracy']:.3f}", _ece(r["accumulated"])]
+                 for row, model, r in pairs], "llrlrrrrrrrr")
     for title, setting, key, names in (
             ("Single views: accuracy (views) by returns", "single", "by_points", COUNT_NAMES),
             ("Single views: accuracy (views) by range, sensor to object centre", "single",

@@ -213,6 +213,13 @@ def test_views_path_smoke(tmp_path):
             # The bins' predictions are the stage's: they add up to its accuracy.
             assert sum(e["correct"] for e in result[key]) / total == \
                 pytest.approx(result["accuracy"])
+    # The summary table shows each setting's ECE before and after the temperature.
+    tables = []
+    views_bench.print_view_tables({"pool test sh3d": {"GMCN": out}}, 4,
+                                  lambda header, rows, align: tables.append((header, rows)))
+    header, rows = tables[0]
+    cell = rows[0][header.index("view ECE raw / cal.")]
+    assert cell == f"{out['single']['ece_raw']:.3f} / {out['single']['ece_calibrated']:.3f}"
 
 
 def _pool_sensors(pool):
