@@ -25,6 +25,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _data(args: argparse.Namespace) -> int:
+    if args.source == "scene-objects":  # made by the scene pipeline's segmentation
+        from gmm_perception.evaluation.scene_objects import main as scene_objects_main
+
+        return scene_objects_main(args.options)
     from gmm_perception.data.cli import main
 
     return main([args.source, *args.options])
@@ -95,8 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_arguments(evaluation)
     evaluation.set_defaults(run=_evaluate)
 
-    data = verbs.add_parser("data", help="build datasets: sh3d, cgal, pool, pairs, views, seating (cached)")
-    data.add_argument("source", choices=["sh3d", "cgal", "pool", "pairs", "views", "seating"])
+    data = verbs.add_parser("data", help="build datasets: sh3d, cgal, pool, pairs, views, "
+                            "seating, scene-objects (cached)")
+    data.add_argument("source", choices=["sh3d", "cgal", "pool", "pairs", "views", "seating",
+                                         "scene-objects"])
     data.add_argument("options", nargs=argparse.REMAINDER, help="options of that builder")
     data.set_defaults(run=_data)
 

@@ -79,6 +79,11 @@ class ClassificationData:
     # log-normally by `size_spread`) instead of the unit shape: for models that read size.
     metric_sizes: bool = False
     size_spread: float = 0.2
+    # The scene pipeline's own object clouds (`gmm-perception data scene-objects`, train and
+    # val files; metric sizes only): `scene_fraction` of the samples of each class they have.
+    scene_objects: str = ""
+    scene_val_objects: str = ""
+    scene_fraction: float = 0.0
 
 
 def _preparer(model_name: str, model_config: dict[str, Any]
@@ -153,10 +158,12 @@ class ClassificationTask:
         self.views = ViewSource(shapes, MeshSet.load(d.meshes), list(d.classes), d.view_pool,
                                 d.views_per_shape, d.pool_seed, d.num_points,
                                 ViewMix(d.partial_fraction, d.accumulated_fraction,
-                                        tuple(d.accumulated_views)),
+                                        tuple(d.accumulated_views), d.scene_fraction),
                                 train_split="train", val_split=POOL_VALIDATION_SPLIT,
                                 progress=self.progress,
-                                size_spread=d.size_spread if d.metric_sizes else None)
+                                size_spread=d.size_spread if d.metric_sizes else None,
+                                scene_objects=((d.scene_objects, d.scene_val_objects)
+                                               if d.scene_objects else None))
         self.class_names = list(d.classes)
         configured = self.model.setdefault("num_classes", len(self.class_names))
         if configured != len(self.class_names):

@@ -9,10 +9,14 @@ accumulates an object's frames (voxel grid), or the stored full surface cloud; e
 the object's upright frame, resampled to `num_points` by `geometry.points.resample` (repeats
 when a far view holds fewer returns), which is what the classification stage does at run time.
 The class is drawn uniformly, then a shape of it: the pool's classes hold 11-33 training shapes.
+With scene objects (evaluation/scene_objects.py: the scene pipeline's own segmented, accumulated
+object clouds from simulated robot drives through scenes of the pool's shapes), a class that
+has them takes `ViewMix.scene` of its samples from them instead.
 
 Validation (what picks the checkpoint) is the pool's `val` split only: per shape its full cloud,
 `val_views` single views and `val_accumulated` accumulations of 3 views, fixed seeds and one
-seeded heading per shape; never the test or cross splits.
+seeded heading per shape, and with scene objects a seeded subset of the val split's scenes'
+clouds; never the test or cross splits.
 """
 from __future__ import annotations
 
@@ -21,12 +25,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from gmm_perception.data.class_sizes import class_scale, size_factor
+from gmm_perception.data.scene_objects import SceneObjects
 from gmm_perception.data.shape_set import MeshSet, ShapeSet
 from gmm_perception.data.view_loader import ViewLoader
 from gmm_perception.data.views import cached_view_pool
+from gmm_perception.geometry.points import resample
 from gmm_perception.geometry.transforms import rotation_z
 
 _VAL_SEED = 2_026_120_7
+SCENE_VAL_CLOUDS = 400  # scene-object clouds validated on (a seeded subset of the val file)
 
 
 @dataclass
@@ -36,11 +43,16 @@ class ViewMix:
     single: float = 0.5
     accumulated: float = 0.3
     accumulated_views: tuple[int, int] = (2, 6)
+    # Of the samples of a class the scene-object set has, this share are its clouds instead
+    # (the mix above applies to the rest).
+    scene: float = 0.0
 
     def __post_init__(self):
         if not (0 <= self.single and 0 <= self.accumulated and
                 self.single + self.accumulated <= 1):
             raise ValueError("view shares must be >= 0 and sum to at most 1")
+        if not 0 <= self.scene <= 1:
+            raise ValueError("the scene share must lie in [0, 1]")
         low, high = self.accumulated_views
         if not 2 <= low <= high:
             raise ValueError("accumulated_views must be (min, max) with 2 <= min <= max")
@@ -67,7 +79,15 @@ class ViewSource:
     def __init__(self, shapes: ShapeSet, meshes: MeshSet, class_names: list[str],
                  cache: str, views_per_shape: int, seed: int, num_points: int, mix: ViewMix,
                  train_split: str = "train", val_split: str = "val", workers: int = 2,
-                 progress: bool = True, size_spread: float | None = None):
+                 progress: bool = True, size_spread: float | None = None,
+                 scene_objects: tuple[str, str] | None = None):
+        """`scene_objects`: (train, val) files of the scene pipeline's object clouds
+        (data/scene_objects.py), mixed in at `mix.scene` and validated on; they are at their
+        classes' real sizes, so only with `size_spread`."""
+        if scene_objects is not None and not all(scene_objects):
+            raise ValueError("scene objects need a train and a val file")
+        if scene_objects is not None and size_spread is None:
+            raise ValueError("scene objects are clouds in metres: they need metric sizes")
         self.shapes, _ = categorised(shapes, class_names)
         self.class_names, self.num_points, self.mix = list(class_names), num_points, mix
         ids = self.shapes.model_ids[np.isin(self.shapes.split, (train_split, val_split))]
@@ -86,6 +106,25 @@ class ViewSource:
             int(row): class_scale(self.class_names[self.label(loader, row)],
                                   loader.shapes.points[loader.full_row[row]])
             for loader in (self.train, self.val) for row in loader.rows}
+        self.scene_train = self.scene_val = None
+        self._scene_of_class: dict[int, np.ndarray] = {}
+        if scene_objects is not None:
+            self.scene_train, self.scene_val = (SceneObjects.load(p) for p in scene_objects)
+            labels = self._scene_labels(self.scene_train)
+            self._scene_of_class = {c: np.flatnonzero(labels == c) for c in np.unique(labels)
+                                    if c >= 0}
+
+    def _scene_labels(self, objects: SceneObjects) -> np.ndarray:
+        """Each scene cloud's class index (-1: a class this source does not train)."""
+        return np.array([self.class_names.index(c) if c in self.class_names else -1
+                         for c in objects.class_name], dtype=np.int64)
+
+    def _scene_cloud(self, objects: SceneObjects, k: int, rng: np.random.Generator
+                     ) -> np.ndarray:
+        """Cloud k, its box centred on the origin (the views' object frame), `num_points`."""
+        points = objects.cloud(k)
+        centred = points - (points.min(axis=0) + points.max(axis=0)) / 2.0
+        return resample(centred, self.num_points, rng).astype(np.float32)
 
     def _size(self, row: int, rng: np.random.Generator) -> np.float32:
         """Metres per unit of one draw of pool row `row`: its class's size spread by
@@ -115,6 +154,13 @@ class ViewSource:
         low, high = self.mix.accumulated_views
         for i in range(count):
             c = classes[rng.integers(len(classes))]
+            if c in self._scene_of_class and rng.random() < self.mix.scene:
+                # At its class's real size already: spread as the views' sizes are.
+                k = int(rng.choice(self._scene_of_class[c]))
+                clouds[i] = self._scene_cloud(self.scene_train, k, rng) * size_factor(
+                    rng, self.size_spread)
+                labels[i] = c
+                continue
             row = int(rng.choice(self._rows_of_class[c]))
             draw = rng.random()
             kind = ("single" if draw < self.mix.single else
@@ -141,6 +187,13 @@ class ViewSource:
             for _ in range(accumulated):
                 cloud = self._cloud(self.val, row, "accumulated", rng, 3)
                 out["accumulated"].append((cloud @ turn, label))
+        if self.scene_val is not None:
+            labels = self._scene_labels(self.scene_val)
+            known = np.flatnonzero(labels >= 0)
+            rng = np.random.default_rng([_VAL_SEED, 1])
+            picked = np.sort(rng.choice(known, min(SCENE_VAL_CLOUDS, len(known)), replace=False))
+            out["scene"] = [(self._scene_cloud(self.scene_val, int(k), rng), int(labels[k]))
+                            for k in picked]
         return {kind: (np.stack([c for c, _ in items]).astype(np.float32),
                        np.array([label for _, label in items], dtype=np.int64))
                 for kind, items in out.items() if items}

@@ -112,3 +112,57 @@ def test_clouds_at_real_sizes_take_their_class_size_in_metres(sized_sources, sha
                                                                   accumulated=1)["full"][0])
     for cloud, label in zip(*val["full"]):
         assert np.ptp(cloud[:, 2]) == pytest.approx(heights[exact.class_names[label]], rel=0.07)
+
+
+def _scene_objects(path, classes, seed):
+    """A small scene-object file: per class two clouds, boxes of known extent standing on the
+    floor away from the origin (world frame), one of a class the source does not train."""
+    from gmm_perception.data.scene_objects import SceneObjects
+
+    rng = np.random.default_rng(seed)
+    clouds, names = [], []
+    for k, name in enumerate(classes * 2):
+        size = np.array([0.4, 0.6, 0.9]) * (1 + 0.1 * k)
+        clouds.append((rng.uniform(0, 1, (100 + 10 * k, 3)) * size + [5.0, -2.0, 0.0]).astype(
+            np.float32))
+        names.append(name)
+    counts = [len(c) for c in clouds]
+    objects = SceneObjects(np.concatenate(clouds), np.concatenate([[0], np.cumsum(counts)]),
+                           np.array(names), np.array([f"m{i}" for i in range(len(names))]),
+                           np.zeros(len(names), np.int32), np.array(names),
+                           np.zeros(len(names), np.int32), np.array(["lidar"] * len(names)),
+                           np.full(len(names), 5.0, np.float32), {"impure": 0})
+    return str(objects.save(path)), objects
+
+
+def test_scene_objects_are_mixed_in_for_their_classes_and_validated_on(shapes_and_meshes,
+                                                                       tmp_path):
+    shapes, meshes = shapes_and_meshes
+    train_path, train = _scene_objects(tmp_path / "train.npz", ["chair", "lamp"], 0)
+    val_path, val = _scene_objects(tmp_path / "val.npz", ["chair", "box", "lamp"], 1)
+    source = ViewSource(shapes, meshes, ["box", "chair"], str(tmp_path / "views.npz"),
+                        views_per_shape=3, seed=0, num_points=POINTS,
+                        mix=ViewMix(0.0, 0.0, (2, 3), scene=1.0), workers=1, progress=False,
+                        size_spread=0.0, scene_objects=(train_path, val_path))
+    clouds, labels = source.sample(np.random.default_rng(3), 80)
+    chair = source.class_names.index("chair")
+    scene_extents = {tuple(np.round(np.ptp(train.cloud(k), axis=0), 4))
+                     for k in range(len(train)) if train.class_name[k] == "chair"}
+    for cloud, label in zip(clouds, labels):
+        if label == chair:  # every chair sample is a scene chair (share 1), box-centred
+            assert tuple(np.round(np.ptp(cloud, axis=0), 4)) in scene_extents
+            np.testing.assert_allclose((cloud.min(0) + cloud.max(0)) / 2, 0.0, atol=1e-5)
+        else:  # boxes have no scene clouds: full clouds of the views' shapes
+            assert np.ptp(cloud, axis=0).max() < 1.5
+    assert {0, 1} == set(labels.tolist())
+    validation = source.validation(views=1, accumulated=1)
+    scene_clouds, scene_labels = validation["scene"]
+    # The val file's chairs and boxes (its lamps are no class of the source), fixed.
+    assert sorted(scene_labels.tolist()) == sorted([chair, chair, source.class_names.index("box"),
+                                                    source.class_names.index("box")])
+    np.testing.assert_array_equal(scene_clouds, source.validation(views=1,
+                                                                  accumulated=1)["scene"][0])
+    with pytest.raises(ValueError, match="metric sizes"):
+        ViewSource(shapes, meshes, ["box", "chair"], str(tmp_path / "views.npz"),
+                   views_per_shape=3, seed=0, num_points=POINTS, mix=ViewMix(), workers=1,
+                   progress=False, scene_objects=(train_path, val_path))
