@@ -40,6 +40,11 @@ by returns, range and sensor, accumulations by points, each bin with its count; 
 accuracy against returns and range is plotted to views_accuracy.png beside the JSON. 0 leaves
 them out.
 
+Scene objects (bench/_scene_objects.py): the clouds the scene pipeline's own segmentation makes
+on simulated robot drives through scenes of the pool's test shapes (--scene-objects, built by
+`gmm-perception data scene-objects --split test --scenes 40`): accuracy, ECE, accuracy by points
+and range, and each object's clouds fused as one track as the node fuses them.
+
 Models: --gmcn and --pointnet, and any number of --model NAME=PATH (a GMCN or PointNet
 checkpoint, e.g. a snapshot at equal epochs); each is a row of every table. Labels are matched to
 each checkpoint's own class list by name, so checkpoints of other class orders score alike.
@@ -61,9 +66,11 @@ if __package__ in (None, ""):  # run as a file (python bench/<name>.py): import 
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from bench import _classification_views as views_bench  # noqa: E402
+from bench._scene_objects import print_scene_tables, score_scene_objects  # noqa: E402
 from bench._report import environment, print_table, write_json  # noqa: E402
 from bench._shape_data import SH3D_ROW, load_benchmark_rows  # noqa: E402
 from gmm_perception.data.class_sizes import trained_size_spread  # noqa: E402
+from gmm_perception.data.scene_objects import SceneObjects  # noqa: E402
 from gmm_perception.metrics.calibration import answered_at, expected_calibration_error, \
     log_softmax, negative_log_likelihood, plot_reliability_diagram  # noqa: E402
 from gmm_perception.metrics.classification import accuracy, confusion_matrix, \
@@ -197,6 +204,10 @@ def main() -> None:
     parser.add_argument("--views", type=int, default=4, help="partial scans per test model")
     parser.add_argument("--range-views", type=int, default=8,
                         help="sensor views per shape of the views rows (0: no views rows)")
+    parser.add_argument("--scene-objects", type=Path, default=ROOT / "data" / "scene_objects" /
+                        "pool_test_40scenes_seed0.npz",
+                        help="the scene pipeline's object clouds of test shapes (`gmm-perception "
+                        "data scene-objects --split test --scenes 40`); no row when missing")
     parser.add_argument("--max-models", type=int, default=0,
                         help="models per row, a fixed seeded subset (0 = all)")
     parser.add_argument("--no-pool", action="store_true",
@@ -226,6 +237,11 @@ def main() -> None:
     held_out = {}
     view_rows: dict | None = None  # built at the first usable checkpoint, scored by every one
     report["views"] = {"views_per_shape": args.range_views, "results": {}, "missing_rows": {}}
+    scene_objects = (SceneObjects.load(args.scene_objects) if args.scene_objects.is_file()
+                     else None)
+    report["scene_objects"] = {"file": str(args.scene_objects), "results": {}} if scene_objects \
+        else {"missing": f"no {args.scene_objects}: `gmm-perception data scene-objects --split "
+                         "test --scenes 40` builds it"}
     for name, path, model_name, tag in (("GMCN (ours)", args.gmcn, "gmcn", "gmcn"),
                                         ("PointNet", args.pointnet, "pointnet_cls",
                                          "pointnet_cls"),
@@ -315,6 +331,15 @@ def main() -> None:
                 f"{result['partial']['mean_class_accuracy']:.3f}",
                 f"{result['full']['ms_median']:.0f}", f"{result['full']['ms_p95']:.0f}",
                 f"{result['minutes_per_epoch']:.2f}"])
+        if scene_objects is not None:
+            scored = score_scene_objects(
+                scene_objects, class_names, lambda data, labels: evaluate(
+                    classifier, data, labels, len(class_names), temperature),
+                temperature, {"rule": classifier.fusion_rule, "forgetting": forgetting,
+                              "fused_temperature": classifier.fused_temperature,
+                              "threshold": threshold}, classifier.config.min_points)
+            if scored is not None:
+                report["scene_objects"]["results"][name] = scored
         if args.range_views:
             if view_rows is None:
                 view_rows, view_notes = views_bench.view_rows(
@@ -366,6 +391,10 @@ def main() -> None:
         for set_name, reasons in views_report["missing_rows"].items():
             for model, reason in reasons.items():
                 print(f"\nviews, {set_name}, {model}: row missing: {reason}")
+    if scene_objects is not None and report["scene_objects"]["results"]:
+        print_scene_tables(report["scene_objects"]["results"], args.scene_objects, print_table)
+    elif scene_objects is None:
+        print(f"\nscene objects: row missing: {report['scene_objects']['missing']}")
     write_json(args.json, report)
 
 if __name__ == "__main__":

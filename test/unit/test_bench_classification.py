@@ -226,3 +226,41 @@ def _pool_sensors(pool):
     from gmm_perception.data.view_loader import _sensors
 
     return _sensors(pool.config.get("settings") or {})
+
+
+def test_scene_objects_are_scored_per_cloud_and_fused_per_object_track():
+    """Two objects (a chair seen 3 times, a lamp twice) and a tree the model lacks; a small
+    cloud under min_points. The fake model answers by a fixed table: hand-computed results."""
+    from bench._scene_objects import score_scene_objects
+    from gmm_perception.data.scene_objects import SceneObjects
+
+    names = ["chair", "chair", "chair", "lamp", "lamp", "tree", "chair"]
+    counts = [300, 300, 300, 300, 300, 300, 50]
+    objects = SceneObjects(
+        np.zeros((sum(counts), 3), np.float32), np.concatenate([[0], np.cumsum(counts)]),
+        np.array(names), np.array([f"m{i}" for i in range(7)]), np.zeros(7, np.int32),
+        np.array(["chair_0", "chair_0", "chair_0", "lamp_0", "lamp_0", "tree_0", "chair_0"]),
+        np.array([10, 5, 15, 5, 10, 5, 20], np.int32), np.array(["lidar"] * 7),
+        np.array([1.5, 3.0, 9.0, 3.0, 3.0, 3.0, 3.0], np.float32), {})
+    classes = ["chair", "lamp"]
+    # Per kept cloud (file order 0-4): probabilities of (chair, lamp).
+    table = np.log(np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.6, 0.4], [0.1, 0.9]]))
+
+    def run(clouds, labels):
+        assert len(clouds) == 5 and labels.tolist() == [0, 0, 0, 1, 1]
+        return {"accuracy": 0.6, "mean_class_accuracy": 0.75, "ece_raw": 0.1,
+                "ece_calibrated": 0.05}, table
+    out = score_scene_objects(objects, classes, run, 1.0, {
+        "rule": "mean", "forgetting": 1.0, "fused_temperature": 1.0, "threshold": 0.7}, 200)
+    assert (out["clouds"], out["small"]) == (5, 1) and "tree" in out["dropped"]
+    # By range: clouds 0 (1.5 m), 1, 3, 4 (3 m), 2 (9 m); right: 0, 2, 4.
+    assert [e["count"] for e in out["by_range"]] == [0, 1, 3, 0, 1]
+    assert [e["correct"] for e in out["by_range"]] == [0, 1, 1, 0, 1]
+    # The chair's track in frame order 5, 10, 15 = clouds 1, 0, 2: running means of chair
+    # 0.2, 0.55, 0.6 -> lamp, chair, chair; the lamp's (frames 5, 10 = clouds 3, 4): lamp 0.4
+    # then 0.65 -> chair, lamp. Right: 2 of 3 and 1 of 2; finals both right.
+    fused = out["fused"]
+    assert fused["tracks"] == 2 and fused["accuracy_all_steps"] == pytest.approx(3 / 5)
+    assert fused["accuracy_final"] == 1.0
+    # Top fused probabilities 0.8, 0.55, 0.6, 0.6, 0.65: only the first reaches 0.7 (wrong).
+    assert fused["coverage"] == pytest.approx(1 / 5) and fused["accuracy_answered"] == 0.0
