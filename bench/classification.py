@@ -71,6 +71,7 @@ from bench._report import environment, print_table, write_json  # noqa: E402
 from bench._shape_data import SH3D_ROW, load_benchmark_rows  # noqa: E402
 from gmm_perception.data.class_sizes import trained_size_spread  # noqa: E402
 from gmm_perception.data.scene_objects import SceneObjects  # noqa: E402
+from gmm_perception.geometry.points import MIN_OBJECT_POINTS  # noqa: E402
 from gmm_perception.metrics.calibration import answered_at, expected_calibration_error, \
     log_softmax, negative_log_likelihood, plot_reliability_diagram  # noqa: E402
 from gmm_perception.metrics.classification import accuracy, confusion_matrix, \
@@ -274,9 +275,11 @@ def main() -> None:
             target.setdefault(set_name, {})[name] = note
         # The classification node's stage, given the checkpoint's training input size, raw
         # (T = 1): the calibrated scores are softmax(logits / T) of the same logits.
+        # Every cloud is scored (min_points at its least: a voxelised accumulation may hold
+        # fewer than the node's 200); the scene-object row applies the node's min_points.
         config = ClassifyConfig(checkpoint=str(path), classification_points=num_points,
                                 temperature=1.0, unknown_threshold=0.0, fusion_forgetting=-1.0,
-                                fusion_rule="")
+                                fusion_rule="", min_points=MIN_OBJECT_POINTS)
         classifier = Classifier(config, model, class_names, torch.device("cpu"))
         calibration = classifier.calibration or {}  # loaded for its fusion
         temperature = float(calibration.get("temperature", 1.0))
@@ -337,7 +340,7 @@ def main() -> None:
                     classifier, data, labels, len(class_names), temperature),
                 temperature, {"rule": classifier.fusion_rule, "forgetting": forgetting,
                               "fused_temperature": classifier.fused_temperature,
-                              "threshold": threshold}, classifier.config.min_points)
+                              "threshold": threshold}, ClassifyConfig().min_points)
             if scored is not None:
                 report["scene_objects"]["results"][name] = scored
         if args.range_views:
