@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gmm_perception.geometry.points import MIN_OBJECT_POINTS
 from gmm_perception.metrics.calibration import ECE_BINS, expected_calibration_error, \
     fit_temperature, log_softmax, negative_log_likelihood, unknown_threshold
 from gmm_perception.pipeline.configs import FUSION_RULES
@@ -261,10 +262,12 @@ def main(argv: list[str] | None = None) -> None:
         with np.load(args.logits) as kept:
             full, views = kept["full"], kept["views"]
     else:
-        # Uncalibrated (T = 1) and never "unknown": the logits as the model gives them.
+        # Uncalibrated (T = 1) and never "unknown": the logits as the model gives them, of
+        # every cloud (a voxelised accumulation may hold fewer points than the node's min_points).
         classifier = Classifier(ClassifyConfig(checkpoint=str(args.checkpoint),
                                                classification_points=num_points,
-                                               temperature=1.0, unknown_threshold=0.0),
+                                               temperature=1.0, unknown_threshold=0.0,
+                                               min_points=MIN_OBJECT_POINTS),
                                 model, class_names, torch.device("cpu"))
         full = classify_logits(classifier, clouds.full)
         views = classify_logits(classifier, clouds.tracks.reshape(-1, num_points, 3)).reshape(
