@@ -34,6 +34,7 @@ from typing import Callable
 import numpy as np
 
 from gmm_perception.data.views import SENSOR_KINDS, accumulate
+from gmm_perception.metrics.classification import labels_by_name
 
 COUNT_EDGES = (500, 1000, 2000, 5000)
 COUNT_NAMES = ("<500", "500-1k", "1k-2k", "2k-5k", ">=5k")
@@ -202,8 +203,7 @@ def view_rows(data_dir: Path, views: int, seed: int, max_models: int = 0,
 def shape_labels(row: ViewRow, class_names: list[str]) -> tuple[np.ndarray, str]:
     """(per shape its label in `class_names` by name, -1 when the model lacks the class; the
     note of what was dropped, "" when nothing)."""
-    labels = np.array([class_names.index(c) if c in class_names else -1
-                       for c in row.shape_class], dtype=np.int64)
+    labels = labels_by_name(row.shape_class, class_names)
     unknown = sorted(set(row.shape_class[labels < 0]))
     note = (f"{int(np.sum(labels < 0))} of {len(labels)} shapes of classes the model lacks "
             f"({', '.join(unknown)})" if unknown else "")

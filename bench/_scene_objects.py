@@ -21,6 +21,7 @@ from bench._classification_views import COUNT_NAMES, RANGE_EDGES, binned_accurac
     COUNT_EDGES, RANGE_NAMES
 from gmm_perception.data.scene_objects import SceneObjects
 from gmm_perception.metrics.calibration import answered_at, log_softmax
+from gmm_perception.metrics.classification import labels_by_name
 from gmm_perception.pipeline.fuse import fuse_sequence
 
 Run = Callable[[list[np.ndarray], np.ndarray], tuple[dict, np.ndarray]]
@@ -30,8 +31,7 @@ def score_scene_objects(objects: SceneObjects, class_names: list[str], run: Run,
                         temperature: float, fusion: dict, min_points: int) -> dict | None:
     """One model on the scene objects; `fusion`: rule, forgetting, fused_temperature,
     threshold (the checkpoint's). None when the model knows none of their classes."""
-    labels = np.array([class_names.index(c) if c in class_names else -1
-                       for c in objects.class_name], dtype=np.int64)
+    labels = labels_by_name(objects.class_name, class_names)
     counts = objects.point_counts()
     keep = np.flatnonzero((labels >= 0) & (counts >= min_points))
     if not len(keep):

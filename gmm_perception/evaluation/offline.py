@@ -115,8 +115,7 @@ def _record(frame: FrameRecord, result: SceneFrame) -> None:
     """A frame's answers as the evaluation records them (the surface stages' clouds beside
     the segmented input they were made from)."""
     frame.stage_ms = dict(result.stage_ms)
-    frame.object_centres = {obj.id: (obj.box_min + obj.box_max) / 2.0
-                            for obj in result.segmentation.objects}
+    frame.object_centres = {obj.id: obj.box_centre for obj in result.segmentation.objects}
     surfaces = {"shape_model", "upsampling"} & set(frame.stage_ms)
     for obj in result.segmentation.objects if surfaces else ():
         frame.surfaces.append(SurfaceCloud(obj.id, "input", obj.points))

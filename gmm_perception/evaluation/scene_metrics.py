@@ -114,6 +114,19 @@ def _right(pairs: list, fused: bool = False) -> int:
     return sum(p[1] == (p[2].fused_label if fused else p[2].label) for p in pairs)
 
 
+def surface_owner(cloud: np.ndarray, surfaces: list[cKDTree], label_distance: float,
+          purity: float) -> int | None:
+    """Index of the surface that owns at least `purity` of the cloud's points (a point belongs
+    to the nearest surface within `label_distance`), or None. Scores a classification's box
+    centre (one point) and labels a harvested cluster (evaluation/scene_objects.py)."""
+    distances = np.stack([tree.query(cloud, distance_upper_bound=label_distance)[0]
+                          for tree in surfaces])  # (S, N), inf beyond the bound
+    nearest = np.where(np.isfinite(distances).any(axis=0), distances.argmin(axis=0), -1)
+    counts = np.bincount(nearest[nearest >= 0], minlength=len(surfaces))
+    best = int(counts.argmax()) if len(counts) else -1
+    return best if best >= 0 and counts[best] >= purity * len(cloud) else None
+
+
 class _TruthSurfaces:
     """Which ground-truth object a segmented object is: the visible truth whose posed model
     surface is nearest the centre of the object's box, within `match_distance`."""
@@ -124,13 +137,13 @@ class _TruthSurfaces:
                       for t in truth if t.model_points is not None and len(t.model_points)}
 
     def at(self, centre: np.ndarray, stamp_ns: int) -> str | None:
-        best, name = self.match_distance, None
-        for truth, tree in self.trees.values():
-            if truth.visible_at(stamp_ns):
-                distance = float(tree.query(np.asarray(centre, dtype=float))[0])
-                if distance <= best:
-                    best, name = distance, truth.name
-        return name
+        visible = [(truth.name, tree) for truth, tree in self.trees.values()
+                   if truth.visible_at(stamp_ns)]
+        if not visible:
+            return None
+        index = surface_owner(np.asarray(centre, dtype=float)[None], [t for _, t in visible],
+                              self.match_distance, 1.0)
+        return None if index is None else visible[index][0]
 
 
 def _classification_metrics(run: EvaluationRun, evaluated: list[int], rows: list[MatchRow],

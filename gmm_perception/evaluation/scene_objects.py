@@ -34,6 +34,7 @@ from gmm_perception.data.scene_objects import SceneObjects, default_path
 from gmm_perception.data.shape_set import MeshSet
 from gmm_perception.evaluation.scene import DrivePath, add_far_object, build_demo_scene, \
     scan_frames, sensor_poses
+from gmm_perception.evaluation.scene_metrics import surface_owner
 from gmm_perception.geometry.points import EmptyCloudError
 from gmm_perception.geometry.transforms import transform_points
 
@@ -56,18 +57,6 @@ class HarvestSettings:
     # Metres from a posed surface that count as its points: the D435's noise is several cm at
     # 3-5 m; objects stand at least 0.3 m apart (evaluation/scene.py GAP).
     label_distance: float = 0.1
-
-
-def owner(cloud: np.ndarray, surfaces: list[cKDTree], label_distance: float,
-          purity: float) -> int | None:
-    """Index of the surface that owns at least `purity` of the cloud's points (a point belongs
-    to the nearest surface within `label_distance`), or None."""
-    distances = np.stack([tree.query(cloud, distance_upper_bound=label_distance)[0]
-                          for tree in surfaces])  # (S, N), inf beyond the bound
-    nearest = np.where(np.isfinite(distances).any(axis=0), distances.argmin(axis=0), -1)
-    counts = np.bincount(nearest[nearest >= 0], minlength=len(surfaces))
-    best = int(counts.argmax()) if len(counts) else -1
-    return best if best >= 0 and counts[best] >= purity * len(cloud) else None
 
 
 def _drive(rng: np.random.Generator) -> DrivePath:
@@ -157,7 +146,8 @@ def harvest(meshes: MeshSet, split: str, scenes: int, seed: int, pipeline: str |
                 if len(obj.points) < settings.min_points:
                     dropped["small"] += 1
                     continue
-                index = owner(obj.points, surfaces, settings.label_distance, settings.purity)
+                index = surface_owner(obj.points, surfaces, settings.label_distance,
+                                      settings.purity)
                 if index is None:
                     dropped["impure"] += 1
                     continue
@@ -170,7 +160,7 @@ def harvest(meshes: MeshSet, split: str, scenes: int, seed: int, pipeline: str |
                 records["frame"].append(frame.index)
                 records["sensor"].append(kind)
                 records["range_m"].append(float(np.linalg.norm(
-                    (obj.box_min + obj.box_max) / 2.0 - eye)))
+                    obj.box_centre - eye)))
     counts = [len(p) for p in records["points"]]
     return SceneObjects(
         np.concatenate(records["points"]) if counts else np.empty((0, 3), np.float32),

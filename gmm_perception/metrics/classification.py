@@ -86,3 +86,9 @@ def plot_confusion_matrix(matrix: ArrayLike, class_names: list[str], path: str |
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png", dpi=100)
     return path
+
+
+def labels_by_name(names, class_names: list[str]) -> np.ndarray:
+    """Each name's index in `class_names` (a classifier's classes), -1 where it has none."""
+    return np.array([class_names.index(c) if c in class_names else -1 for c in names],
+                    dtype=np.int64)

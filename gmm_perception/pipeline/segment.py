@@ -50,6 +50,10 @@ class SegmentedObject:
     def extent(self) -> np.ndarray:
         return self.box_max - self.box_min
 
+    @property
+    def box_centre(self) -> np.ndarray:
+        return (self.box_min + self.box_max) / 2.0
+
 
 @dataclass(frozen=True, eq=False)
 class Segmentation:

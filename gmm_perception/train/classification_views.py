@@ -30,6 +30,7 @@ from gmm_perception.data.shape_set import MeshSet, ShapeSet
 from gmm_perception.data.view_loader import ViewLoader
 from gmm_perception.data.views import cached_view_pool
 from gmm_perception.geometry.points import resample
+from gmm_perception.metrics.classification import labels_by_name
 from gmm_perception.geometry.transforms import rotation_z
 
 _VAL_SEED = 2_026_120_7
@@ -110,14 +111,9 @@ class ViewSource:
         self._scene_of_class: dict[int, np.ndarray] = {}
         if scene_objects is not None:
             self.scene_train, self.scene_val = (SceneObjects.load(p) for p in scene_objects)
-            labels = self._scene_labels(self.scene_train)
+            labels = labels_by_name(self.scene_train.class_name, self.class_names)
             self._scene_of_class = {c: np.flatnonzero(labels == c) for c in np.unique(labels)
                                     if c >= 0}
-
-    def _scene_labels(self, objects: SceneObjects) -> np.ndarray:
-        """Each scene cloud's class index (-1: a class this source does not train)."""
-        return np.array([self.class_names.index(c) if c in self.class_names else -1
-                         for c in objects.class_name], dtype=np.int64)
 
     def _scene_cloud(self, objects: SceneObjects, k: int, rng: np.random.Generator
                      ) -> np.ndarray:
@@ -132,6 +128,11 @@ class ViewSource:
         if self._class_scale is None:
             return np.float32(1.0)
         return np.float32(self._class_scale[int(row)] * size_factor(rng, self.size_spread))
+
+    def _placement(self, row: int, rng: np.random.Generator) -> np.ndarray:
+        """(3, 3) to right-multiply a val shape's clouds by: one seeded turn about z, times its
+        size (validation and calibration place a shape alike)."""
+        return rotation_z(np.array([rng.uniform(0, 2 * np.pi)]))[0].T * self._size(row, rng)
 
     def label(self, loader: ViewLoader, row: int) -> int:
         return int(loader.shapes.labels[loader.full_row[row]])
@@ -176,9 +177,8 @@ class ViewSource:
         out: dict[str, list] = {"full": [], "partial": [], "accumulated": []}
         for row in self.val.rows:
             rng = np.random.default_rng([_VAL_SEED, int(row)])
-            turn = rotation_z(np.array([rng.uniform(0, 2 * np.pi)]))[0].T
+            turn = self._placement(row, rng)
             label = self.label(self.val, row)
-            turn = turn * self._size(row, rng)
             out["full"].append((self._cloud(self.val, row, "full", rng) @ turn, label))
             shape_views = self.val.pool.views_of(row)
             for v in shape_views[:views]:
@@ -188,7 +188,7 @@ class ViewSource:
                 cloud = self._cloud(self.val, row, "accumulated", rng, 3)
                 out["accumulated"].append((cloud @ turn, label))
         if self.scene_val is not None:
-            labels = self._scene_labels(self.scene_val)
+            labels = labels_by_name(self.scene_val.class_name, self.class_names)
             known = np.flatnonzero(labels >= 0)
             rng = np.random.default_rng([_VAL_SEED, 1])
             picked = np.sort(rng.choice(known, min(SCENE_VAL_CLOUDS, len(known)), replace=False))
@@ -210,7 +210,7 @@ class ViewSource:
         full, tracks, labels = [], [], []
         for row in self.val.rows:
             rng = np.random.default_rng([seed, int(row)])
-            turn = rotation_z(np.array([rng.uniform(0, 2 * np.pi)]))[0].T * self._size(row, rng)
+            turn = self._placement(row, rng)
             labels.append(self.label(self.val, row))
             full.append(self._cloud(self.val, row, "full", rng) @ turn)
             views = self.val.pool.views_of(row)

@@ -11,8 +11,8 @@ from gmm_perception.data.mesh_ops import normalize_mesh, sample_surface
 from gmm_perception.data.procedural import procedural_mesh
 from gmm_perception.data.scene_objects import SceneObjects
 from gmm_perception.data.shape_set import MeshSet
-from gmm_perception.evaluation.scene_objects import HarvestSettings, drive_scene, harvest, \
-    owner
+from gmm_perception.evaluation.scene_metrics import surface_owner as owner
+from gmm_perception.evaluation.scene_objects import HarvestSettings, drive_scene, harvest
 from gmm_perception.paths import SOURCE_ROOT
 
 
