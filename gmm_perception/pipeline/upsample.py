@@ -4,9 +4,10 @@
 Two samplers of the same learned gradient field:
 * prior: annealed Langevin dynamics from the uniform prior over every noise level (the paper's):
   the output is a fresh sample of the encoded shape, whatever the input's layout;
-* denoise: the chain starts from the input points (drawn with replacement) and runs only the
-  levels sigma <= start_sigma: about half the network evaluations, and it keeps the input's
-  layout (a partial view stays partial rather than being completed).
+* denoise: the chains start from the input points (each point an equal share of them) and run
+  only the levels sigma <= start_sigma (default 0.03: the last three of ten): about a third of
+  the network evaluations, and it keeps the input's layout (a partial view stays partial rather
+  than being completed).
 
 The model normalises the input itself (models/shapegf.py: from the input cloud alone), so any
 frame and metric scale works; the output is in the input's frame. Training used 256-1024 input

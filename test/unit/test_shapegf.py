@@ -13,7 +13,7 @@ import torch
 from gmm_perception.data.procedural import procedural_shapes
 from gmm_perception.models.registry import build_model
 from gmm_perception.models.shapegf import ShapeGf, ShapeGfConfig, annealed_langevin, \
-    geometric_sigmas, smoothed_set_score
+    geometric_sigmas, smoothed_set_score, spread_starts
 from gmm_perception.geometry.normalise import normalise_clouds
 from gmm_perception.models.shapegf_loss import score_matching_loss
 from gmm_perception.train.run import TASKS, load_config
@@ -312,3 +312,18 @@ def test_training_config_builds_the_model_and_registers_the_task():
     assert 3e5 < sum(p.numel() for p in model.parameters()) < 6e5
     data = UpsamplingData(**config["data"])
     assert data.pool_points == 2048 and data.partial_views_per_mesh == 8 and data.pool_seed == 0
+
+
+@pytest.mark.parametrize("points,count", [(512, 2048), (500, 2048), (700, 512), (3, 3)])
+def test_denoise_chains_start_from_every_input_point_alike(points, count):
+    """Each input point starts count // points chains, and count % points distinct others one
+    more: no point is left out or repeated beyond its share (drawn with replacement, some of
+    512 points started none)."""
+    generator = torch.Generator().manual_seed(3)
+    index = spread_starts(points, 2, count, generator, torch.device("cpu"))
+    assert index.shape == (2, count)
+    for row in index:
+        uses = torch.bincount(row, minlength=points)
+        assert int(uses.min()) >= count // points and int(uses.max()) <= count // points + 1
+        assert int((uses == count // points + 1).sum()) == count % points
+    assert count % points == 0 or not torch.equal(index[0], index[1])  # each cloud its own
