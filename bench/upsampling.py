@@ -1,7 +1,8 @@
 """Upsampling benchmark (issue 8): ShapeGF against classic ways of turning 512 points into 2048.
 
     python bench/upsampling.py [--checkpoint PATH] [--max-models 24] [--steps-per-level N]
-                               [--start-sigma 0.03] [--no-pool] [--threads 2] [--json PATH]
+                               [--start-sigma 0.03] [--no-pool] [--rows cross-source]
+                               [--threads 2] [--json PATH]
 
 Test sets (bench/_shape_data.load_benchmark_rows, i.e. gmm_perception.data.held_out), one row each:
 "sh3d test" (the held-out SH3D models, as in earlier cards), then, when the shape pool is built
@@ -238,6 +239,9 @@ def main() -> None:
     parser.add_argument("--max-models", type=int, default=24,
                         help="models per row, a fixed seeded subset (0 = every model)")
     parser.add_argument("--no-pool", action="store_true", help="only the SH3D test row")
+    parser.add_argument("--rows", default="",
+                        help="comma-separated parts of row names: only the rows naming one "
+                             "(e.g. 'cross-source' for the issue's target rows); '' = every row")
     parser.add_argument("--steps-per-level", type=int, default=None,
                         help="Langevin steps per noise level (default: the checkpoint's config)")
     parser.add_argument("--start-sigma", type=float, default=UpsampleConfig().start_sigma,
@@ -253,6 +257,11 @@ def main() -> None:
     args.steps_per_level = args.steps_per_level or model.config.steps_per_level
     sets, _ = load_benchmark_rows(args.data_dir, args.max_models, (OUTPUT_POINTS, OUTPUT_POINTS),
                                   pool=not args.no_pool)
+    wanted = [part for part in args.rows.split(",") if part]
+    sets = {name: shapes for name, shapes in sets.items()
+            if not wanted or any(part in name for part in wanted)}
+    if not sets:
+        parser.error(f"no row names any of {wanted}")
     limit_threads(args.threads)
     report = {"environment": environment(), "threads": args.threads,
               "checkpoint": str(args.checkpoint), "epoch": payload["metadata"].get("epoch"),
