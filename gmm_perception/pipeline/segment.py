@@ -182,7 +182,7 @@ class Segmenter:
         frame's origin). Empty or degenerate input gives an empty result, never an error (the
         frame still counts for the tracks' timeout); a wrong shape raises ValueError."""
         points = _as_points(points)
-        plane, ground = self.find_plane(points)
+        plane, ground = self.find_plane(points, sensor)
         rest = points if ground is None else points[~ground]
         if self.config.accumulate_frames > 1:
             rest = self._accumulate(rest)
@@ -197,8 +197,11 @@ class Segmenter:
         return Segmentation(plane=plane, ground_points=0 if ground is None else int(ground.sum()),
                             objects=objects)
 
-    def find_plane(self, points: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """The removable plane (unit normal towards `up`) and the mask of its inliers.
+    def find_plane(self, points: np.ndarray, sensor: np.ndarray | None = None
+                   ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The removable plane (unit normal towards `up`) and the mask of its inliers: RANSAC's
+        within plane_distance, and with plane_distance_per_metre every point within
+        plane_distance + that x its range from `sensor` (None: the frame's origin).
 
         (None, None) when the cloud is too small, no plane has min_plane_points inliers, or no
         large enough plane lies within max_plane_tilt_deg of `up`.
@@ -229,6 +232,10 @@ class Segmenter:
             if math.acos(min(1.0, float(model[:3] @ up))) <= max_tilt + 1e-9:
                 mask = np.zeros(len(points), dtype=bool)
                 mask[candidates[inliers]] = True
+                if config.plane_distance_per_metre > 0:
+                    mask |= ground_band(points, model, config.plane_distance,
+                                        config.plane_distance_per_metre,
+                                        np.zeros(3) if sensor is None else sensor)
                 return model, mask
             candidates = np.delete(candidates, inliers)  # a wall: look for the floor in the rest
         return None, None
@@ -275,6 +282,15 @@ class Segmenter:
                             else points)
         union = np.concatenate(list(self._frames))
         return voxel_downsample(union, voxel, fixed_grid=True) if len(union) else union
+
+
+def ground_band(points: np.ndarray, plane: np.ndarray, distance: float, per_metre: float,
+                sensor: np.ndarray) -> np.ndarray:
+    """Mask of the points within distance + per_metre x (their range from `sensor`) of `plane`
+    (a, b, c, d with a unit normal)."""
+    height = np.abs(points.astype(np.float64) @ plane[:3] + plane[3])
+    reach = np.linalg.norm(points - np.asarray(sensor, dtype=np.float64), axis=1)
+    return height <= distance + per_metre * reach
 
 
 def merge_by_range(points: np.ndarray, groups: list[np.ndarray], eps: float,
