@@ -189,7 +189,7 @@ def fmt(value, spec: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path,
-                        default=ROOT / "checkpoints" / "pointgmm" / "pointgmm_sh3d.pt")
+                        default=ROOT / "checkpoints" / "pointgmm" / "pointgmm_pool.pt")
     parser.add_argument("--data-dir", type=Path, default=ROOT / "data")
     parser.add_argument("--max-models", type=int, default=0,
                         help="models per row, a fixed seeded subset (0 = every model)")

@@ -334,23 +334,25 @@ RESAMPLE_MAX_DISTANCE = 2.0
 class ShapeModelConfig:
     """The shape-model stage (PointGMM)."""
 
-    checkpoint: str = _checkpoint("pointgmm", "pointgmm_sh3d.pt", what="PointGMM checkpoint.")
+    checkpoint: str = _checkpoint("pointgmm", "pointgmm_pool.pt", what="PointGMM checkpoint.")
     input_points: int = setting(0, "Points per object given to the model; 0 = as in training "
                                 "(the checkpoint's data.num_points).", low=0, high=16384,
                                 read_only=True)
     resample_points: int = setting(2048, "Points drawn from the finest level (~/resampled).",
                                    low=1, high=200_000)
-    # Measured with bench/shape_model.py (12 SH3D test models, one core of a loaded machine):
-    # 15 iterations are the fewest within 0.05 nats/point of EM-512 on full clouds (10: +0.13,
-    # 15: +0.035, at 1/27 of its time); support 0.3 against 0.1 keeps that and halves what
-    # refinement costs partial scans in NLL of the full shape (1.7 against 3.2; the network's
-    # own mixture 0.77) for a Chamfer to the full shape of 0.147 against 0.144.
+    # 15 iterations: the fewest within 0.05 nats/point of EM-512 on full clouds (10: +0.13,
+    # 15: +0.035, at 1/27 of its time; bench/shape_model.py, pointgmm_sh3d.pt). Support: the
+    # largest within 0.05 nats/point of EM-512 on full clouds, for the most completion on
+    # partial scans; pointgmm_pool.pt on 16 pool val shapes, refined NLL of the true surface
+    # (EM-512 -1.539): full -1.501 / -1.464 / -1.439 at support 0.2 / 0.3 / 0.4, partial 2.29 /
+    # 1.45 / 0.79; Chamfer of partial scans' draws to the full shape
+    # 0.145 / 0.143 (the scan itself 0.166).
     refine_iterations: int = setting(15, "EM iterations of the finest level on the object's "
                                      "points, from the network's mixture (coarser levels: "
                                      "merges of their children); published and resampled "
                                      "refined; 0 = the network's mixture as predicted.",
                                      low=0, high=200)
-    refine_support: float = setting(0.3, "Refinement keeps a Gaussian as predicted (mean, "
+    refine_support: float = setting(0.2, "Refinement keeps a Gaussian as predicted (mean, "
                                     "covariance, weight) when the object's points give it less "
                                     "than this fraction of the responsibility mass its weight "
                                     "expects: a partial scan keeps the network's completion of "
