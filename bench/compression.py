@@ -12,7 +12,7 @@ catalogue no training saw), which NeuralQAAD must encode by autodecoding (timed;
 scene-object clouds of chairs, armchairs and sofas from simulated drives through scenes of TEST
 shapes (`gmm-perception data scene-objects --split test --scenes 40`), every cloud of one
 object's track together (partial: the sides the drive saw; world frame, metres, any heading),
-the --robot-made tracks with the most points. Each is split into two random halves: one is
+the --robot-made tracks with the most points, the classes in turn. Each is split into two random halves: one is
 compressed, the other is its "resample" (the floor); NeuralQAAD encodes them as new shapes.
 
 Rows, per shape set:
@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from itertools import zip_longest
 from pathlib import Path
 
 import numpy as np
@@ -151,7 +152,8 @@ def robot_made_shapes(path: Path, classes: tuple[str, ...], count: int,
     scene pipeline's segmented, accumulated clouds of simulated drives), every cloud of the
     track together (world frame, metres; at most one point per ROBOT_VOXEL), split into two
     random halves: (scene/object, one half, the other half as its independent sample). The
-    `count` tracks with the most points."""
+    `count` tracks with the most points, taken from the classes in turn (the largest are all
+    sofas otherwise)."""
     from gmm_perception.data.scene_objects import SceneObjects
 
     objects = SceneObjects.load(path)
@@ -160,7 +162,11 @@ def robot_made_shapes(path: Path, classes: tuple[str, ...], count: int,
         tracks.setdefault((int(objects.scene[k]), str(objects.object_name[k])), []).append(int(k))
     clouds = {key: voxel_downsample(np.concatenate([objects.cloud(k) for k in ks]), ROBOT_VOXEL)
               for key, ks in tracks.items()}
-    for key in sorted(clouds, key=lambda key: -len(clouds[key]))[:count]:
+    by_class = {name: sorted((key for key in clouds
+                              if objects.class_name[tracks[key][0]] == name),
+                             key=lambda key: -len(clouds[key])) for name in classes}
+    turns = [key for row in zip_longest(*by_class.values()) for key in row if key is not None]
+    for key in turns[:count]:
         cloud = clouds[key][rng.permutation(len(clouds[key]))]
         half = len(cloud) // 2
         k = tracks[key][0]
