@@ -40,8 +40,9 @@ reference: 1.5) or N(0, sigma_max^2 I). `denoise_from_input` starts instead from
 (each of them count // N times, the remainder drawn without replacement: `spread_starts`) and
 runs only the levels sigma <= `start_sigma` (default 0.1, about the spacing of 512 points on a
 unit shape): cheaper, and it keeps the input's layout. Each input point carries an equal share
-of the output: drawn with replacement, some of 512 points started 0 chains and others 4 or more,
-and the chains' clumps raised the EMD to the true surface by a quarter (pool val, 512 -> 2048).
+of the output: drawn with replacement, some of 512 points started no chain and others 4 or more,
+holes and clumps that raised the EMD to the true surface by 4 % from sigma 0.03 (pool val,
+512 -> 2048; the clumps of the coarser levels 0.05-0.1 cost 10-30 %, hence the stage's start).
 
 Input guide (`input_guide`, not in the paper; off by default, on in config/train/shapegf.yaml):
 a 128-d global latent and a few small blocks (a CPU budget) cannot place points to within 1 % of
