@@ -50,11 +50,8 @@ def score_scene_objects(objects: SceneObjects, class_names: list[str], run: Run,
                                        RANGE_NAMES)}
     probabilities = np.exp(log_softmax(logits, temperature))
     fused_correct, fused_confidence, final = [], [], []
-    tracks = {}
-    for row, k in enumerate(keep):  # one track per object of a scene, in frame order
-        tracks.setdefault((int(objects.scene[k]), str(objects.object_name[k])), []).append(row)
+    tracks = objects.tracks(keep)  # one track per object of a scene, in frame order
     for rows in tracks.values():
-        rows = sorted(rows, key=lambda r: objects.frame[keep[r]])
         fused = fuse_sequence(probabilities[rows], fusion["forgetting"],
                               fusion["fused_temperature"], fusion["rule"])
         right = fused.argmax(1) == labels[keep[rows]]

@@ -137,17 +137,18 @@ def neuralqaad_codecs(args, device) -> dict[str, tuple[NeuralQaadCodec, dict]]:
     return codecs
 
 
-def seating_shapes(rows: list[int], shapes: ShapeSet, meshes: MeshSet):
+def seating_shapes(rows: list[int], shapes: ShapeSet, meshes: MeshSet) -> list[tuple]:
     """(model id, its 100,000 points, an independent sample of its mesh) per row."""
+    out = []
     for row in rows:
-        model_id = str(shapes.model_ids[row])
-        original = shapes.points[row]
-        yield model_id, original, sample_surface(meshes.mesh(meshes.index_of(model_id)),
-                                                 len(original), model_seed(model_id, 1))
+        model_id, original = str(shapes.model_ids[row]), shapes.points[row]
+        out.append((model_id, original, sample_surface(meshes.mesh(meshes.index_of(model_id)),
+                                                       len(original), model_seed(model_id, 1))))
+    return out
 
 
 def robot_made_shapes(path: Path, classes: tuple[str, ...], count: int,
-                      rng: np.random.Generator):
+                      rng: np.random.Generator) -> list[tuple]:
     """The robot-made set: per object track of `classes` in the scene objects at `path` (the
     scene pipeline's segmented, accumulated clouds of simulated drives), every cloud of the
     track together (world frame, metres; at most one point per ROBOT_VOXEL), split into two
@@ -157,28 +158,27 @@ def robot_made_shapes(path: Path, classes: tuple[str, ...], count: int,
     from gmm_perception.data.scene_objects import SceneObjects
 
     objects = SceneObjects.load(path)
-    tracks: dict[tuple[int, str], list[int]] = {}
-    for k in np.flatnonzero(np.isin(objects.class_name, classes)):
-        tracks.setdefault((int(objects.scene[k]), str(objects.object_name[k])), []).append(int(k))
+    seating = np.flatnonzero(np.isin(objects.class_name, classes))
+    tracks = {key: seating[rows] for key, rows in objects.tracks(seating).items()}
     clouds = {key: voxel_downsample(np.concatenate([objects.cloud(k) for k in ks]), ROBOT_VOXEL)
               for key, ks in tracks.items()}
     by_class = {name: sorted((key for key in clouds
                               if objects.class_name[tracks[key][0]] == name),
                              key=lambda key: -len(clouds[key])) for name in classes}
     turns = [key for row in zip_longest(*by_class.values()) for key in row if key is not None]
+    out = []
     for key in turns[:count]:
         cloud = clouds[key][rng.permutation(len(clouds[key]))]
         half = len(cloud) // 2
-        k = tracks[key][0]
-        yield (f"scene {key[0]} {key[1]} ({objects.class_name[k]}, {len(cloud):,} points)",
-               cloud[:half], cloud[half:2 * half])
+        out.append((f"scene {key[0]} {key[1]} ({objects.class_name[tracks[key][0]]}, "
+                    f"{len(cloud):,} points)", cloud[:half], cloud[half:2 * half]))
+    return out
 
 
-def run_set(tag: str, originals, codecs: dict, modeller, args, rng: np.random.Generator,
-            figure: dict) -> Scored:
+def run_set(tag: str, originals: list[tuple], codecs: dict, modeller, args,
+            rng: np.random.Generator, figure: dict) -> Scored:
     """Every method on `originals`: (name, cloud, an independent sample of its surface)."""
     scored = Scored()
-    originals = list(originals)
     for done, (model_id, original, resample) in enumerate(originals, start=1):
         scored.add("resample (independent sample)", bytes=len(original) * RAW_BYTES_PER_POINT,
                    encode_s=np.nan, decode_ms=np.nan, **score(resample, original, rng,
@@ -307,12 +307,8 @@ def main() -> int:
         print(f"  no scene objects at {args.robot_made_objects} (gmm-perception data "
               "scene-objects --split test --scenes 40): robot-made rows left out",
               file=sys.stderr)
-    scored_names: dict[str, list[str]] = {}
-    results = {}
-    for tag, originals in sets.items():
-        originals = list(originals)
-        scored_names[tag] = [name for name, _, _ in originals]
-        results[tag] = run_set(tag, originals, codecs, modeller, args, rng, figure).summary()
+    results = {tag: run_set(tag, originals, codecs, modeller, args, rng, figure).summary()
+               for tag, originals in sets.items()}
     raw = shapes.points.shape[1] * RAW_BYTES_PER_POINT
     print(f"\nCompression of {shapes.points.shape[1]:,}-point seating shapes ({raw:,} bytes raw "
           f"float32 xyz); EM-kD and Chamfer in the unit sphere, means over the shapes; encode s "
@@ -343,9 +339,9 @@ def main() -> int:
     plot_clouds(example, {tag: {name.split(": ", 1)[1]: cloud[::max(1, len(cloud) // 10_000)]
                                 for name, cloud in figure.items() if name.startswith(tag)}
                           for tag in results}, "original / NeuralQAAD (QAP) / Draco at equal bytes")
-    names = {k: [str(shapes.model_ids[i]) for i in v] for k, v in picks.items()}
-    names.update({tag: scored_names[tag] for tag in scored_names if tag not in names})
-    write_json(args.json, {"environment": environment(), "shapes": names,
+    write_json(args.json, {"environment": environment(),
+                           "shapes": {tag: [name for name, _, _ in originals]
+                                      for tag, originals in sets.items()},
                            "results": results, "dataset": dataset, "targets": lines})
     print(f"wrote {example}")
     return 0

@@ -32,6 +32,15 @@ class SceneObjects:
     def point_counts(self) -> np.ndarray:
         return np.diff(self.offsets)
 
+    def tracks(self, indices: np.ndarray) -> dict[tuple[int, str], np.ndarray]:
+        """The clouds `indices` grouped by object (scene, object name): per object the
+        positions in `indices` of its clouds, in frame order."""
+        grouped: dict[tuple[int, str], list[int]] = {}
+        for position, k in enumerate(indices):
+            grouped.setdefault((int(self.scene[k]), str(self.object_name[k])), []).append(position)
+        return {key: np.array(sorted(rows, key=lambda r: self.frame[indices[r]]), dtype=np.int64)
+                for key, rows in grouped.items()}
+
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
