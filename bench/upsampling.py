@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from copy import deepcopy
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -74,6 +73,7 @@ from gmm_perception.metrics.chamfer import chamfer_distance  # noqa: E402
 from gmm_perception.metrics.emd import earth_movers_distance  # noqa: E402
 from gmm_perception.metrics.emkd import em_kd  # noqa: E402
 from gmm_perception.models.registry import load_model  # noqa: E402
+from gmm_perception.models.shapegf import guide_only  # noqa: E402
 from gmm_perception.pipeline.configs import UpsampleConfig  # noqa: E402
 from gmm_perception.pipeline.upsample import Upsampler  # noqa: E402
 
@@ -136,17 +136,6 @@ def distances(cloud: np.ndarray, truth: np.ndarray, threads: int) -> dict[str, f
         out["emd"] = earth_movers_distance(cloud, truth)
         out["emkd"] = em_kd(cloud, truth, workers=threads)
     return out
-
-
-def guide_only(model):
-    """A copy of the model whose decoder output is zero: its score is the input guide alone
-    (None for models without one)."""
-    if not model.config.input_guide:
-        return None
-    copy = deepcopy(model)
-    torch.nn.init.zeros_(copy.decoder.out.weight)
-    torch.nn.init.zeros_(copy.decoder.out.bias)
-    return copy
 
 
 def stage(model, mode: str, seed: int, args) -> Upsampler:

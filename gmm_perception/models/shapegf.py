@@ -70,6 +70,7 @@ Loss (`models/shapegf_loss.py`): denoising score matching, eq. 6-7 / 13, in the 
 from __future__ import annotations
 
 import math
+from copy import deepcopy
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -403,3 +404,14 @@ class ShapeGf(nn.Module):
 
     def config_dict(self) -> dict:
         return asdict(self.config)
+
+
+def guide_only(model: ShapeGf) -> ShapeGf | None:
+    """A copy of the model whose decoder output is zero: its score is the input guide alone, the
+    reference that shows what the learned correction adds (None for models without a guide)."""
+    if not model.config.input_guide:
+        return None
+    copy = deepcopy(model)
+    nn.init.zeros_(copy.decoder.out.weight)
+    nn.init.zeros_(copy.decoder.out.bias)
+    return copy

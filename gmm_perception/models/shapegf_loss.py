@@ -46,23 +46,31 @@ def score_matching_loss(score: Callable[[torch.Tensor, torch.Tensor], torch.Tens
     return per_shape.mean(), per_shape
 
 
-def draw_sigmas(sigmas: torch.Tensor, batch: int, generator: torch.Generator | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One level per shape, uniformly: (level indices (B,), sigmas (B,))."""
-    index = torch.randint(len(sigmas), (batch,), generator=generator, device=sigmas.device)
+def draw_sigmas(sigmas: torch.Tensor, batch: int, generator: torch.Generator | None = None,
+                sigma_max: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One level per shape, uniformly over the levels sigma <= sigma_max (every level for 0; the
+    finest at least): (level indices (B,), sigmas (B,))."""
+    allowed = (torch.arange(len(sigmas), device=sigmas.device) if sigma_max <= 0 else
+               torch.nonzero(sigmas <= sigma_max * (1 + 1e-6)).reshape(-1))
+    if len(allowed) == 0:
+        allowed = torch.tensor([len(sigmas) - 1], device=sigmas.device)
+    pick = torch.randint(len(allowed), (batch,), generator=generator, device=sigmas.device)
+    index = allowed[pick]
     return index, sigmas[index]
 
 
 def shapegf_loss(model, inputs: torch.Tensor, targets: torch.Tensor,
                  weight_power: float = REFERENCE_WEIGHT_POWER,
-                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                 generator: torch.Generator | None = None, sigma_max: float = 0.0
+                 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The training loss: encode the (sparse) inputs (B, N, 3), map the dense targets (B, M, 3)
-    into the inputs' normalised frame, score-match them at one random level per shape.
+    into the inputs' normalised frame, score-match them at one random level per shape (of the
+    levels sigma <= sigma_max; 0 = all).
     Terms: 'dsm' (the loss) and 'dsm_coarse' / 'dsm_fine' (mean per-shape loss over the shapes
     whose level is in the upper / lower half of the schedule; NaN when none)."""
     code = model.encode(inputs)
     clean = code.to_model_frame(targets[..., :3].to(code.z.dtype))
-    levels, sigma = draw_sigmas(model.sigmas, clean.shape[0], generator)
+    levels, sigma = draw_sigmas(model.sigmas, clean.shape[0], generator, sigma_max)
     loss, per_shape = score_matching_loss(lambda x, s: model.score(x, code, s), clean, sigma,
                                           weight_power=weight_power, generator=generator)
     half = len(model.sigmas) // 2

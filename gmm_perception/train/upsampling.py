@@ -18,13 +18,18 @@
   `VALIDATION_SPLIT`, the test split, as its first checkpoint did) in the selected
   categories (fixed, seeded; 0 = all), each turned about z by a fixed seeded angle when
   `rotate_z`: `val_input_points` (512) of the stored cloud in, `val_output_points` (2048) out by
-  `model.upsample` from the prior with `val_steps_per_level` steps per level and a fixed generator:
+  `model.upsample` from the prior with `val_steps_per_level` steps per level and a fixed generator
+  (`val_prior`; `val_loss_metric` names the metric that selects the checkpoint):
     val_chamfer        Chamfer (metrics.chamfer: sum of the two mean nearest distances,
                        unsquared) between the upsampled cloud and `val_output_points` fresh
-                       samples of the mesh surface (the stored points without meshes); this is
-                       val_loss;
+                       samples of the mesh surface (the stored points without meshes); the
+                       default val_loss;
     val_chamfer_input  the same distance for the sparse input itself (the reference to beat);
-    val_chamfer_denoise  the upsampled cloud from `denoise_from_input` (levels <= 0.1);
+    val_chamfer_denoise  the upsampled cloud from `denoise_from_input` (levels <=
+                       `val_start_sigma`);
+    val_chamfer_guide  the same chains with the decoder's correction zeroed (the input guide
+                       alone, `models.shapegf.guide_only`): what the network adds is the gap;
+    val_emd_denoise, val_emd_guide  (with `val_emd`) their exact EMD to the truth;
     val_dsm            the score-matching loss of the validation shapes with fixed noise and
                        levels (every level once per shape, cycling).
 """
@@ -40,7 +45,8 @@ from gmm_perception.data.held_out import held_out_set, held_out_shapes, validati
 from gmm_perception.data.shape_set import MeshSet, ShapeSet
 from gmm_perception.metrics.chamfer import chamfer_distance
 from gmm_perception.models.registry import build_model
-from gmm_perception.models.shapegf import MODEL_NAME
+from gmm_perception.metrics.emd import earth_movers_distance
+from gmm_perception.models.shapegf import MODEL_NAME, guide_only
 from gmm_perception.models.shapegf_loss import REFERENCE_WEIGHT_POWER, score_matching_loss, \
     shapegf_loss
 from gmm_perception.data.partial_scans import sample_input_target_pairs, scan_pool
@@ -69,6 +75,13 @@ class UpsamplingData:
     val_output_points: int = 2048
     val_steps_per_level: int = 5
     val_denoise: bool = True  # also report the denoise-from-input mode
+    # The levels the loss draws from: sigma <= train_sigma_max (0 = all). The scene's stage only
+    # denoises from its start_sigma (0.03), so a model for it need not learn the coarse levels.
+    train_sigma_max: float = 0.0
+    val_prior: bool = True  # the prior sampler's Chamfer (the slow part of validation)
+    val_start_sigma: float = 0.1  # where the validation's denoise chains start
+    val_emd: bool = False  # EMD of the denoise and guide-only clouds (exact, ~1 s a cloud)
+    val_loss_metric: str = "chamfer"  # the validation metric selecting the best checkpoint
 
     def __post_init__(self):
         self.categories = [str(c) for c in self.categories]
@@ -76,6 +89,14 @@ class UpsamplingData:
             raise ValueError("need 1 <= input_min <= input_max")
         if not 0.0 <= self.partial_fraction <= 1.0:
             raise ValueError("partial_fraction must lie in [0, 1]")
+        if self.train_sigma_max < 0 or self.val_start_sigma <= 0:
+            raise ValueError("need train_sigma_max >= 0 and val_start_sigma > 0")
+        runs = {"chamfer": self.val_prior, "chamfer_input": True, "dsm": True,
+                **{f"{m}_{r}": self.val_denoise and (m == "chamfer" or self.val_emd)
+                   for m in ("chamfer", "emd") for r in ("denoise", "guide")}}
+        if not runs.get(self.val_loss_metric, False):
+            raise ValueError(f"val_loss_metric '{self.val_loss_metric}' is not computed by these "
+                             f"validation settings (computed: {[k for k, v in runs.items() if v]})")
 
 
 @dataclass
@@ -162,35 +183,44 @@ class UpsamplingTask:
     def loss(self, model, batch, generator: torch.Generator | None = None):
         inputs, targets = batch
         module = getattr(model, "module", model)  # DDP: encode/score live on the module
-        return shapegf_loss(module, inputs, targets, self.data.weight_power, generator)
+        return shapegf_loss(module, inputs, targets, self.data.weight_power, generator,
+                            self.data.train_sigma_max)
 
     def validate(self, model, device: torch.device) -> dict[str, float]:
         """Metrics of the module docstring; call in eval mode under no_grad."""
         d = self.data
         generator = torch.Generator(device=device).manual_seed(VALIDATION_SEED)
-        sums = {"chamfer": 0.0, "chamfer_input": 0.0, "dsm": 0.0}
-        if d.val_denoise:
-            sums["chamfer_denoise"] = 0.0
+        guide = guide_only(model) if d.val_denoise else None
+        sums: dict[str, float] = {}
         count = len(self.val_inputs)
         levels = len(model.sigmas)
         for start in range(0, count, self.batch_size):
             inputs = self.val_inputs[start:start + self.batch_size].to(device)
-            truth = self.val_truth[start:start + self.batch_size]
-            out = model.upsample(inputs, d.val_output_points, d.val_steps_per_level,
-                                 generator=generator).cpu().numpy()
-            runs = {"chamfer": out, "chamfer_input": inputs.cpu().numpy()}
-            if d.val_denoise:
-                runs["chamfer_denoise"] = model.upsample(
-                    inputs, d.val_output_points, d.val_steps_per_level, generator=generator,
-                    denoise_from_input=True).cpu().numpy()
-            for key, clouds in runs.items():
-                sums[key] += sum(chamfer_distance(a, b) for a, b in zip(clouds, truth.numpy()))
+            truth = self.val_truth[start:start + self.batch_size].numpy()
+            runs = {"input": inputs.cpu().numpy()}
+            if d.val_prior:
+                runs["prior"] = model.upsample(inputs, d.val_output_points, d.val_steps_per_level,
+                                               generator=generator).cpu().numpy()
+            # The denoise chains of the model and of its guide alone share their noise.
+            for name, sampler in (("denoise", model), ("guide", guide)):
+                if sampler is not None:
+                    runs[name] = sampler.upsample(
+                        inputs, d.val_output_points, d.val_steps_per_level,
+                        generator=torch.Generator(device=device).manual_seed(VALIDATION_SEED + start),
+                        denoise_from_input=True, start_sigma=d.val_start_sigma).cpu().numpy()
+            for name, clouds in runs.items():
+                key = "chamfer" if name == "prior" else f"chamfer_{name}"
+                sums[key] = sums.get(key, 0.0) + sum(chamfer_distance(a, b)
+                                                     for a, b in zip(clouds, truth))
+                if d.val_emd and name in ("denoise", "guide"):
+                    sums[f"emd_{name}"] = sums.get(f"emd_{name}", 0.0) + sum(
+                        earth_movers_distance(a, b) for a, b in zip(clouds, truth))
             code = model.encode(inputs)
-            clean = code.to_model_frame(truth.to(device))
+            clean = code.to_model_frame(torch.from_numpy(truth).to(device))
             sigma = model.sigmas[(torch.arange(start, start + len(inputs)) % levels).to(device)]
             noise = torch.randn(clean.shape, generator=generator, device=device)
             _, per_shape = score_matching_loss(lambda x, s: model.score(x, code, s), clean,
                                                sigma, noise, d.weight_power)
-            sums["dsm"] += float(per_shape.sum())
+            sums["dsm"] = sums.get("dsm", 0.0) + float(per_shape.sum())
         metrics = {f"val_{key}": value / count for key, value in sums.items()}
-        return {"val_loss": metrics["val_chamfer"], **metrics}
+        return {"val_loss": metrics[f"val_{d.val_loss_metric}"], **metrics}

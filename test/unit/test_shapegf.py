@@ -13,9 +13,9 @@ import torch
 from gmm_perception.data.procedural import procedural_shapes
 from gmm_perception.models.registry import build_model
 from gmm_perception.models.shapegf import ShapeGf, ShapeGfConfig, annealed_langevin, \
-    geometric_sigmas, smoothed_set_score, spread_starts
+    geometric_sigmas, guide_only, smoothed_set_score, spread_starts
 from gmm_perception.geometry.normalise import normalise_clouds
-from gmm_perception.models.shapegf_loss import score_matching_loss
+from gmm_perception.models.shapegf_loss import draw_sigmas, score_matching_loss
 from gmm_perception.train.run import TASKS, load_config
 from gmm_perception.train.upsampling import UpsamplingData, UpsamplingTask
 from procedural_files import procedural_dataset
@@ -108,6 +108,27 @@ def test_input_guide_is_the_closed_form_score_of_the_input_plus_a_learned_correc
             tau = max(sigma, 0.5 * float(spacing[b]))
             torch.testing.assert_close(s[b], smoothed_point_set_score(query[b], inputs[b], tau),
                                        atol=1e-5, rtol=1e-4)
+
+
+def test_guide_only_copy_scores_the_capped_guide_and_leaves_the_model_untouched():
+    """guide_only zeroes a copy's correction: its score is the model's minus the decoder's term
+    (sigma * decoder output with sigma_scaled_output), the model itself keeps its weights."""
+    generator = torch.Generator().manual_seed(4)
+    model = ShapeGf(ShapeGfConfig(**{**TINY, "input_guide": True,
+                                     "sigma_scaled_output": True})).eval()
+    torch.nn.init.normal_(model.decoder.out.weight, std=0.5, generator=generator)
+    assert guide_only(ShapeGf(ShapeGfConfig(**TINY))) is None
+    guide = guide_only(model)
+    points = torch.rand(1, 40, 3, generator=generator)
+    code = model.encode(points)
+    query = torch.randn(1, 30, 3, generator=generator)
+    with torch.no_grad():
+        for sigma in (0.3, 0.01):
+            full, alone = model.score(query, code, sigma), guide.score(query, code, sigma)
+            assert float((full - alone).abs().max()) > 1e-3
+            # the guide alone is capped at guide_clip * sigma
+            assert float(alone.norm(dim=-1).max()) <= model.config.guide_clip * sigma * 1.0001
+    assert float(model.decoder.out.weight.abs().max()) > 0
 
 
 def test_the_guide_is_capped_at_guide_clip_sigma_far_from_the_input():
@@ -249,6 +270,17 @@ def test_loss_is_zero_for_the_exact_score_of_a_single_point_and_positive_otherwi
     torch.testing.assert_close(per2, expected / sigma)
 
 
+@pytest.mark.parametrize("sigma_max,expected", [(0.0, range(10)), (0.03, (7, 8, 9)),
+                                                (1e-4, (9,)), (5.0, range(10))])
+def test_levels_drawn_for_the_loss_are_those_at_or_below_sigma_max(sigma_max, expected):
+    sigmas = geometric_sigmas(1.0, 0.01, 10)
+    index, drawn = draw_sigmas(sigmas, 4000, torch.Generator().manual_seed(0), sigma_max)
+    assert set(index.tolist()) == set(expected)
+    torch.testing.assert_close(drawn, sigmas[index])
+    counts = np.bincount(index.numpy(), minlength=10)[list(expected)]
+    assert counts.min() > 0.8 * 4000 / len(expected)  # uniform over the kept levels
+
+
 # ----------------------------------------------------------------------------- (e) training
 @pytest.fixture(scope="module")
 def procedural_data(tmp_path_factory):
@@ -292,6 +324,29 @@ def test_training_lowers_the_loss_on_a_fixed_batch_and_validation_reports(proced
     assert metrics["val_loss"] == metrics["val_chamfer"]
     assert 0 < metrics["val_chamfer_input"] < 1.0
     assert task.data_description()["val_models"] == 3
+
+
+def test_denoise_validation_reports_the_guide_alone_and_selects_by_its_metric(procedural_data):
+    """With a guided model, validation runs the denoise chain and the guide-alone chain with the
+    same noise: zeroing the correction makes them identical; val_loss is val_loss_metric's."""
+    from dataclasses import replace
+    data = replace(procedural_data, val_prior=False, val_emd=True, val_start_sigma=0.03,
+                   val_loss_metric="emd_denoise", train_sigma_max=0.03)
+    task = UpsamplingTask({**TINY, "input_guide": True}, data, batch_size=6, progress=False)
+    model = task.build().eval()
+    with torch.no_grad():
+        metrics = task.validate(model, torch.device("cpu"))
+        assert set(metrics) == {"val_loss", "val_chamfer_input", "val_chamfer_denoise",
+                                "val_chamfer_guide", "val_emd_denoise", "val_emd_guide",
+                                "val_dsm"}
+        assert metrics["val_loss"] == metrics["val_emd_denoise"]
+        zeroed = guide_only(model)
+        same = task.validate(zeroed, torch.device("cpu"))
+    assert same["val_emd_denoise"] == pytest.approx(same["val_emd_guide"])
+    assert same["val_chamfer_denoise"] == pytest.approx(same["val_chamfer_guide"])
+    assert same["val_emd_guide"] == pytest.approx(metrics["val_emd_guide"])
+    with pytest.raises(ValueError, match="val_loss_metric"):
+        replace(data, val_emd=False)
 
 
 # ----------------------------------------------------------------------------- (f) checkpoint
