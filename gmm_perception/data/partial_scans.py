@@ -70,21 +70,35 @@ def rotate_about_z(clouds: list[np.ndarray], angles: np.ndarray) -> list[np.ndar
 def sample_input_target_pairs(rng: np.random.Generator, points: np.ndarray,
                               pool: np.ndarray | None, pool_rows: np.ndarray, count: int,
                               input_points: int, target_points: int, partial_fraction: float,
-                              rotate_z: bool) -> tuple[np.ndarray, np.ndarray]:
+                              rotate_z: bool, disjoint: bool = False
+                              ) -> tuple[np.ndarray, np.ndarray]:
     """`count` (input, target) training pairs of the shapes `points` (S, P, 3): the target is
     `target_points` of the stored cloud; the input `input_points` of it, or, with probability
     `partial_fraction`, of a random pooled scan of that shape (pool row `pool_rows[k]`); both
-    turned by the same random angle about z when `rotate_z`."""
+    turned by the same random angle about z when `rotate_z`.
+
+    With `disjoint`, a sparse input and its target share no stored point (needs input_points +
+    target_points <= P). Drawn independently, input_points / P of the target are input points
+    themselves, and an upsampler's denoiser learns to put its output onto the input points: at
+    the fine levels the optimal score for those targets is a pull to the nearest input point."""
     stored = points.shape[1]
+    if disjoint and input_points + target_points > stored:
+        raise ValueError(f"disjoint inputs and targets need input_points + target_points <= "
+                         f"{stored} stored points, got {input_points} + {target_points}")
     index = rng.integers(len(points), size=count)
     inputs = np.empty((count, input_points, 3), dtype=np.float32)
     targets = np.empty((count, target_points, 3), dtype=np.float32)
     for row, k in enumerate(index):
-        targets[row] = points[k, rng.choice(stored, target_points, replace=False)]
+        if disjoint:
+            order = rng.permutation(stored)
+            targets[row] = points[k, order[:target_points]]
+            inputs[row] = points[k, order[target_points:target_points + input_points]]
+        else:
+            targets[row] = points[k, rng.choice(stored, target_points, replace=False)]
         if pool is not None and rng.random() < partial_fraction:
             scan = pool[pool_rows[k], rng.integers(pool.shape[1])]
             inputs[row] = scan[rng.choice(len(scan), input_points, replace=False)]
-        else:
+        elif not disjoint:
             inputs[row] = points[k, rng.choice(stored, input_points, replace=False)]
     if rotate_z:
         inputs, targets = rotate_about_z([inputs, targets], rng.uniform(0, 2 * np.pi, count))

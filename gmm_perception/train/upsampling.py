@@ -69,6 +69,10 @@ class UpsamplingData:
     partial_cache: str = ""  # .npz keeping the pool ("" = rebuild every start)
     pool_seed: int = 0
     rotate_z: bool = True
+    # Sparse inputs and their targets share no stored point (data/partial_scans.py: otherwise
+    # the fine levels learn to snap onto the input points); needs input_max + target_points <=
+    # the stored points. Off in the configs of the checkpoints trained before it.
+    disjoint_targets: bool = False
     weight_power: float = REFERENCE_WEIGHT_POWER  # loss weight sigma^-p
     val_max_shapes: int = 8  # fixed held-out shapes to validate on (0 = all)
     val_input_points: int = 512
@@ -121,6 +125,9 @@ class UpsamplingTask:
                              "or val_input_points")
         if d.input_max > d.pool_points and d.partial_fraction > 0:
             raise ValueError("input_max exceeds pool_points")
+        if d.disjoint_targets and d.input_max + d.target_points > stored:
+            raise ValueError(f"disjoint_targets needs input_max + target_points <= the {stored} "
+                             "stored points")
         wanted = np.isin(shapes.labels, [self.class_names.index(c) for c in d.categories]) \
             if d.categories else np.ones(len(shapes), dtype=bool)
         all_train = shapes.subset("train")
@@ -161,7 +168,7 @@ class UpsamplingTask:
         n_in = int(rng.integers(d.input_min, d.input_max + 1))
         return sample_input_target_pairs(
             rng, self.train_shapes.points, self.pool, self.train_rows, count, n_in,
-            d.target_points, d.partial_fraction, d.rotate_z)
+            d.target_points, d.partial_fraction, d.rotate_z, d.disjoint_targets)
 
     # ----------------------------------------------------------------------------- protocol
     def build(self) -> torch.nn.Module:

@@ -128,7 +128,7 @@ def test_guide_only_copy_scores_the_capped_guide_and_leaves_the_model_untouched(
             assert float((full - alone).abs().max()) > 1e-3
             # the guide alone is capped at guide_clip * sigma
             assert float(alone.norm(dim=-1).max()) <= model.config.guide_clip * sigma * 1.0001
-    assert float(model.decoder.out.weight.abs().max()) > 0
+    assert float(model.decoder.out.weight.detach().abs().max()) > 0
 
 
 def test_the_guide_is_capped_at_guide_clip_sigma_far_from_the_input():
@@ -382,3 +382,28 @@ def test_denoise_chains_start_from_every_input_point_alike(points, count):
         assert int(uses.min()) >= count // points and int(uses.max()) <= count // points + 1
         assert int((uses == count // points + 1).sum()) == count % points
     assert count % points == 0 or not torch.equal(index[0], index[1])  # each cloud its own
+
+
+def test_disjoint_training_pairs_share_no_input_point_with_their_targets():
+    """Drawn independently, about input_points / stored of a target are input points (what
+    teaches the fine levels to snap onto the input); with `disjoint` none are, and every point
+    still comes from the shape's stored cloud."""
+    from gmm_perception.data.partial_scans import sample_input_target_pairs
+
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(3, 200, 3)).astype(np.float32)
+    stored = {tuple(p) for p in points.reshape(-1, 3).tolist()}
+
+    def shared(disjoint: bool) -> float:
+        inputs, targets = sample_input_target_pairs(np.random.default_rng(1), points, None,
+                                                    np.arange(3), 40, 80, 100, 0.0, False,
+                                                    disjoint)
+        drawn = np.concatenate([inputs.reshape(-1, 3), targets.reshape(-1, 3)])
+        assert {tuple(p) for p in drawn.tolist()} <= stored
+        return np.mean([len({tuple(p) for p in i.tolist()} & {tuple(p) for p in t.tolist()}) / 100
+                        for i, t in zip(inputs, targets)])
+
+    assert shared(False) == pytest.approx(80 / 200, abs=0.05)
+    assert shared(True) == 0.0
+    with pytest.raises(ValueError, match="disjoint"):
+        sample_input_target_pairs(rng, points, None, np.arange(3), 2, 150, 100, 0.0, False, True)
