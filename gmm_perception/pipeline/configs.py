@@ -38,6 +38,10 @@ def _seed() -> Any:
     return setting(0, SEED_DESCRIPTION, low=0, high=2**31 - 1)
 
 
+# The shape-model stage's PointGMM, also the pointgmm codec's: one mixture model per pipeline.
+POINTGMM_CHECKPOINT = ("pointgmm", "pointgmm_pool.pt")
+
+
 def _checkpoint(*parts: str, what: str) -> Any:
     return setting(str(share_dir().joinpath("checkpoints", *parts)), what, read_only=True)
 
@@ -334,7 +338,7 @@ RESAMPLE_MAX_DISTANCE = 2.0
 class ShapeModelConfig:
     """The shape-model stage (PointGMM)."""
 
-    checkpoint: str = _checkpoint("pointgmm", "pointgmm_pool.pt", what="PointGMM checkpoint.")
+    checkpoint: str = _checkpoint(*POINTGMM_CHECKPOINT, what="PointGMM checkpoint.")
     input_points: int = setting(0, "Points per object given to the model; 0 = as in training "
                                 "(the checkpoint's data.num_points).", low=0, high=16384,
                                 read_only=True)
@@ -420,7 +424,7 @@ class CompressionConfig:
                          choices=CODECS, read_only=True)
     checkpoint: str = _checkpoint("neuralqaad", "neuralqaad_seating.pt",
                                   what="NeuralQAAD checkpoint (codec neuralqaad).")
-    pointgmm_checkpoint: str = _checkpoint("pointgmm", "pointgmm_sh3d.pt",
+    pointgmm_checkpoint: str = _checkpoint(*POINTGMM_CHECKPOINT,
                                            what="PointGMM checkpoint (codec pointgmm).")
     encode_steps: int = setting(150, "neuralqaad: Adam steps optimising a new object's code "
                                 "against the frozen network (about 15 ms each on 2 cores).",
