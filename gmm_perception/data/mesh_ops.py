@@ -29,18 +29,52 @@ def normalize_mesh(mesh, up_axis: str = "z"):
     return out
 
 
-def sample_surface(mesh, count: int, rng: np.random.Generator) -> np.ndarray:
-    """`count` points uniformly on the surface: faces drawn by area, barycentric inside each."""
-    vertices = np.asarray(mesh.vertices, dtype=np.float64)
-    triangles = vertices[np.asarray(mesh.faces)]
+def _triangles_and_areas(vertices, faces) -> tuple[np.ndarray, np.ndarray]:
+    triangles = np.asarray(vertices, dtype=np.float64)[np.asarray(faces)]
     areas = 0.5 * np.linalg.norm(np.cross(triangles[:, 1] - triangles[:, 0],
                                           triangles[:, 2] - triangles[:, 0]), axis=1)
     total = areas.sum()
     if not np.isfinite(total) or total <= 0:
         raise ValueError("mesh has no surface area to sample")
-    chosen = rng.choice(len(triangles), size=count, p=areas / total)
-    u, v = rng.random((2, count))
+    return triangles, areas / total
+
+
+def _points_in(triangles: np.ndarray, chosen: np.ndarray, rng: np.random.Generator
+               ) -> np.ndarray:
+    """One uniform point in each of triangles[chosen]."""
+    u, v = rng.random((2, len(chosen)))
     flip = u + v > 1.0  # reflect into the triangle: uniform barycentric coordinates
     u[flip], v[flip] = 1.0 - u[flip], 1.0 - v[flip]
     a, b, c = triangles[chosen, 0], triangles[chosen, 1], triangles[chosen, 2]
     return (a + u[:, None] * (b - a) + v[:, None] * (c - a)).astype(np.float32)
+
+
+def sample_surface(mesh, count: int, rng: np.random.Generator) -> np.ndarray:
+    """`count` points uniformly on the surface: faces drawn by area, barycentric inside each."""
+    triangles, share = _triangles_and_areas(mesh.vertices, mesh.faces)
+    return _points_in(triangles, rng.choice(len(triangles), size=count, p=share), rng)
+
+
+class SurfaceSampler:
+    """Fresh uniform samples of the surfaces of a mesh set's meshes, as `sample_surface` draws
+    them, each mesh's triangles and area CDF kept after its first draw (a training loop draws
+    new points of the same meshes every batch)."""
+
+    def __init__(self, vertices: list[np.ndarray], faces: list[np.ndarray]):
+        if len(vertices) != len(faces):
+            raise ValueError("one faces array per vertices array")
+        self._vertices, self._faces = vertices, faces
+        self._kept: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return len(self._vertices)
+
+    def __call__(self, index: int, count: int, rng: np.random.Generator) -> np.ndarray:
+        """(count, 3) float32 points of mesh `index`'s surface."""
+        if index not in self._kept:
+            triangles, share = _triangles_and_areas(self._vertices[index], self._faces[index])
+            self._kept[index] = triangles, np.cumsum(share)
+        triangles, cdf = self._kept[index]
+        chosen = np.minimum(np.searchsorted(cdf, rng.random(count) * cdf[-1], side="right"),
+                            len(triangles) - 1)
+        return _points_in(triangles, chosen, rng)

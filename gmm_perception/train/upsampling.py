@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from gmm_perception.data.held_out import held_out_set, held_out_shapes, validation_split
+from gmm_perception.data.mesh_ops import SurfaceSampler
 from gmm_perception.data.shape_set import MeshSet, ShapeSet
 from gmm_perception.metrics.chamfer import chamfer_distance
 from gmm_perception.models.registry import build_model
@@ -52,6 +53,7 @@ from gmm_perception.models.shapegf_loss import REFERENCE_WEIGHT_POWER, score_mat
 from gmm_perception.data.partial_scans import sample_input_target_pairs, scan_pool
 
 VALIDATION_SEED = 1_000_003
+TARGET_SOURCES = ("stored", "disjoint", "surface")
 _INPUT_STREAM = 100  # HeldOutSet.rng stream of the validation inputs
 
 
@@ -69,10 +71,12 @@ class UpsamplingData:
     partial_cache: str = ""  # .npz keeping the pool ("" = rebuild every start)
     pool_seed: int = 0
     rotate_z: bool = True
-    # Sparse inputs and their targets share no stored point (data/partial_scans.py: otherwise
-    # the fine levels learn to snap onto the input points); needs input_max + target_points <=
-    # the stored points. Off in the configs of the checkpoints trained before it.
-    disjoint_targets: bool = False
+    # Where the targets come from (data/partial_scans.sample_input_target_pairs): "stored", of
+    # the stored cloud (the checkpoints trained before 2026-12-08); "disjoint", of the stored
+    # points not in a sparse input (input_max + target_points <= stored points); "surface",
+    # fresh samples of the mesh surface every batch (needs meshes): at the fine levels the
+    # stored cloud's spacing exceeds sigma and a denoiser learns its points, not the surface.
+    targets: str = "stored"
     weight_power: float = REFERENCE_WEIGHT_POWER  # loss weight sigma^-p
     val_max_shapes: int = 8  # fixed held-out shapes to validate on (0 = all)
     val_input_points: int = 512
@@ -93,6 +97,8 @@ class UpsamplingData:
             raise ValueError("need 1 <= input_min <= input_max")
         if not 0.0 <= self.partial_fraction <= 1.0:
             raise ValueError("partial_fraction must lie in [0, 1]")
+        if self.targets not in TARGET_SOURCES:
+            raise ValueError(f"targets must be one of {TARGET_SOURCES}, got '{self.targets}'")
         if self.train_sigma_max < 0 or self.val_start_sigma <= 0:
             raise ValueError("need train_sigma_max >= 0 and val_start_sigma > 0")
         runs = {"chamfer": self.val_prior, "chamfer_input": True, "dsm": True,
@@ -125,9 +131,11 @@ class UpsamplingTask:
                              "or val_input_points")
         if d.input_max > d.pool_points and d.partial_fraction > 0:
             raise ValueError("input_max exceeds pool_points")
-        if d.disjoint_targets and d.input_max + d.target_points > stored:
-            raise ValueError(f"disjoint_targets needs input_max + target_points <= the {stored} "
+        if d.targets == "disjoint" and d.input_max + d.target_points > stored:
+            raise ValueError(f"disjoint targets need input_max + target_points <= the {stored} "
                              "stored points")
+        if d.targets == "surface" and not d.meshes:
+            raise ValueError("surface targets need data.meshes")
         wanted = np.isin(shapes.labels, [self.class_names.index(c) for c in d.categories]) \
             if d.categories else np.ones(len(shapes), dtype=bool)
         all_train = shapes.subset("train")
@@ -143,6 +151,9 @@ class UpsamplingTask:
         self.pool = (scan_pool(meshes, all_train, d.partial_views_per_mesh,
                                d.pool_points, d.pool_seed, d.partial_cache, self.progress)
                      if d.partial_fraction > 0 else None)
+        self.surface = None if d.targets != "surface" else SurfaceSampler(
+            *zip(*[(meshes.vertices[k], meshes.faces[k]) for k in
+                   (meshes.index_of(m) for m in self.train_shapes.model_ids)]))
         self.val_inputs, self.val_truth = self._validation_set(shapes, meshes)
 
     # ----------------------------------------------------------------------------- data
@@ -168,7 +179,8 @@ class UpsamplingTask:
         n_in = int(rng.integers(d.input_min, d.input_max + 1))
         return sample_input_target_pairs(
             rng, self.train_shapes.points, self.pool, self.train_rows, count, n_in,
-            d.target_points, d.partial_fraction, d.rotate_z, d.disjoint_targets)
+            d.target_points, d.partial_fraction, d.rotate_z, disjoint=d.targets == "disjoint",
+            surface=self.surface)
 
     # ----------------------------------------------------------------------------- protocol
     def build(self) -> torch.nn.Module:

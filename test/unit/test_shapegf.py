@@ -407,3 +407,29 @@ def test_disjoint_training_pairs_share_no_input_point_with_their_targets():
     assert shared(True) == 0.0
     with pytest.raises(ValueError, match="disjoint"):
         sample_input_target_pairs(rng, points, None, np.arange(3), 2, 150, 100, 0.0, False, True)
+
+
+def test_surface_targets_are_fresh_samples_of_the_mesh_surface_each_draw():
+    """With `surface`, targets are new uniform samples of each shape's own mesh every call (a
+    unit cube: every target point on its faces, none equal to a stored point, two draws
+    differ), the inputs still of the stored cloud."""
+    import trimesh
+
+    from gmm_perception.data.mesh_ops import SurfaceSampler
+    from gmm_perception.data.partial_scans import sample_input_target_pairs
+
+    cubes = [trimesh.creation.box(extents=(e, e, e)) for e in (1.0, 2.0)]
+    sampler = SurfaceSampler([c.vertices for c in cubes], [c.faces for c in cubes])
+    rng = np.random.default_rng(0)
+    points = np.stack([sampler(k, 300, rng) for k in range(2)])
+    draws = [sample_input_target_pairs(rng, points, None, np.arange(2), 8, 50, 400, 0.0, False,
+                                       surface=sampler) for _ in range(2)]
+    for inputs, targets in draws:
+        for cloud_in, cloud_out in zip(inputs, targets):
+            half = np.abs(cloud_out).max()  # which cube: 0.5 or 1.0
+            k = int(half > 0.75)
+            assert np.allclose(np.abs(cloud_out).max(axis=1), 0.5 * (k + 1), atol=1e-5)
+            stored = {tuple(p) for p in points[k].tolist()}
+            assert {tuple(p) for p in cloud_in.tolist()} <= stored
+            assert not {tuple(p) for p in cloud_out.tolist()} & stored
+    assert not np.allclose(draws[0][1], draws[1][1])
