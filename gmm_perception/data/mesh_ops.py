@@ -51,8 +51,8 @@ def _points_in(triangles: np.ndarray, chosen: np.ndarray, rng: np.random.Generat
 
 def sample_surface(mesh, count: int, rng: np.random.Generator) -> np.ndarray:
     """`count` points uniformly on the surface: faces drawn by area, barycentric inside each."""
-    triangles, share = _triangles_and_areas(mesh.vertices, mesh.faces)
-    return _points_in(triangles, rng.choice(len(triangles), size=count, p=share), rng)
+    triangles, face_probability = _triangles_and_areas(mesh.vertices, mesh.faces)
+    return _points_in(triangles, rng.choice(len(triangles), size=count, p=face_probability), rng)
 
 
 class SurfaceSampler:
@@ -64,17 +64,18 @@ class SurfaceSampler:
         if len(vertices) != len(faces):
             raise ValueError("one faces array per vertices array")
         self._vertices, self._faces = vertices, faces
-        self._kept: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
         return len(self._vertices)
 
     def __call__(self, index: int, count: int, rng: np.random.Generator) -> np.ndarray:
         """(count, 3) float32 points of mesh `index`'s surface."""
-        if index not in self._kept:
-            triangles, share = _triangles_and_areas(self._vertices[index], self._faces[index])
-            self._kept[index] = triangles, np.cumsum(share)
-        triangles, cdf = self._kept[index]
+        if index not in self._cache:
+            triangles, face_probability = _triangles_and_areas(self._vertices[index],
+                                                               self._faces[index])
+            self._cache[index] = triangles.astype(np.float32), np.cumsum(face_probability)
+        triangles, cdf = self._cache[index]
         chosen = np.minimum(np.searchsorted(cdf, rng.random(count) * cdf[-1], side="right"),
                             len(triangles) - 1)
         return _points_in(triangles, chosen, rng)

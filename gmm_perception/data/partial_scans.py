@@ -75,7 +75,7 @@ def sample_input_target_pairs(rng: np.random.Generator, points: np.ndarray,
                               surface: Callable[[int, int, np.random.Generator], np.ndarray]
                               | None = None) -> tuple[np.ndarray, np.ndarray]:
     """`count` (input, target) training pairs of the shapes `points` (S, P, 3): the target is
-    `target_points` of the stored cloud; the input `input_points` of it, or, with probability
+    `target_points` of the stored cloud (unless `surface`, below); the input `input_points` of it, or, with probability
     `partial_fraction`, of a random pooled scan of that shape (pool row `pool_rows[k]`); both
     turned by the same random angle about z when `rotate_z`.
 

@@ -151,6 +151,13 @@ def geometric_sigmas(sigma_max: float, sigma_min: float, levels: int) -> torch.T
                                     dtype=torch.float64)).float()
 
 
+def levels_at_or_below(sigmas: torch.Tensor, sigma_max: float) -> torch.Tensor:
+    """Indices of the levels sigma <= sigma_max (a relative 1e-6 of slack for a value read
+    back from a config), at least the finest one."""
+    kept = torch.nonzero(sigmas <= sigma_max * (1 + 1e-6)).reshape(-1)
+    return kept if len(kept) else torch.tensor([len(sigmas) - 1], device=sigmas.device)
+
+
 def smoothed_set_score(x: torch.Tensor, points: torch.Tensor, tau: torch.Tensor,
                        normal_projection: bool = False) -> torch.Tensor:
     """tau^2 grad log of the point set smoothed by N(0, tau^2 I) (eq. 2-3), at x (B, M, 3), for
@@ -353,8 +360,7 @@ class ShapeGf(nn.Module):
         """The levels sigma <= start_sigma (all of them for None; at least the last one)."""
         if start_sigma is None:
             return self.sigmas
-        kept = self.sigmas[self.sigmas <= start_sigma * (1 + 1e-6)]
-        return kept if len(kept) else self.sigmas[-1:]
+        return self.sigmas[levels_at_or_below(self.sigmas, start_sigma)]
 
     def prior(self, batch: int, count: int, kind: str = "uniform",
               generator: torch.Generator | None = None) -> torch.Tensor:

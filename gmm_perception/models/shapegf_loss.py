@@ -22,6 +22,8 @@ from typing import Callable
 
 import torch
 
+from gmm_perception.models.shapegf import levels_at_or_below
+
 REFERENCE_WEIGHT_POWER = 1.0
 
 
@@ -51,9 +53,7 @@ def draw_sigmas(sigmas: torch.Tensor, batch: int, generator: torch.Generator | N
     """One level per shape, uniformly over the levels sigma <= sigma_max (every level for 0; the
     finest at least): (level indices (B,), sigmas (B,))."""
     allowed = (torch.arange(len(sigmas), device=sigmas.device) if sigma_max <= 0 else
-               torch.nonzero(sigmas <= sigma_max * (1 + 1e-6)).reshape(-1))
-    if len(allowed) == 0:
-        allowed = torch.tensor([len(sigmas) - 1], device=sigmas.device)
+               levels_at_or_below(sigmas, sigma_max))
     pick = torch.randint(len(allowed), (batch,), generator=generator, device=sigmas.device)
     index = allowed[pick]
     return index, sigmas[index]

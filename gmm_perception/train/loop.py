@@ -121,6 +121,21 @@ class Distributed:
             torch.distributed.destroy_process_group()
 
 
+def append_log_row(path: Path, row: dict[str, Any]) -> None:
+    """Append one row to a CSV log, under the header the file already has: a run resumed by
+    newer code may report other columns (new ones are left out, missing ones empty) instead of
+    writing values under the wrong names."""
+    fields = list(row)
+    if path.is_file() and path.stat().st_size > 0:
+        with open(path, newline="") as handle:
+            fields = next(csv.reader(handle), fields)
+    with open(path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields, restval="", extrasaction="ignore")
+        if handle.tell() == 0:
+            writer.writeheader()
+        writer.writerow(row)
+
+
 def train(task: TrainingTask, settings: TrainSettings, resume: bool = True) -> Path:
     """Run (or resume) training; returns the path of the best checkpoint."""
     dist = Distributed()
@@ -189,11 +204,7 @@ def train(task: TrainingTask, settings: TrainSettings, resume: bool = True) -> P
             continue
         print("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                         for k, v in row.items()))
-        with open(log_path, "a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(row))
-            if handle.tell() == 0:
-                writer.writeheader()
-            writer.writerow(row)
+        append_log_row(log_path, row)
         metadata = {"epoch": epoch, "metrics": metrics}
         if metrics["val_loss"] < best:
             best = metrics["val_loss"]

@@ -6,7 +6,9 @@
   input size N_in uniformly from [input_min, input_max] (one per batch, so inputs stack); an input
   is N_in of the shape's stored points (a sparse / low-resolution scan) or, with probability
   `partial_fraction`, N_in points of one simulated depth-camera view of its mesh (a partial scan).
-  Targets are always `target_points` of the stored dense cloud (all 2048 by default). The scans
+  Targets are `target_points` of the stored dense cloud (all 2048 by default), of its points
+  not in a sparse input (`targets: disjoint`), or fresh samples of the mesh surface every batch
+  (`targets: surface`). The scans
   come from `data/partial_scans.scan_pool`: the same pool, rng and cache key as the shape-model
   and classification tasks, so with `pool_points` 2048, 8 views and seed 0 the shared cache file
   data/sh3d/partial_pool.npz is read as it is; the N_in points are drawn from the 2048 of a view.
@@ -47,7 +49,7 @@ from gmm_perception.data.shape_set import MeshSet, ShapeSet
 from gmm_perception.metrics.chamfer import chamfer_distance
 from gmm_perception.models.registry import build_model
 from gmm_perception.metrics.emd import earth_movers_distance
-from gmm_perception.models.shapegf import MODEL_NAME, guide_only
+from gmm_perception.models.shapegf import DEFAULT_START_SIGMA, MODEL_NAME, guide_only
 from gmm_perception.models.shapegf_loss import REFERENCE_WEIGHT_POWER, score_matching_loss, \
     shapegf_loss
 from gmm_perception.data.partial_scans import sample_input_target_pairs, scan_pool
@@ -82,14 +84,18 @@ class UpsamplingData:
     val_input_points: int = 512
     val_output_points: int = 2048
     val_steps_per_level: int = 5
-    val_denoise: bool = True  # also report the denoise-from-input mode
+    # Also run the denoise-from-input chain (and, for a guided model, the same chain with the
+    # correction zeroed); val_emd and the *_denoise metrics need it.
+    val_denoise: bool = True
     # The levels the loss draws from: sigma <= train_sigma_max (0 = all). The scene's stage only
     # denoises from its start_sigma (0.03), so a model for it need not learn the coarse levels.
     train_sigma_max: float = 0.0
     val_prior: bool = True  # the prior sampler's Chamfer (the slow part of validation)
-    val_start_sigma: float = 0.1  # where the validation's denoise chains start
+    val_start_sigma: float = DEFAULT_START_SIGMA  # where the validation's denoise chains start
     val_emd: bool = False  # EMD of the denoise and guide-only clouds (exact, ~1 s a cloud)
-    val_loss_metric: str = "chamfer"  # the validation metric selecting the best checkpoint
+    # The validation metric selecting the best checkpoint: one that depends on the weights
+    # (SELECTING_METRICS; the input's and the guide's do not).
+    val_loss_metric: str = "chamfer"
 
     def __post_init__(self):
         self.categories = [str(c) for c in self.categories]
@@ -101,12 +107,12 @@ class UpsamplingData:
             raise ValueError(f"targets must be one of {TARGET_SOURCES}, got '{self.targets}'")
         if self.train_sigma_max < 0 or self.val_start_sigma <= 0:
             raise ValueError("need train_sigma_max >= 0 and val_start_sigma > 0")
-        runs = {"chamfer": self.val_prior, "chamfer_input": True, "dsm": True,
-                **{f"{m}_{r}": self.val_denoise and (m == "chamfer" or self.val_emd)
-                   for m in ("chamfer", "emd") for r in ("denoise", "guide")}}
-        if not runs.get(self.val_loss_metric, False):
-            raise ValueError(f"val_loss_metric '{self.val_loss_metric}' is not computed by these "
-                             f"validation settings (computed: {[k for k, v in runs.items() if v]})")
+        computed = {"chamfer": self.val_prior, "dsm": True, "chamfer_denoise": self.val_denoise,
+                    "emd_denoise": self.val_denoise and self.val_emd}
+        if not computed.get(self.val_loss_metric, False):
+            raise ValueError(f"val_loss_metric '{self.val_loss_metric}' must be one of "
+                             f"{[k for k, on in computed.items() if on]} with these validation "
+                             "settings")
 
 
 @dataclass
@@ -136,6 +142,9 @@ class UpsamplingTask:
                              "stored points")
         if d.targets == "surface" and not d.meshes:
             raise ValueError("surface targets need data.meshes")
+        if d.val_emd and not d.meshes and d.val_output_points != stored:
+            raise ValueError(f"val_emd without meshes compares with the {stored} stored points: "
+                             "val_output_points must equal it")
         wanted = np.isin(shapes.labels, [self.class_names.index(c) for c in d.categories]) \
             if d.categories else np.ones(len(shapes), dtype=bool)
         all_train = shapes.subset("train")
@@ -151,10 +160,13 @@ class UpsamplingTask:
         self.pool = (scan_pool(meshes, all_train, d.partial_views_per_mesh,
                                d.pool_points, d.pool_seed, d.partial_cache, self.progress)
                      if d.partial_fraction > 0 else None)
-        self.surface = None if d.targets != "surface" else SurfaceSampler(
+        self.surface_sampler = None if d.targets != "surface" else SurfaceSampler(
             *zip(*[(meshes.vertices[k], meshes.faces[k]) for k in
                    (meshes.index_of(m) for m in self.train_shapes.model_ids)]))
         self.val_inputs, self.val_truth = self._validation_set(shapes, meshes)
+        # The guide alone depends on the config and the inputs, not on the weights: its chains
+        # run once per model config and validation setting.
+        self._guide_sums: dict[tuple, dict[str, float]] = {}
 
     # ----------------------------------------------------------------------------- data
     def _validation_set(self, shapes: ShapeSet, meshes: MeshSet | None
@@ -180,7 +192,7 @@ class UpsamplingTask:
         return sample_input_target_pairs(
             rng, self.train_shapes.points, self.pool, self.train_rows, count, n_in,
             d.target_points, d.partial_fraction, d.rotate_z, disjoint=d.targets == "disjoint",
-            surface=self.surface)
+            surface=self.surface_sampler)
 
     # ----------------------------------------------------------------------------- protocol
     def build(self) -> torch.nn.Module:
@@ -206,40 +218,54 @@ class UpsamplingTask:
                             self.data.train_sigma_max)
 
     def validate(self, model, device: torch.device) -> dict[str, float]:
-        """Metrics of the module docstring; call in eval mode under no_grad."""
+        """Metrics of the module docstring; call in eval mode under no_grad. Each sampler has
+        its own fixed noise: the denoise chains of the model and of its guide alone share it."""
         d = self.data
-        generator = torch.Generator(device=device).manual_seed(VALIDATION_SEED)
-        guide = guide_only(model) if d.val_denoise else None
+        prior_noise = torch.Generator(device=device).manual_seed(VALIDATION_SEED)
+        dsm_noise = torch.Generator(device=device).manual_seed(VALIDATION_SEED + 1)
+        guide_key = (repr(model.config), d.val_start_sigma, d.val_steps_per_level, d.val_emd)
+        guide = guide_only(model) if d.val_denoise and guide_key not in self._guide_sums else None
         sums: dict[str, float] = {}
         count = len(self.val_inputs)
         levels = len(model.sigmas)
+
+        def add(key: str, clouds, truth) -> None:
+            sums[f"chamfer_{key}"] = sums.get(f"chamfer_{key}", 0.0) + sum(
+                chamfer_distance(a, b) for a, b in zip(clouds, truth))
+            if d.val_emd and key in ("denoise", "guide"):
+                sums[f"emd_{key}"] = sums.get(f"emd_{key}", 0.0) + sum(
+                    earth_movers_distance(a, b) for a, b in zip(clouds, truth))
+
         for start in range(0, count, self.batch_size):
             inputs = self.val_inputs[start:start + self.batch_size].to(device)
             truth = self.val_truth[start:start + self.batch_size].numpy()
-            runs = {"input": inputs.cpu().numpy()}
             if d.val_prior:
-                runs["prior"] = model.upsample(inputs, d.val_output_points, d.val_steps_per_level,
-                                               generator=generator).cpu().numpy()
-            # The denoise chains of the model and of its guide alone share their noise.
-            for name, sampler in (("denoise", model), ("guide", guide)):
+                prior = model.upsample(inputs, d.val_output_points, d.val_steps_per_level,
+                                       generator=prior_noise).cpu().numpy()
+                sums["chamfer"] = sums.get("chamfer", 0.0) + sum(
+                    chamfer_distance(a, b) for a, b in zip(prior, truth))
+            add("input", inputs.cpu().numpy(), truth)
+            for key, sampler in (("denoise", model if d.val_denoise else None), ("guide", guide)):
                 if sampler is not None:
-                    runs[name] = sampler.upsample(
-                        inputs, d.val_output_points, d.val_steps_per_level,
-                        generator=torch.Generator(device=device).manual_seed(VALIDATION_SEED + start),
-                        denoise_from_input=True, start_sigma=d.val_start_sigma).cpu().numpy()
-            for name, clouds in runs.items():
-                key = "chamfer" if name == "prior" else f"chamfer_{name}"
-                sums[key] = sums.get(key, 0.0) + sum(chamfer_distance(a, b)
-                                                     for a, b in zip(clouds, truth))
-                if d.val_emd and name in ("denoise", "guide"):
-                    sums[f"emd_{name}"] = sums.get(f"emd_{name}", 0.0) + sum(
-                        earth_movers_distance(a, b) for a, b in zip(clouds, truth))
+                    chain_noise = torch.Generator(device=device).manual_seed(
+                        VALIDATION_SEED + 2 + start)
+                    add(key, sampler.upsample(inputs, d.val_output_points,
+                                              d.val_steps_per_level, generator=chain_noise,
+                                              denoise_from_input=True,
+                                              start_sigma=d.val_start_sigma).cpu().numpy(), truth)
             code = model.encode(inputs)
             clean = code.to_model_frame(torch.from_numpy(truth).to(device))
             sigma = model.sigmas[(torch.arange(start, start + len(inputs)) % levels).to(device)]
-            noise = torch.randn(clean.shape, generator=generator, device=device)
+            noise = torch.randn(clean.shape, generator=dsm_noise, device=device)
             _, per_shape = score_matching_loss(lambda x, s: model.score(x, code, s), clean,
                                                sigma, noise, d.weight_power)
             sums["dsm"] = sums.get("dsm", 0.0) + float(per_shape.sum())
+        if guide is not None:
+            self._guide_sums[guide_key] = {k: v for k, v in sums.items() if k.endswith("_guide")}
+        if d.val_denoise:
+            sums.update(self._guide_sums.get(guide_key, {}))
         metrics = {f"val_{key}": value / count for key, value in sums.items()}
-        return {"val_loss": metrics[f"val_{d.val_loss_metric}"], **metrics}
+        order = ("chamfer", "chamfer_input", "dsm", "chamfer_denoise", "chamfer_guide",
+                 "emd_denoise", "emd_guide")  # the log's columns, older ones first
+        return {"val_loss": metrics[f"val_{d.val_loss_metric}"],
+                **{f"val_{k}": metrics[f"val_{k}"] for k in order if f"val_{k}" in metrics}}

@@ -125,9 +125,13 @@ def test_guide_only_copy_scores_the_capped_guide_and_leaves_the_model_untouched(
     with torch.no_grad():
         for sigma in (0.3, 0.01):
             full, alone = model.score(query, code, sigma), guide.score(query, code, sigma)
-            assert float((full - alone).abs().max()) > 1e-3
             # the guide alone is capped at guide_clip * sigma
             assert float(alone.norm(dim=-1).max()) <= model.config.guide_clip * sigma * 1.0001
+            tau = torch.maximum(torch.tensor(sigma), model.config.guide_scale * code.spacing)
+            features = torch.cat([query, alone / tau.reshape(-1, 1, 1)], dim=-1)
+            correction = sigma * model.decoder(features, code.z, torch.tensor([sigma]))
+            assert float(correction.abs().max()) > 1e-3
+            torch.testing.assert_close(full - alone, correction, atol=1e-6, rtol=1e-5)
     assert float(model.decoder.out.weight.detach().abs().max()) > 0
 
 
@@ -334,19 +338,25 @@ def test_denoise_validation_reports_the_guide_alone_and_selects_by_its_metric(pr
                    val_loss_metric="emd_denoise", train_sigma_max=0.03)
     task = UpsamplingTask({**TINY, "input_guide": True}, data, batch_size=6, progress=False)
     model = task.build().eval()
+    torch.nn.init.normal_(model.decoder.out.weight, std=0.3,  # built zeroed: give it a correction
+                          generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         metrics = task.validate(model, torch.device("cpu"))
         assert set(metrics) == {"val_loss", "val_chamfer_input", "val_chamfer_denoise",
                                 "val_chamfer_guide", "val_emd_denoise", "val_emd_guide",
                                 "val_dsm"}
         assert metrics["val_loss"] == metrics["val_emd_denoise"]
+        assert metrics["val_emd_denoise"] != pytest.approx(metrics["val_emd_guide"])
         zeroed = guide_only(model)
+        task._guide_sums.clear()  # the zeroed copy's guide chains run afresh
         same = task.validate(zeroed, torch.device("cpu"))
     assert same["val_emd_denoise"] == pytest.approx(same["val_emd_guide"])
     assert same["val_chamfer_denoise"] == pytest.approx(same["val_chamfer_guide"])
     assert same["val_emd_guide"] == pytest.approx(metrics["val_emd_guide"])
-    with pytest.raises(ValueError, match="val_loss_metric"):
-        replace(data, val_emd=False)
+    for unselectable in ({"val_emd": False}, {"val_loss_metric": "emd_guide"},
+                         {"val_loss_metric": "chamfer_input"}):
+        with pytest.raises(ValueError, match="val_loss_metric"):
+            replace(data, **unselectable)
 
 
 # ----------------------------------------------------------------------------- (f) checkpoint
@@ -367,6 +377,15 @@ def test_training_config_builds_the_model_and_registers_the_task():
     assert 3e5 < sum(p.numel() for p in model.parameters()) < 6e5
     data = UpsamplingData(**config["data"])
     assert data.pool_points == 2048 and data.partial_views_per_mesh == 8 and data.pool_seed == 0
+
+
+@pytest.mark.parametrize("name", ["shapegf_pool", "shapegf_denoise"])
+def test_every_shapegf_config_builds_its_model_and_data_settings(name):
+    config = load_config(f"config/train/{name}.yaml")
+    model = build_model("shapegf", config["model"])
+    assert model.config.input_guide
+    data = UpsamplingData(**config["data"])
+    assert data.input_max + data.target_points <= 2048
 
 
 @pytest.mark.parametrize("points,count", [(512, 2048), (500, 2048), (700, 512), (3, 3)])
