@@ -58,12 +58,14 @@ def sample_surface(mesh, count: int, rng: np.random.Generator) -> np.ndarray:
 class SurfaceSampler:
     """Fresh uniform samples of the surfaces of a mesh set's meshes, as `sample_surface` draws
     them, each mesh's triangles and area CDF kept after its first draw (a training loop draws
-    new points of the same meshes every batch)."""
+    new points of the same meshes every batch). With `normals`, each point also carries its
+    face's unit normal: (count, 6)."""
 
-    def __init__(self, vertices: list[np.ndarray], faces: list[np.ndarray]):
+    def __init__(self, vertices: list[np.ndarray], faces: list[np.ndarray],
+                 normals: bool = False):
         if len(vertices) != len(faces):
             raise ValueError("one faces array per vertices array")
-        self._vertices, self._faces = vertices, faces
+        self._vertices, self._faces, self.normals = vertices, faces, normals
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
@@ -78,4 +80,10 @@ class SurfaceSampler:
         triangles, cdf = self._cache[index]
         chosen = np.minimum(np.searchsorted(cdf, rng.random(count) * cdf[-1], side="right"),
                             len(triangles) - 1)
-        return _points_in(triangles, chosen, rng)
+        points = _points_in(triangles, chosen, rng)
+        if not self.normals:
+            return points
+        a, b, c = triangles[chosen, 0], triangles[chosen, 1], triangles[chosen, 2]
+        normal = np.cross(b - a, c - a)
+        normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
+        return np.concatenate([points, normal.astype(np.float32)], axis=1)

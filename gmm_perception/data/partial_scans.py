@@ -63,9 +63,11 @@ def scan_pool(meshes: MeshSet, shapes: ShapeSet, views: int, num_points: int, se
 
 
 def rotate_about_z(clouds: list[np.ndarray], angles: np.ndarray) -> list[np.ndarray]:
-    """The same turn about z per object applied to every (S, n, 3) array of `clouds`."""
+    """The same turn about z per object applied to every (S, n, 3) array of `clouds`; an
+    (S, n, 6) array is points and their normals, both turned."""
     rotations = rotation_z(angles).transpose(0, 2, 1)
-    return [(c @ rotations).astype(np.float32) for c in clouds]
+    return [np.concatenate([c[..., j:j + 3] @ rotations for j in range(0, c.shape[-1], 3)],
+                           axis=-1).astype(np.float32) for c in clouds]
 
 
 def sample_input_target_pairs(rng: np.random.Generator, points: np.ndarray,
@@ -75,40 +77,42 @@ def sample_input_target_pairs(rng: np.random.Generator, points: np.ndarray,
                               surface: Callable[[int, int, np.random.Generator], np.ndarray]
                               | None = None) -> tuple[np.ndarray, np.ndarray]:
     """`count` (input, target) training pairs of the shapes `points` (S, P, 3): the target is
-    `target_points` of the stored cloud (unless `surface`, below); the input `input_points` of it, or, with probability
-    `partial_fraction`, of a random pooled scan of that shape (pool row `pool_rows[k]`); both
-    turned by the same random angle about z when `rotate_z`.
+    `target_points` of the stored cloud (unless `surface`, below); the input `input_points` of
+    it, or, with probability `partial_fraction`, of a random pooled scan of that shape (pool row
+    `pool_rows[k]`); both turned by the same random angle about z when `rotate_z`.
 
     With `disjoint`, a sparse input and its target share no stored point (needs input_points +
     target_points <= P). Drawn independently, input_points / P of the target are input points
     themselves, and an upsampler's denoiser learns to put its output onto the input points: at
     the fine levels the optimal score for those targets is a pull to the nearest input point.
     With `surface` (shape index, count, rng) -> fresh points of that shape's surface (e.g.
-    mesh_ops.SurfaceSampler), the targets are new samples every time: the stored cloud is one
-    fixed sample whose spacing (mean nearest distance 0.02-0.03 at 2048 points of a unit shape)
-    exceeds the finest noise levels, where a denoiser trained on it learns the sample's points
-    instead of the surface through them."""
+    mesh_ops.SurfaceSampler; with its normals, (count, 6), the targets carry them too), the
+    targets are new samples every time: the stored cloud is one fixed sample whose spacing
+    (mean nearest distance 0.02-0.03 at 2048 points of a unit shape) exceeds the finest noise
+    levels, where a denoiser trained on it learns the sample's points instead of the surface
+    through them."""
     stored = points.shape[1]
     if disjoint and input_points + target_points > stored:
         raise ValueError(f"disjoint inputs and targets need input_points + target_points <= "
                          f"{stored} stored points, got {input_points} + {target_points}")
     index = rng.integers(len(points), size=count)
     inputs = np.empty((count, input_points, 3), dtype=np.float32)
-    targets = np.empty((count, target_points, 3), dtype=np.float32)
+    targets = []
     for row, k in enumerate(index):
         if surface is not None:
-            targets[row] = surface(int(k), target_points, rng)
+            targets.append(surface(int(k), target_points, rng))
         elif disjoint:
             order = rng.permutation(stored)
-            targets[row] = points[k, order[:target_points]]
+            targets.append(points[k, order[:target_points]])
             inputs[row] = points[k, order[target_points:target_points + input_points]]
         else:
-            targets[row] = points[k, rng.choice(stored, target_points, replace=False)]
+            targets.append(points[k, rng.choice(stored, target_points, replace=False)])
         if pool is not None and rng.random() < partial_fraction:
             scan = pool[pool_rows[k], rng.integers(pool.shape[1])]
             inputs[row] = scan[rng.choice(len(scan), input_points, replace=False)]
         elif surface is not None or not disjoint:
             inputs[row] = points[k, rng.choice(stored, input_points, replace=False)]
+    targets = np.stack(targets).astype(np.float32)
     if rotate_z:
         inputs, targets = rotate_about_z([inputs, targets], rng.uniform(0, 2 * np.pi, count))
     return inputs, targets

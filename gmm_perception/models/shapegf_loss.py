@@ -30,20 +30,29 @@ REFERENCE_WEIGHT_POWER = 1.0
 def score_matching_loss(score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                         clean: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor | None = None,
                         weight_power: float = REFERENCE_WEIGHT_POWER,
-                        generator: torch.Generator | None = None
+                        generator: torch.Generator | None = None,
+                        normals: torch.Tensor | None = None
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, per-shape loss (B,)) of clean points (B, N, 3) at per-shape sigma (B,).
 
     `score(noisy (B, N, 3), sigma (B,))` returns the predicted s; `noise` (B, N, 3) is eps
     (drawn with `generator` when None). loss = mean over shapes of
-    1/2 mean_points sigma^-p |s(x~) - (x - x~)|^2."""
+    1/2 mean_points sigma^-p |s(x~) - (x - x~)|^2.
+
+    With the clean points' unit `normals` (B, N, 3), the target keeps only its component along
+    the normal, ((x - x~) . n) n: where the surface is flat at the scale of sigma, the tangential
+    part of x - x~ is noise no score can predict (its expectation given x~ is zero), and at the
+    fine levels it is most of the loss's value and variance."""
     sigma = sigma.to(clean).reshape(-1)
     if noise is None:
         noise = torch.randn(clean.shape, generator=generator, device=clean.device,
                             dtype=clean.dtype)
     s = sigma.reshape(-1, 1, 1)
     noisy = clean + s * noise
-    residual = score(noisy, sigma) - (clean - noisy)
+    target = clean - noisy
+    if normals is not None:
+        target = (target * normals).sum(-1, keepdim=True) * normals
+    residual = score(noisy, sigma) - target
     per_shape = 0.5 * (residual.pow(2).sum(-1).mean(-1)) * sigma.pow(-weight_power)
     return per_shape.mean(), per_shape
 
@@ -61,18 +70,21 @@ def draw_sigmas(sigmas: torch.Tensor, batch: int, generator: torch.Generator | N
 
 def shapegf_loss(model, inputs: torch.Tensor, targets: torch.Tensor,
                  weight_power: float = REFERENCE_WEIGHT_POWER,
-                 generator: torch.Generator | None = None, sigma_max: float = 0.0
-                 ) -> tuple[torch.Tensor, dict[str, float]]:
+                 generator: torch.Generator | None = None, sigma_max: float = 0.0,
+                 normal_targets: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
     """The training loss: encode the (sparse) inputs (B, N, 3), map the dense targets (B, M, 3)
     into the inputs' normalised frame, score-match them at one random level per shape (of the
-    levels sigma <= sigma_max; 0 = all).
+    levels sigma <= sigma_max; 0 = all); with `normal_targets` the targets carry their unit
+    normals in channels 3-5 and the loss keeps the target's normal component.
     Terms: 'dsm' (the loss) and 'dsm_coarse' / 'dsm_fine' (mean per-shape loss over the shapes
     whose level is in the upper / lower half of the schedule; NaN when none)."""
     code = model.encode(inputs)
     clean = code.to_model_frame(targets[..., :3].to(code.z.dtype))
     levels, sigma = draw_sigmas(model.sigmas, clean.shape[0], generator, sigma_max)
+    normals = targets[..., 3:6].to(clean) if normal_targets else None
     loss, per_shape = score_matching_loss(lambda x, s: model.score(x, code, s), clean, sigma,
-                                          weight_power=weight_power, generator=generator)
+                                          weight_power=weight_power, generator=generator,
+                                          normals=normals)
     half = len(model.sigmas) // 2
     detached = per_shape.detach()
     coarse, fine = detached[levels < half], detached[levels >= half]

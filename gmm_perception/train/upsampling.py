@@ -79,6 +79,9 @@ class UpsamplingData:
     # fresh samples of the mesh surface every batch (needs meshes): at the fine levels the
     # stored cloud's spacing exceeds sigma and a denoiser learns its points, not the surface.
     targets: str = "stored"
+    # With surface targets: the loss keeps only the target's component along the surface normal
+    # (models/shapegf_loss.score_matching_loss), the tangential noise left out.
+    normal_targets: bool = False
     weight_power: float = REFERENCE_WEIGHT_POWER  # loss weight sigma^-p
     val_max_shapes: int = 8  # fixed held-out shapes to validate on (0 = all)
     val_input_points: int = 512
@@ -105,6 +108,8 @@ class UpsamplingData:
             raise ValueError("partial_fraction must lie in [0, 1]")
         if self.targets not in TARGET_SOURCES:
             raise ValueError(f"targets must be one of {TARGET_SOURCES}, got '{self.targets}'")
+        if self.normal_targets and self.targets != "surface":
+            raise ValueError("normal_targets needs targets: surface (the mesh gives the normals)")
         if self.train_sigma_max < 0 or self.val_start_sigma <= 0:
             raise ValueError("need train_sigma_max >= 0 and val_start_sigma > 0")
         computed = {"chamfer": self.val_prior, "dsm": True, "chamfer_denoise": self.val_denoise,
@@ -162,7 +167,8 @@ class UpsamplingTask:
                      if d.partial_fraction > 0 else None)
         self.surface_sampler = None if d.targets != "surface" else SurfaceSampler(
             *zip(*[(meshes.vertices[k], meshes.faces[k]) for k in
-                   (meshes.index_of(m) for m in self.train_shapes.model_ids)]))
+                   (meshes.index_of(m) for m in self.train_shapes.model_ids)]),
+            normals=d.normal_targets)
         self.val_inputs, self.val_truth = self._validation_set(shapes, meshes)
         # The guide alone depends on the config and the inputs, not on the weights: its chains
         # run once per model config and validation setting.
@@ -215,7 +221,7 @@ class UpsamplingTask:
         inputs, targets = batch
         module = getattr(model, "module", model)  # DDP: encode/score live on the module
         return shapegf_loss(module, inputs, targets, self.data.weight_power, generator,
-                            self.data.train_sigma_max)
+                            self.data.train_sigma_max, self.data.normal_targets)
 
     def validate(self, model, device: torch.device) -> dict[str, float]:
         """Metrics of the module docstring; call in eval mode under no_grad. Each sampler has

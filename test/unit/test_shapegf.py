@@ -452,3 +452,47 @@ def test_surface_targets_are_fresh_samples_of_the_mesh_surface_each_draw():
             assert {tuple(p) for p in cloud_in.tolist()} <= stored
             assert not {tuple(p) for p in cloud_out.tolist()} & stored
     assert not np.allclose(draws[0][1], draws[1][1])
+
+
+def test_normal_targets_leave_out_the_tangential_noise_of_a_flat_surface():
+    """On the plane z = 0 the exact projection s(x~) = -z~ e_z is the best score; with the
+    points' normals its loss is zero, without them the tangential noise remains: about
+    1/2 sigma^-p 2 sigma^2 (two tangential components of eps)."""
+    generator = torch.Generator().manual_seed(1)
+    clean = torch.rand(2, 4000, 3, generator=generator)
+    clean[..., 2] = 0.0
+    sigma = torch.tensor([0.1, 0.01])
+    normals = torch.zeros_like(clean)
+    normals[..., 2] = 1.0
+
+    def project(noisy, s):
+        out = torch.zeros_like(noisy)
+        out[..., 2] = -noisy[..., 2]
+        return out
+
+    noise = torch.randn(clean.shape, generator=generator)
+    _, with_normals = score_matching_loss(project, clean, sigma, noise, 2.0, normals=normals)
+    _, without = score_matching_loss(project, clean, sigma, noise, 2.0)
+    torch.testing.assert_close(with_normals, torch.zeros(2), atol=1e-9, rtol=0)
+    torch.testing.assert_close(without, torch.ones(2), atol=0.05, rtol=0)
+
+
+def test_surface_sampler_normals_are_the_faces_unit_normals_and_turn_with_the_points():
+    import trimesh
+
+    from gmm_perception.data.mesh_ops import SurfaceSampler
+    from gmm_perception.data.partial_scans import rotate_about_z
+
+    cube = trimesh.creation.box(extents=(1.0, 1.0, 1.0))
+    sampled = SurfaceSampler([cube.vertices], [cube.faces], normals=True)(0, 500,
+                                                                          np.random.default_rng(0))
+    points, normals = sampled[:, :3], sampled[:, 3:]
+    assert sampled.shape == (500, 6)
+    np.testing.assert_allclose(np.linalg.norm(normals, axis=1), 1.0, atol=1e-6)
+    face = np.argmax(np.abs(points), axis=1)  # the axis whose face the point is on
+    np.testing.assert_allclose(np.abs(normals[np.arange(500), face]), 1.0, atol=1e-6)
+    (turned,) = rotate_about_z([sampled[None]], np.array([np.pi / 2]))
+    np.testing.assert_allclose(turned[0, :, :3], points @ np.array([[0, 1, 0], [-1, 0, 0],
+                                                                     [0, 0, 1]]), atol=1e-6)
+    np.testing.assert_allclose(turned[0, :, 3:], normals @ np.array([[0, 1, 0], [-1, 0, 0],
+                                                                      [0, 0, 1]]), atol=1e-6)
