@@ -285,10 +285,11 @@ class ClassifyConfig:
     classification_points: int = setting(2048, "Points per object given to the model (as in "
                                          "training).", low=64, high=16384, read_only=True)
     # Single sensor views in training hold 200 returns or more (data/views.py). On the pool's
-    # val scene objects (the pipeline's own clouds), dgcnn_views_sized_scenes.pt is right on
-    # 0.39 of the clouds under 100 points at a mean confidence 0.58, 0.59 at 100-200 points,
-    # 0.72 at 200-400 (dgcnn_views_sized.pt: 0.19 / 0.54 / 0.69): an object just coming into
-    # view or half hidden gets wrong, confident answers, which a track's fusion would start from.
+    # val scene objects (the pipeline's own clouds, harvested 2026-12-08 with the depth drives),
+    # dgcnn_views_sized_scenes.pt is right on 0.44 of the clouds of 30-100 points at a mean
+    # confidence 0.49, 0.54 at 100-200 points (0.57), 0.79 at 200-400 (0.78), 0.66 above (its
+    # previous version: 0.40 / 0.55 / 0.74 / 0.66): an object just coming into view or half
+    # hidden gets wrong answers, which a track's fusion would start from.
     min_points: int = setting(200, "Objects with fewer points are not classified (nothing "
                               "published, nothing fused); the refusal is counted in "
                               "/diagnostics.", low=MIN_OBJECT_POINTS, high=1_000_000)
