@@ -29,10 +29,14 @@ def normalize_mesh(mesh, up_axis: str = "z"):
     return out
 
 
+def _face_cross(triangles: np.ndarray) -> np.ndarray:
+    """(b - a) x (c - a) per triangle: twice its area, along its normal."""
+    return np.cross(triangles[:, 1] - triangles[:, 0], triangles[:, 2] - triangles[:, 0])
+
+
 def _triangles_and_areas(vertices, faces) -> tuple[np.ndarray, np.ndarray]:
     triangles = np.asarray(vertices, dtype=np.float64)[np.asarray(faces)]
-    areas = 0.5 * np.linalg.norm(np.cross(triangles[:, 1] - triangles[:, 0],
-                                          triangles[:, 2] - triangles[:, 0]), axis=1)
+    areas = 0.5 * np.linalg.norm(_face_cross(triangles), axis=1)
     total = areas.sum()
     if not np.isfinite(total) or total <= 0:
         raise ValueError("mesh has no surface area to sample")
@@ -66,24 +70,25 @@ class SurfaceSampler:
         if len(vertices) != len(faces):
             raise ValueError("one faces array per vertices array")
         self._vertices, self._faces, self.normals = vertices, faces, normals
-        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-    def __len__(self) -> int:
-        return len(self._vertices)
+        # Per mesh: triangles, the area CDF and (with normals) each face's unit normal.
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
 
     def __call__(self, index: int, count: int, rng: np.random.Generator) -> np.ndarray:
-        """(count, 3) float32 points of mesh `index`'s surface."""
+        """(count, 3) float32 points of mesh `index`'s surface ((count, 6) with normals)."""
         if index not in self._cache:
             triangles, face_probability = _triangles_and_areas(self._vertices[index],
                                                                self._faces[index])
-            self._cache[index] = triangles.astype(np.float32), np.cumsum(face_probability)
-        triangles, cdf = self._cache[index]
+            face_normals = None
+            if self.normals:
+                cross = _face_cross(triangles)
+                face_normals = (cross / np.maximum(np.linalg.norm(cross, axis=1, keepdims=True),
+                                                   1e-12)).astype(np.float32)
+            self._cache[index] = (triangles.astype(np.float32), np.cumsum(face_probability),
+                                  face_normals)
+        triangles, cdf, face_normals = self._cache[index]
         chosen = np.minimum(np.searchsorted(cdf, rng.random(count) * cdf[-1], side="right"),
                             len(triangles) - 1)
         points = _points_in(triangles, chosen, rng)
-        if not self.normals:
+        if face_normals is None:
             return points
-        a, b, c = triangles[chosen, 0], triangles[chosen, 1], triangles[chosen, 2]
-        normal = np.cross(b - a, c - a)
-        normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
-        return np.concatenate([points, normal.astype(np.float32)], axis=1)
+        return np.concatenate([points, face_normals[chosen]], axis=1)

@@ -95,13 +95,14 @@ def sample_input_target_pairs(rng: np.random.Generator, points: np.ndarray,
     if disjoint and input_points + target_points > stored:
         raise ValueError(f"disjoint inputs and targets need input_points + target_points <= "
                          f"{stored} stored points, got {input_points} + {target_points}")
+    split_stored = disjoint and surface is None  # one draw gives the target and the input
     index = rng.integers(len(points), size=count)
     inputs = np.empty((count, input_points, 3), dtype=np.float32)
     targets = []
     for row, k in enumerate(index):
         if surface is not None:
             targets.append(surface(int(k), target_points, rng))
-        elif disjoint:
+        elif split_stored:
             order = rng.permutation(stored)
             targets.append(points[k, order[:target_points]])
             inputs[row] = points[k, order[target_points:target_points + input_points]]
@@ -110,7 +111,7 @@ def sample_input_target_pairs(rng: np.random.Generator, points: np.ndarray,
         if pool is not None and rng.random() < partial_fraction:
             scan = pool[pool_rows[k], rng.integers(pool.shape[1])]
             inputs[row] = scan[rng.choice(len(scan), input_points, replace=False)]
-        elif surface is not None or not disjoint:
+        elif not split_stored:
             inputs[row] = points[k, rng.choice(stored, input_points, replace=False)]
     targets = np.stack(targets).astype(np.float32)
     if rotate_z:

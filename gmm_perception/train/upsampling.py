@@ -37,6 +37,7 @@
 """
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -97,7 +98,7 @@ class UpsamplingData:
     val_start_sigma: float = DEFAULT_START_SIGMA  # where the validation's denoise chains start
     val_emd: bool = False  # EMD of the denoise and guide-only clouds (exact, ~1 s a cloud)
     # The validation metric selecting the best checkpoint: one that depends on the weights
-    # (SELECTING_METRICS; the input's and the guide's do not).
+    # (chamfer, chamfer_denoise, emd_denoise, dsm; the input's and the guide's do not).
     val_loss_metric: str = "chamfer"
 
     def __post_init__(self):
@@ -231,25 +232,25 @@ class UpsamplingTask:
         dsm_noise = torch.Generator(device=device).manual_seed(VALIDATION_SEED + 1)
         guide_key = (repr(model.config), d.val_start_sigma, d.val_steps_per_level, d.val_emd)
         guide = guide_only(model) if d.val_denoise and guide_key not in self._guide_sums else None
-        sums: dict[str, float] = {}
+        sums: defaultdict[str, float] = defaultdict(float)
         count = len(self.val_inputs)
         levels = len(model.sigmas)
 
-        def add(key: str, clouds, truth) -> None:
-            sums[f"chamfer_{key}"] = sums.get(f"chamfer_{key}", 0.0) + sum(
+        def add(run: str, clouds, truth) -> None:
+            """Chamfer (and, for the chains, EMD) of one run's clouds; the prior's Chamfer is
+            plain val_chamfer."""
+            sums["chamfer" if run == "prior" else f"chamfer_{run}"] += sum(
                 chamfer_distance(a, b) for a, b in zip(clouds, truth))
-            if d.val_emd and key in ("denoise", "guide"):
-                sums[f"emd_{key}"] = sums.get(f"emd_{key}", 0.0) + sum(
-                    earth_movers_distance(a, b) for a, b in zip(clouds, truth))
+            if d.val_emd and run in ("denoise", "guide"):
+                sums[f"emd_{run}"] += sum(earth_movers_distance(a, b)
+                                          for a, b in zip(clouds, truth))
 
         for start in range(0, count, self.batch_size):
             inputs = self.val_inputs[start:start + self.batch_size].to(device)
             truth = self.val_truth[start:start + self.batch_size].numpy()
             if d.val_prior:
-                prior = model.upsample(inputs, d.val_output_points, d.val_steps_per_level,
-                                       generator=prior_noise).cpu().numpy()
-                sums["chamfer"] = sums.get("chamfer", 0.0) + sum(
-                    chamfer_distance(a, b) for a, b in zip(prior, truth))
+                add("prior", model.upsample(inputs, d.val_output_points, d.val_steps_per_level,
+                                            generator=prior_noise).cpu().numpy(), truth)
             add("input", inputs.cpu().numpy(), truth)
             for key, sampler in (("denoise", model if d.val_denoise else None), ("guide", guide)):
                 if sampler is not None:
@@ -265,7 +266,7 @@ class UpsamplingTask:
             noise = torch.randn(clean.shape, generator=dsm_noise, device=device)
             _, per_shape = score_matching_loss(lambda x, s: model.score(x, code, s), clean,
                                                sigma, noise, d.weight_power)
-            sums["dsm"] = sums.get("dsm", 0.0) + float(per_shape.sum())
+            sums["dsm"] += float(per_shape.sum())
         if guide is not None:
             self._guide_sums[guide_key] = {k: v for k, v in sums.items() if k.endswith("_guide")}
         if d.val_denoise:
